@@ -1,0 +1,57 @@
+"""Shared fixtures. Time comes from ManualClock; AWS from moto (a server per session, never
+``mock_aws`` in the same process as a server: they share one backend and wipe each other)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from wsmon.clock import ManualClock
+
+# Never touch real AWS from tests, whatever the developer's environment holds.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
+os.environ["AWS_DEFAULT_REGION"] = "us-west-2"
+for _var in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+    os.environ.pop(_var, None)
+os.environ["AWS_CONFIG_FILE"] = os.devnull
+os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "daylily-worksets")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real HTTP endpoint (moto server) for S3, DynamoDB, SNS, CloudWatch in this process."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """Tables and buckets are per test, so tests sharing the moto server never see each other."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def daylily_fixtures() -> str:
+    path = os.path.abspath(FIXTURES)
+    if not os.path.isdir(path):
+        pytest.skip(f"shared fixtures not found at {path}")
+    return path

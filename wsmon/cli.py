@@ -1,0 +1,175 @@
+"""The ``wsmon`` command.
+
+``wsmon`` opens the dashboard, ``wsmon --headless`` runs the engine as a service, ``wsmon --demo``
+runs the whole system against an embedded AWS endpoint. Subcommands are the scriptable companion.
+
+Subcommand modules are imported only when that subcommand runs, so ``wsmon --help`` and
+``wsmon --headless`` never import Textual (tests/test_import_hygiene.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from wsmon import __version__
+
+if TYPE_CHECKING:
+    from wsmon.config import Settings
+    from wsmon.engine.store import Store
+
+# name -> "module:attribute"; help text is kept here so --help never imports the module.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "store": ("wsmon.commands.store_cmd:store", "Create or inspect the state store (store init)."),
+    "config": ("wsmon.commands.config_cmd:config", "Show or check the effective configuration."),
+    "scan": ("wsmon.commands.discovery_cmd:scan", "One S3 discovery pass: what it found and changed."),
+    "validate": ("wsmon.commands.discovery_cmd:validate", "Validate a workset folder (S3 or local)."),
+    "iam-policy": ("wsmon.commands.engine_cmd:iam_policy", "Print the least-privilege IAM policy."),
+    "notify": ("wsmon.commands.notify_cmd:notify", "Notification channels (notify test)."),
+    "list": ("wsmon.commands.ops_cmd:list_cmd", "List worksets."),
+    "show": ("wsmon.commands.ops_cmd:show", "Show one workset."),
+    "events": ("wsmon.commands.ops_cmd:events", "A workset's state history."),
+    "release": ("wsmon.commands.ops_cmd:release", "Force-release a workset's lock."),
+    "retry": ("wsmon.commands.ops_cmd:retry", "Send a workset back to ready."),
+    "ignore": ("wsmon.commands.ops_cmd:ignore", "Ignore a workset (or --undo)."),
+    "priority": ("wsmon.commands.ops_cmd:priority", "Change a workset's priority."),
+    "alerts": ("wsmon.commands.ops_cmd:alerts", "List alerts."),
+    "ack": ("wsmon.commands.ops_cmd:ack", "Acknowledge an alert."),
+    "silence": ("wsmon.commands.ops_cmd:silence", "Silence alerts for a while."),
+    "monitors": ("wsmon.commands.ops_cmd:monitors", "Engines and dashboards seen by the store."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS:
+            target, _ = LAZY_COMMANDS[name]
+            module_name, attr = target.split(":")
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name and exc.name.startswith("wsmon"):
+                    return None  # not built yet in this checkout
+                raise
+            return getattr(module, attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, LAZY_COMMANDS[name][1]) for name in sorted(LAZY_COMMANDS)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@dataclass
+class CliContext:
+    """What every subcommand needs: settings and the store, loaded on first use."""
+
+    config_path: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _settings: Settings | None = None
+    _store: Store | None = None
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from wsmon.config import ConfigError, load_settings
+
+            try:
+                self._settings = load_settings(self.config_path, self.overrides)
+            except ConfigError as exc:
+                raise click.ClickException("configuration problems:\n  " + "\n  ".join(exc.problems)) from None
+        return self._settings
+
+    def open_store(self, *, create: bool = True) -> Store:
+        if self._store is None:
+            from wsmon.engine.store import StoreError, open_store
+
+            s = self.settings()
+            try:
+                self._store = open_store(
+                    s.store_url, max_clock_skew=s.store.max_clock_skew_seconds,
+                    default_lease_seconds=s.store.lease_seconds, aws_profile=s.aws.profile,
+                    create=create,
+                )
+            except StoreError as exc:
+                raise click.ClickException(str(exc)) from None
+        return self._store
+
+
+def actor() -> str:
+    """``user@host``: who an operator action is recorded as."""
+    import getpass
+    import os
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _set_override(ctx: click.Context, dotted: str, value: Any) -> None:
+    if value is None:
+        return
+    node = ctx.ensure_object(CliContext).overrides
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+@click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="wsmon")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML config file (default: $XDG_CONFIG_HOME/wsmon/config.toml).")
+@click.option("--store", "store_url", metavar="URL",
+              help="State store: sqlite:///PATH or dynamodb://TABLE?region=R[&endpoint_url=U].")
+@click.option("--headless", is_flag=True, help="Run the engine as a service (no dashboard); JSON logs on stdout.")
+@click.option("--once", is_flag=True, help="With --headless: one full cycle, then exit.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="With --once: give up waiting after this long.")
+@click.option("--demo", is_flag=True, help="Run everything against an embedded AWS endpoint with seeded worksets.")
+@click.option("--demo-store", type=click.Choice(["dynamodb", "sqlite"]), default="dynamodb", show_default=True,
+              help="With --demo: which store backend to use.")
+@click.option("--read-only", is_flag=True, default=None, help="Dashboard: hide every action that changes state.")
+@click.option("--theme", metavar="NAME", help="Dashboard theme (wsmon-dark, wsmon-light, wsmon-high-contrast, wsmon-ansi).")
+@click.option("--attach", "engine_mode", flag_value="attach", help="Dashboard only: never run an engine in this process.")
+@click.option("--engine", "engine_mode", flag_value="engine", help="Always run an engine in this process.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, store_url: str | None, headless: bool, once: bool,
+        timeout: float | None, demo: bool, demo_store: str, read_only: bool | None, theme: str | None,
+        engine_mode: str | None) -> None:
+    """wsmon: watch, schedule and run Daylily genomics worksets on AWS.
+
+    With no command, opens the dashboard.
+    """
+    obj = ctx.ensure_object(CliContext)
+    obj.config_path = config_path
+    _set_override(ctx, "store.url", store_url)
+    _set_override(ctx, "ui.read_only", read_only)
+    _set_override(ctx, "ui.theme", theme)
+    if ctx.invoked_subcommand is not None:
+        return
+    if once and not headless:
+        raise click.UsageError("--once goes with --headless")
+    from wsmon.launch import launch  # imports only what the chosen mode needs
+
+    code = launch(obj, headless=headless, once=once, timeout=timeout, demo=demo,
+                  demo_store=demo_store, engine_mode=engine_mode or "auto")
+    ctx.exit(code or 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="wsmon")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

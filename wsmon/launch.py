@@ -1,0 +1,27 @@
+"""Pick the mode the root command asked for and import only what that mode needs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wsmon.cli import CliContext
+
+
+def launch(obj: CliContext, *, headless: bool, once: bool, timeout: float | None, demo: bool,
+           demo_store: str, engine_mode: str) -> int:
+    """Returns the process exit code."""
+    if demo:
+        from wsmon.demo import run_demo
+
+        return run_demo(obj, headless=headless, store_kind=demo_store)
+    settings = obj.settings()
+    if headless:
+        from wsmon.engine.service import run_headless, run_once
+
+        if once:
+            return run_once(settings, timeout=timeout)
+        return run_headless(settings)
+    from wsmon.app import run_dashboard
+
+    return run_dashboard(settings, engine_mode=engine_mode)
