@@ -42,6 +42,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "ack": ("wsmon.commands.ops_cmd:ack", "Acknowledge an alert."),
     "silence": ("wsmon.commands.ops_cmd:silence", "Silence alerts for a while."),
     "monitors": ("wsmon.commands.ops_cmd:monitors", "Engines and dashboards seen by the store."),
+    "completion": ("wsmon.commands.ops_cmd:completion", "Print the shell completion script (bash, zsh, fish)."),
 }
 
 
@@ -135,7 +136,7 @@ def _set_override(ctx: click.Context, dotted: str, value: Any) -> None:
               help="State store: sqlite:///PATH or dynamodb://TABLE?region=R[&endpoint_url=U].")
 @click.option("--headless", is_flag=True, help="Run the engine as a service (no dashboard); JSON logs on stdout.")
 @click.option("--once", is_flag=True, help="With --headless: one full cycle, then exit.")
-@click.option("--timeout", type=float, metavar="SECONDS", help="With --once: give up waiting after this long.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="With --once: give up waiting after this long. With --demo --headless: stop after this long.")
 @click.option("--demo", is_flag=True, help="Run everything against an embedded AWS endpoint with seeded worksets.")
 @click.option("--demo-store", type=click.Choice(["dynamodb", "sqlite"]), default="dynamodb", show_default=True,
               help="With --demo: which store backend to use.")

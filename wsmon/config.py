@@ -2,7 +2,9 @@
 
 Sources, highest first: command-line flags, ``WSMON_*`` environment (nested with ``__``, e.g.
 ``WSMON_STORE__URL``), the TOML file (``--config``, else ``$XDG_CONFIG_HOME/wsmon/config.toml``),
-defaults. The earlier Daylily monitor's YAML config is read too (``daylily_yaml``).
+defaults. The earlier Daylily monitor's YAML config is read too (``daylily_yaml``), below the file.
+``load_settings`` reads every source (wsmon/settings_loader.py); ``Settings(...)`` built directly
+takes only its arguments.
 
 Every setting has a default, a type and a one-line description; docs/configuration.md is
 generated from these models (tests/test_config_docs.py fails when it drifts).
@@ -14,10 +16,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from wsmon.settings_loader import LoadInfo
 
 
 def xdg_dir(env: str, fallback: str) -> Path:
@@ -60,7 +66,7 @@ class SourceSettings(Section):
 class DiscoverySettings(Section):
     sources: list[SourceSettings] = Field(default_factory=list, description="Where workset folders are found (bucket + prefix pairs).")
     poll_interval_seconds: float = Field(60.0, gt=0, description="Seconds between S3 discovery polls.")
-    reconcile_every: int = Field(10, ge=1, description="Re-list a terminal workset folder every this many polls.")
+    reconcile_every: int = Field(60, ge=1, description="Re-list a terminal workset folder every this many polls (spread evenly: 900 terminal folders cost 15 listings a poll at 60).")
     write_sentinels: bool = Field(True, description="Write daylily.* sentinel files and index logs for the engine's own transitions.")
     archive_prefix: str | None = Field(None, description="Prefix completed worksets are archived under (Daylily monitor compatibility).")
     sentinel_index_prefix: str | None = Field(None, description="Prefix for daylily.<state>.log index files (default: the source prefix).")
@@ -69,6 +75,12 @@ class DiscoverySettings(Section):
     list_workers: int = Field(8, ge=1, le=64, description="Threads listing workset folders in parallel.")
     head_workers: int = Field(8, ge=1, le=64, description="Threads checking FASTQ objects exist (HEAD) in parallel.")
     max_file_bytes: int = Field(5_000_000, gt=0, description="Largest workset file (YAML/TSV) that is read; larger is a validation error.")
+    estimate_vcpus: int = Field(64, ge=1, description="Estimate: vCPUs a workset occupies while it runs (when daylily_info.yaml gives none).")
+    estimate_memory_gb: float = Field(256.0, gt=0, description="Estimate: memory (GB) a workset occupies while it runs (when daylily_info.yaml gives none).")
+    estimate_vcpu_hours_per_sample: float = Field(96.0, gt=0, description="Estimate: vCPU-hours per sample in stage_samples.tsv (30x WGS through alignment and calling).")
+    estimate_storage_gb_per_sample: float = Field(150.0, gt=0, description="Estimate: FSx storage (GB) per sample (FASTQ, BAM, VCF, intermediates).")
+    estimate_cost_per_vcpu_hour: float = Field(0.05, ge=0, description="Estimate: USD per vCPU-hour used for cost_usd.")
+    estimate_overhead_hours: float = Field(0.5, ge=0, description="Estimate: fixed hours per workset for staging, clone and export, added to duration_hours.")
 
 
 class ClusterConfig(Section):
@@ -88,6 +100,10 @@ class ClustersSettings(Section):
     create_cluster_command: list[str] | None = Field(None, description="argv that creates a cluster when nothing fits (off when unset).")
     preferred_availability_zone: str | None = Field(None, description="Default AZ preference for worksets that state none.")
     reuse_cluster_name: str | None = Field(None, description="Prefer this existing cluster (Daylily monitor compatibility).")
+    local_cluster_name: str | None = Field(None, description="Cluster whose Slurm runs on this host, for sinfo/squeue usage (None: the only cluster, if there is exactly one).")
+    refresh_interval_seconds: float = Field(60.0, gt=0, description="Seconds between cluster discovery/usage refreshes (pcluster is slow).")
+    tool_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one pcluster/sinfo/squeue call.")
+    create_cluster_timeout_minutes: float = Field(90.0, gt=0, description="A cluster creation still running after this long is stopped and reported.")
 
 
 class SchedulerSettings(Section):
@@ -111,6 +127,23 @@ class RunnerSettings(Section):
     pipeline_timeout_minutes: float = Field(24 * 60.0, gt=0, description="Timeout for the pipeline run step.")
     tmux_session_prefix: str = Field("wsmon-", description="Prefix of the tmux session a pipeline runs in.")
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long short steps may finish.")
+    kill_grace_seconds: float = Field(10.0, ge=0, description="After Ctrl-C on a timed-out step, how long before it is killed.")
+    pipeline_poll_seconds: float = Field(30.0, gt=0, description="Seconds between checks of a running pipeline (tmux session and sentinels).")
+    log_tail_lines: int = Field(40, ge=1, description="Lines of a failed step's log kept on the workset.")
+    tmux_socket: str | None = Field(None, description="tmux -L socket name for pipeline sessions (None: the default tmux server).")
+    ssh_host: str | None = Field(None, description="kind=ssh: head node host name; host keys must already be in known_hosts.")
+    max_parallel_worksets: int = Field(8, ge=1, description="Worksets this engine drives at once (its thread pool); the scheduler's limits still apply.")
+    simulated_seed: int = Field(42, description="kind=simulated: seed of the failure mix (same seed, same outcomes).")
+    simulated_step_seconds: dict[str, float] = Field(default_factory=lambda: {"stage": 5.0, "clone": 3.0, "run": 60.0, "export": 5.0}, description="kind=simulated: how long each step takes.")
+    simulated_transient_failure_rate: float = Field(0.1, ge=0, le=1, description="kind=simulated: share of worksets whose run fails once with a transient error, then succeeds.")
+    simulated_permanent_failure_rate: float = Field(0.05, ge=0, le=1, description="kind=simulated: share of worksets whose run fails with a permanent error.")
+    simulated_hang_rate: float = Field(0.0, ge=0, le=1, description="kind=simulated: share of worksets whose run hangs until its timeout (once).")
+    ssh_user: str | None = Field(None, description="kind=ssh: user on the head node (None: ssh's default).")
+    ssh_identity_file: Path | None = Field(None, description="kind=ssh: private key file passed to ssh -i.")
+    ssh_extra_args: list[str] = Field(default_factory=list, description="kind=ssh: extra ssh arguments, e.g. [\"-o\", \"StrictHostKeyChecking=accept-new\"].")
+    login_shell_init: str | None = Field(None, description="Shell snippet sourced before each step on the head node (e.g. conda/module setup).")
+    local_stage_root: str | None = Field(None, description="Local directory the stage step copies workset inputs through ({local_stage_root} in templates).")
+    reference_bucket: str | None = Field(None, description="S3 bucket with reference data ({reference_bucket} in templates).")
 
 
 class RetrySettings(Section):
@@ -127,14 +160,119 @@ class MetricsSettings(Section):
     history_days: int = Field(14, ge=1, description="Days of local metric history kept for the dashboard charts.")
 
 
+AlertSeverityName = Literal["info", "warning", "critical"]
+
+
+class AlertRuleSettings(Section):
+    enabled: bool = Field(True, description="Evaluate this rule.")
+    severity: AlertSeverityName = Field("warning", description="Severity of the alerts this rule raises.")
+    for_seconds: float = Field(0.0, ge=0, description="How long the condition must hold before the alert fires (pending until then).")
+    keep_firing_for_seconds: float | None = Field(None, ge=0, description="How long the condition must stay clear before resolving (None: alerts.keep_firing_for_seconds).")
+
+
+class QueueDepthRule(AlertRuleSettings):
+    threshold: float = Field(50, ge=0, description="Ready worksets of one priority above which the alert fires.")
+    per_priority: dict[str, float] = Field(default_factory=dict, description="Threshold per priority (urgent/normal/low), overriding threshold.")
+    for_seconds: float = Field(600.0, ge=0, description="How long the queue must stay that deep before the alert fires.")
+
+
+class UrgentWaitingRule(AlertRuleSettings):
+    threshold: float = Field(60, gt=0, description="Minutes an urgent workset may wait in ready before the alert fires.")
+    severity: AlertSeverityName = Field("critical", description="Severity of the alerts this rule raises.")
+
+
+class LongRunningRule(AlertRuleSettings):
+    factor: float = Field(3.0, gt=1, description="Fire when a workset runs longer than its estimated duration times this.")
+    max_hours: float = Field(48.0, gt=0, description="Fire when a workset runs longer than this, whatever its estimate.")
+
+
+class StaleLeaseRule(AlertRuleSettings):
+    for_seconds: float = Field(120.0, ge=0, description="How long a lease may stay expired (unswept) before the alert fires.")
+
+
+class LockFailuresRule(AlertRuleSettings):
+    threshold: float = Field(50, ge=0, description="Failed lock acquisitions within window_seconds above which the alert fires.")
+    window_seconds: float = Field(300.0, gt=0, description="Window the lock failures are counted over.")
+
+
+class ErrorRateRule(AlertRuleSettings):
+    threshold: float = Field(0.5, ge=0, le=1, description="Fraction of finished worksets that failed within window_seconds above which the alert fires.")
+    window_seconds: float = Field(1800.0, gt=0, description="Window the error rate is computed over.")
+    min_events: int = Field(4, ge=1, description="Finished worksets needed in the window before a rate is judged.")
+
+
+class DeadLetteredRule(AlertRuleSettings):
+    severity: AlertSeverityName = Field("critical", description="Severity of the alerts this rule raises.")
+
+
+class ClusterFullRule(AlertRuleSettings):
+    for_seconds: float = Field(600.0, ge=0, description="How long a cluster may stay full while urgent work waits before the alert fires.")
+
+
+class EngineHeartbeatRule(AlertRuleSettings):
+    threshold: float = Field(3, ge=1, description="Missed heartbeat intervals after which an engine counts as gone.")
+    interval_seconds: float | None = Field(None, gt=0, description="The engines' heartbeat interval (None: store.heartbeat_seconds).")
+    severity: AlertSeverityName = Field("critical", description="Severity of the alerts this rule raises.")
+
+
+class ChannelFailingRule(AlertRuleSettings):
+    threshold: float = Field(3, ge=1, description="Consecutive failed deliveries on a channel after which the alert fires.")
+    window_seconds: float = Field(3600.0, gt=0, description="A dead (given up) notification created within this window keeps the alert firing.")
+
+
+class BackendErrorsRule(AlertRuleSettings):
+    for_seconds: float = Field(300.0, ge=0, description="How long S3/DynamoDB errors must persist before the alert fires.")
+    severity: AlertSeverityName = Field("critical", description="Severity of the alerts this rule raises.")
+
+
 class AlertsSettings(Section):
     enabled: bool = Field(True, description="Evaluate alert rules.")
     evaluate_interval_seconds: float = Field(30.0, gt=0, description="Seconds between alert evaluations.")
     keep_firing_for_seconds: float = Field(300.0, ge=0, description="How long a condition must stay clear before its alert resolves.")
+    repeat_interval_seconds: float = Field(0.0, ge=0, description="Notify again while an alert keeps firing unacknowledged, this often (0: never).")
+    queue_depth: QueueDepthRule = Field(default_factory=QueueDepthRule, description="Too many ready worksets of one priority.")
+    urgent_waiting: UrgentWaitingRule = Field(default_factory=UrgentWaitingRule, description="An urgent workset waiting too long.")
+    long_running: LongRunningRule = Field(default_factory=LongRunningRule, description="A workset in progress far beyond its estimate or a maximum.")
+    stale_lease: StaleLeaseRule = Field(default_factory=StaleLeaseRule, description="A lease expired and not yet swept.")
+    lock_failures: LockFailuresRule = Field(default_factory=LockFailuresRule, description="A spike of failed lock acquisitions.")
+    error_rate: ErrorRateRule = Field(default_factory=ErrorRateRule, description="Too many finished worksets failing.")
+    dead_lettered: DeadLetteredRule = Field(default_factory=DeadLetteredRule, description="A workset gave up retrying (state failed).")
+    cluster_full: ClusterFullRule = Field(default_factory=ClusterFullRule, description="A cluster full while urgent work waits.")
+    engine_heartbeat: EngineHeartbeatRule = Field(default_factory=EngineHeartbeatRule, description="An engine stopped sending heartbeats.")
+    channel_failing: ChannelFailingRule = Field(default_factory=ChannelFailingRule, description="A notification channel failing.")
+    backend_errors: BackendErrorsRule = Field(default_factory=BackendErrorsRule, description="S3 or DynamoDB errors persisting.")
+
+
+class ChannelFilter(Section):
+    event_types: list[str] = Field(default_factory=list, description="Event types sent to this channel (empty: all), e.g. failed, dead_lettered, alert_firing.")
+    priorities: list[Literal["urgent", "normal", "low"]] = Field(default_factory=list, description="Workset priorities sent to this channel (empty: all).")
+    states: list[str] = Field(default_factory=list, description="Workset states sent to this channel (empty: all).")
+    severities: list[Literal["info", "warning", "critical"]] = Field(default_factory=list, description="Severities sent to this channel (empty: all).")
 
 
 class NotifySettings(Section):
     deliver_interval_seconds: float = Field(15.0, gt=0, description="Seconds between outbox delivery runs.")
+    # Secrets: from the environment (WSMON_LINEAR_API_KEY, WSMON_SLACK_WEBHOOK_URL) or a file, so they
+    # stay out of config files that get copied around; see resolve_secret().
+    linear_api_key: SecretStr | None = Field(None, description="Linear API key; set it with WSMON_LINEAR_API_KEY or linear_api_key_file (inline only with allow_inline_secrets).", json_schema_extra={"env": "WSMON_LINEAR_API_KEY", "secret": True})
+    linear_api_key_file: Path | None = Field(None, description="File whose first line is the Linear API key (keep it mode 0600).")
+    slack_webhook_url: SecretStr | None = Field(None, description="Slack incoming-webhook URL; set it with WSMON_SLACK_WEBHOOK_URL or slack_webhook_url_file (inline only with allow_inline_secrets).", json_schema_extra={"env": "WSMON_SLACK_WEBHOOK_URL", "secret": True})
+    slack_webhook_url_file: Path | None = Field(None, description="File whose first line is the Slack webhook URL (keep it mode 0600).")
+    allow_inline_secrets: bool = Field(False, description="Accept linear_api_key / slack_webhook_url written inline in the config file.")
+    contact_email: str | None = Field(None, description="Operator contact address (Daylily cluster.contact_email), included in notifications so readers know whom to ask.")
+    sns_topic_arn: str | None = Field(None, description="SNS topic notifications are published to (off when unset).")
+    sns_filter: ChannelFilter = Field(default_factory=ChannelFilter, description="Which events go to SNS.")
+    linear_team_id: str | None = Field(None, description="Linear team issues are opened in (Linear is off unless this and the API key are set).")
+    linear_api_url: str = Field("https://api.linear.app/graphql", description="Linear GraphQL endpoint.")
+    linear_resolved_state_id: str | None = Field(None, description="Linear workflow state an issue is moved to when its alert resolves (None: comment only).")
+    linear_filter: ChannelFilter = Field(default_factory=lambda: ChannelFilter(event_types=["alert_firing", "alert_acknowledged", "alert_resolved", "dead_lettered", "validation_failed"]), description="Which events go to Linear (default: alerts, dead letters, validation failures).")
+    slack_filter: ChannelFilter = Field(default_factory=ChannelFilter, description="Which events go to the Slack webhook (Slack is off unless the webhook URL is set).")
+    dashboard_url: str | None = Field(None, description="Link template for a workset in messages, with {workset_id} {bucket} {prefix} (None: the S3 console).")
+    request_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one HTTP request to Linear or Slack, and of an SNS publish.")
+    max_attempts: int = Field(12, ge=1, description="Delivery attempts before a notification is given up (dead); about two hours of backoff at the defaults.")
+    backoff_base_seconds: float = Field(30.0, gt=0, description="Delay after the first failed delivery; doubles per attempt.")
+    backoff_cap_seconds: float = Field(900.0, gt=0, description="Longest delay between delivery attempts.")
+    batch_size: int = Field(200, ge=1, description="Outbox entries handled per delivery run.")
 
 
 class UISettings(Section):
@@ -159,8 +297,9 @@ class Settings(BaseSettings):
     )
 
     monitor_id: str | None = Field(None, description="This monitor's id (default: HOST-USER). Used as lease owner; keep it stable across restarts.")
-    state_dir: Path = Field(default_factory=default_state_dir, description="Directory for the SQLite store, logs and step logs.")
-    daylily_yaml: Path | None = Field(None, description="Path to an earlier Daylily monitor YAML config to read settings from.")
+    state_dir: Path = Field(default_factory=default_state_dir, description="Directory for the SQLite store, logs and step logs.", json_schema_extra={"doc_default": "$XDG_STATE_HOME/wsmon (~/.local/state/wsmon)"})
+    daylily_yaml: Path | None = Field(None, description="Path to an earlier Daylily monitor YAML config to read settings from (ranks below this file and the environment).")
+    continuous: bool = Field(True, description="Headless service: false runs one full cycle and exits, like --once (Daylily monitor.continuous).")
     aws: AwsSettings = Field(default_factory=AwsSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
@@ -173,6 +312,40 @@ class Settings(BaseSettings):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     ui: UISettings = Field(default_factory=UISettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    _load_info: LoadInfo | None = PrivateAttr(default=None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from wsmon.settings_loader import active_sources
+
+        loaded = active_sources()
+        if loaded is None:
+            # Constructed directly (tests, the demo): exactly the arguments given, so nothing from
+            # the operator's environment can point a demo or a test at a real store or bucket.
+            return (init_settings,)
+        # flags (init arguments) > environment > TOML file > Daylily YAML > defaults
+        return (init_settings, *loaded)
+
+    def source_of(self, dotted: str) -> str:
+        """Where the effective value came from: "default", "file PATH", "env VAR", "flag", "daylily yaml PATH (key)"."""
+        if self._load_info is None:
+            return "default"
+        path = tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+        return self._load_info.provenance.label(path)
+
+    @property
+    def config_warnings(self) -> list[str]:
+        """Warnings from loading (unused Daylily keys and the like), for `config check` and the log."""
+        return list(self._load_info.warnings) if self._load_info else []
+
+    @property
+    def load_info(self) -> LoadInfo | None:
+        return self._load_info
 
     @property
     def store_url(self) -> str:
@@ -208,6 +381,56 @@ def load_settings(config_path: Path | str | None = None, overrides: dict[str, An
     return load(config_path, overrides or {}, env=env)
 
 
-# Secret values (Linear key, Slack webhook) are never inline by default: they come from the
-# environment or a file named in config. See NotifySettings.
-_ = SecretStr
+@dataclass(frozen=True)
+class SecretSetting:
+    name: str
+    env_var: str
+
+    @property
+    def path(self) -> tuple[str, str]:
+        return ("notify", self.name)
+
+    @property
+    def file_path(self) -> tuple[str, str]:
+        return ("notify", f"{self.name}_file")
+
+
+SECRET_SETTINGS = (
+    SecretSetting("linear_api_key", "WSMON_LINEAR_API_KEY"),
+    SecretSetting("slack_webhook_url", "WSMON_SLACK_WEBHOOK_URL"),
+)
+
+
+def resolve_secret(name: str, settings: Settings) -> SecretStr | None:
+    """The secret ``name`` ("linear_api_key" or "slack_webhook_url"), or None when it is not configured.
+
+    The value set directly (environment, or inline when allowed) wins; otherwise the first non-blank
+    line of the file named by ``notify.<name>_file``, read on every call so a rotated secret is
+    picked up. An unreadable file raises ConfigError naming the setting and the file.
+    """
+    spec = next((s for s in SECRET_SETTINGS if s.name == name), None)
+    if spec is None:
+        raise ValueError(f"unknown secret {name!r}; known: {', '.join(s.name for s in SECRET_SETTINGS)}")
+    value = getattr(settings.notify, name)
+    if value is not None and value.get_secret_value():
+        return value
+    configured = getattr(settings.notify, f"{name}_file")
+    if configured is None:
+        return None
+    path = Path(configured).expanduser()
+    setting = f"notify.{name}_file ({settings.source_of(f'notify.{name}_file')})"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{setting}: {path} does not exist."]) from None
+    except PermissionError:
+        raise ConfigError([f"{setting}: {path} cannot be read by this user (permission denied)."]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{setting}: {path} is a directory, not a file."]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([f"{setting}: {path} cannot be read: {reason}."]) from None
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not first:
+        raise ConfigError([f"{setting}: {path} is empty; it should hold the {name.replace('_', ' ')} on its first line."])
+    return SecretStr(first)

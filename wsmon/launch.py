@@ -14,12 +14,12 @@ def launch(obj: CliContext, *, headless: bool, once: bool, timeout: float | None
     if demo:
         from wsmon.demo import run_demo
 
-        return run_demo(obj, headless=headless, store_kind=demo_store)
+        return run_demo(obj, headless=headless, store_kind=demo_store, timeout=timeout)
     settings = obj.settings()
     if headless:
         from wsmon.engine.service import run_headless, run_once
 
-        if once:
+        if once or not settings.continuous:  # continuous = false: the Daylily monitor's one-scan mode
             return run_once(settings, timeout=timeout)
         return run_headless(settings)
     from wsmon.app import run_dashboard

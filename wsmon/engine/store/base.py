@@ -230,8 +230,9 @@ class Store(abc.ABC):
         """One conditional write: state (and ``fields``) change only if the record is in
         ``expected_state`` (when given) and, with ``lease``, the fence still matches.
 
-        Leaving locked/in_progress clears the lease fields. Raises ``IllegalTransition``,
-        ``StateConflict``, ``LeaseLost``, ``WorksetNotFound``.
+        Leaving locked/in_progress clears the lease fields. ``locked`` is reached only through
+        ``acquire_lock`` (``StoreError`` here). Raises ``IllegalTransition``, ``StateConflict``,
+        ``LeaseLost``, ``WorksetNotFound``.
         """
 
     @abc.abstractmethod
@@ -248,7 +249,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def acquire_lock(self, workset_id: str, owner_id: str,
                      lease_seconds: float | None = None) -> Lease | None:
-        """The claim. None if someone else holds it, it is not ready, or it does not exist."""
+        """The claim. None if someone else holds it, it is not ready, or it does not exist.
+
+        Taking over a lease that expired more than ``max_clock_skew`` ago keeps the workset's
+        state (locked or in_progress) and records an event naming the previous owner."""
 
     @abc.abstractmethod
     def renew_lock(self, lease: Lease, lease_seconds: float | None = None) -> Lease:
@@ -265,7 +269,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def force_release(self, workset_id: str, actor: str, reason: str) -> Workset:
-        """The operator's release: bump the fence, back to ready, record an event."""
+        """The operator's release: bump the fence, back to ready, record an event.
+
+        ``IllegalTransition`` from a state that cannot go back to ready (i.e. ready itself)."""
 
     @abc.abstractmethod
     def expired_leases(self, now: datetime | None = None) -> list[Workset]:

@@ -1,0 +1,139 @@
+"""The demo: its folders mean what their names say, and `wsmon --demo --headless` runs the whole
+system for a bounded time, shows worksets completing, retrying and failing, and leaves nothing
+behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from wsmon.demo import BUCKET, PREFIX, demo_settings
+from wsmon.demo_worksets import initial_worksets
+from wsmon.engine.runner import SimulatedRunner
+from wsmon.engine.worksetfiles import validate_local_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED_CODE = {
+    "invalid-missing-sheet": "WS-DAT-001",
+    "invalid-bad-yaml": "WS-CFG-002",
+    "invalid-fastq-escape": "WS-DAT-007",
+    "invalid-shell-in-dy-r": "WS-CFG-004",
+    "invalid-no-r1-column": "WS-DAT-004",
+}
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    return demo_settings(endpoint="http://127.0.0.1:1", state_dir=tmp_path, store_kind="sqlite",
+                         topic_arn=None)
+
+
+def _write(folder_files: dict[str, bytes], root: Path) -> None:
+    for key, body in folder_files.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+
+
+def test_demo_folders_validate_as_their_names_say(settings, tmp_path: Path) -> None:
+    runner = SimulatedRunner(settings)
+    folders = initial_worksets(bucket=BUCKET, prefix=PREFIX, now=datetime.now(timezone.utc),
+                               fate=runner.fate)
+    assert 35 <= len(folders) <= 45
+    assert len({f.name for f in folders}) == len(folders)
+    _write({k: v for f in folders for k, v in f.files.items()}, tmp_path / "bucket")
+    for ws in folders:
+        report = validate_local_folder(tmp_path / "bucket" / PREFIX / ws.name, settings)
+        codes = {f.code for f in report.errors}
+        if ws.kind == "invalid":
+            assert EXPECTED_CODE[ws.name] in codes, (ws.name, codes)
+        else:
+            assert report.valid, (ws.name, [f.message for f in report.errors])
+
+
+def test_failing_worksets_are_named_for_their_fate(settings) -> None:
+    runner = SimulatedRunner(settings)
+    folders = initial_worksets(bucket=BUCKET, prefix=PREFIX, now=datetime.now(timezone.utc),
+                               fate=runner.fate)
+    runnable = [f for f in folders if f.kind not in ("invalid", "ignored", "imported")]
+    fates = {f.name: runner.fate(f.name) for f in runnable}
+    assert sorted(n for n, fate in fates.items() if fate == "permanent") == [
+        n for n in fates if n.startswith("missing-reference")]
+    transient = sorted(n for n, fate in fates.items() if fate == "transient")
+    assert len(transient) == 3 and all(n.startswith("flaky-network") for n in transient)
+    assert {f.priority for f in folders} == {"urgent", "normal", "low"}
+    assert len({f.customer_id for f in folders}) >= 4
+
+
+def _port_open(url: str) -> bool:
+    host, port = re.match(r"http://([\d.]+):(\d+)", url).groups()
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_headless_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WSMON_"))}
+    env.update(TMPDIR=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "cfg"),
+               XDG_STATE_HOME=str(tmp_path / "state"), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsmon.cli", "--demo", "--headless", "--demo-store", "sqlite",
+         "--timeout", "38"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"demo did not stop by itself\n{out[-3000:]}\n{err[-3000:]}")
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err
+
+    endpoint = re.search(r"AWS stand-in at (http://[\d.:]+)", out).group(1)
+    summary = json.loads(re.search(r"wsmon demo summary: (\{.*\})", out).group(1))
+    state_dir = re.search(r"state lived in (\S+)", out).group(1)
+    assert summary.get("complete", 0) >= 5, summary
+    assert summary.get("failed", 0) >= 1, summary
+    assert summary.get("error", 0) >= 5, summary  # the invalid folders and the imported error
+
+    # the store outlives the run (sqlite): the history shows a retry that then succeeded
+    from wsmon.engine.store import open_store
+
+    store = open_store(f"sqlite:///{state_dir}/state.db", create=False)
+    try:
+        retried = [w for w in store.iter_worksets() if w.workset_id.startswith("flaky-network")
+                   and any(e.to_state.value == "retrying" for e in store.events(w.workset_id))]
+        assert retried, "no flaky workset went through retrying"
+        stale = store.get_workset("stale-lease-crashed-monitor")
+        assert stale.lock_owner != "crashed-monitor"
+        assert any(e.actor != "crashed-monitor" and e.from_state and e.from_state.value == "in_progress"
+                   for e in store.events(stale.workset_id)), "the crashed monitor's lease was never recovered"
+    finally:
+        store.close()
+
+    assert not _port_open(endpoint), "the AWS stand-in still listens"
+    assert _processes_mentioning(state_dir) == []

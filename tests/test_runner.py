@@ -1,0 +1,311 @@
+"""Runner: real subprocesses and a real tmux server on a private socket."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from wsmon.config import Settings
+from wsmon.engine.runner import (
+    CommandRunner,
+    Job,
+    SimulatedRunner,
+    SshHost,
+    TemplateError,
+    expand,
+    sanitise,
+    session_name,
+)
+from wsmon.engine.store import open_store
+from wsmon.models import WorksetState
+
+HOSTILE = ['aligners=[sent,bwa2a,strobe]', 'two words', '$(touch pwned)', '; touch pwned2', '`id`',
+           "it's", '--config', 'a=["x","y"]']
+
+
+def write_script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/bash\n" + body, encoding="utf-8")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.fixture
+def tmux_socket():
+    name = f"wsmon-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, check=False)
+
+
+@pytest.fixture
+def world(tmp_path, clock, tmux_socket):
+    """Steps as small scripts that count their runs in tmp/counts/<step>."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    write_script(bin_dir / "stage", f'echo stage >> "{counts}/stage"\necho staged "$@"\n')
+    write_script(bin_dir / "clone", f'''echo clone >> "{counts}/clone"
+dir="{work}/$2"
+mkdir -p "$dir"
+echo "cloning into $dir"
+echo "Location: $dir"
+''')
+    # the "pipeline": records its argv, fails while a flag file exists, hangs while another does
+    write_script(bin_dir / "dy-r", f'''echo run >> "{counts}/run"
+printf '%s\\n' "$@" > args.txt
+if [ -e "{tmp_path}/hang" ]; then sleep 60; fi
+if [ -e "{tmp_path}/fail" ]; then echo "Error in rule align: boom"; touch daylily.failed_run; exit 1; fi
+echo "pipeline done"
+touch daylily.successful_run
+''')
+    write_script(bin_dir / "export", f'echo export >> "{counts}/export"\necho exported to "$1"\n')
+    settings = Settings(
+        state_dir=tmp_path / "state",
+        runner={
+            "workdir": str(work),
+            "stage_command": [str(bin_dir / "stage"), "{s3_uri}", "{analysis_samples}"],
+            "clone_command": f"{bin_dir / 'clone'} -d {{workdir_name}} {{clone_args}}",
+            "run_prefix": f"{bin_dir / 'dy-r'} ",
+            "export_command": [str(bin_dir / "export"), "{export_uri}"],
+            "tmux_socket": tmux_socket, "pipeline_poll_seconds": 0.1, "kill_grace_seconds": 1.0,
+            "step_timeout_minutes": 0.5, "pipeline_timeout_minutes": 0.5,
+        },
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}", clock=clock)
+    return {"settings": settings, "store": store, "counts": counts, "work": work, "tmp": tmp_path,
+            "bin": bin_dir, "clock": clock}
+
+
+def count(world, step: str) -> int:
+    path = world["counts"] / step
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def claim(world, wid: str = "ws one [x]", suffix=None, attempt: int = 1):
+    store = world["store"]
+    if store.get_workset(wid) is None:
+        store.register_workset(wid, "bucket", f"prefix/{wid}/", metadata={
+            "s3_uri": f"s3://bucket/prefix/{wid}/",
+            "work": {"clone_args": ["-t", "main"], "run_suffix": suffix or HOSTILE,
+                     "export_uri": "s3://bucket/results/", "workdir_name": "wd1"}})
+    lease = store.acquire_lock(wid, "engine-1", 300)
+    assert lease is not None
+    ws = store.update_state(wid, "in_progress", "test", "engine-1", lease=lease, attempts=attempt)
+    return ws, Job(wid, lease)
+
+
+def finish_to_ready(world, ws, job) -> None:
+    store = world["store"]
+    store.update_state(ws.workset_id, "error", "failed", "engine-1", lease=job.lease)
+    store.update_state(ws.workset_id, "retrying", "retry", "engine-1")
+    store.update_state(ws.workset_id, "ready", "retry due", "engine-1")
+
+
+def test_sanitised_names_are_tmux_safe_and_unique() -> None:
+    a, b = sanitise("run.1:a b"), sanitise("run_1_a_b")
+    assert a != b
+    assert all(c.isalnum() or c in "_-" for c in a)
+    assert sanitise("../../etc").startswith("etc-")
+
+
+def test_templates_expand_per_token_and_reject_unknown_placeholders() -> None:
+    values = {"clone_args": ["-d", "x y"], "workset": "a;b", "export_uri": "s3://b/p/"}
+    assert expand("day-clone {clone_args} --name={workset}", values) == ["day-clone", "-d", "x y", "--name=a;b"]
+    with pytest.raises(TemplateError, match="unknown placeholder"):
+        expand(["x", "{nope}"], values)
+
+
+def test_all_steps_run_and_the_pipeline_gets_each_suffix_token_exactly(world) -> None:
+    ws, job = claim(world)
+    runner = CommandRunner(world["settings"], clock=world["clock"])
+    outcome = runner.execute(ws, job, world["store"], "engine-1")
+    assert outcome.status == "succeeded", outcome.error_text
+    pipeline_dir = world["work"] / "wd1"
+    assert (pipeline_dir / "args.txt").read_text().splitlines() == HOSTILE
+    assert not list(pipeline_dir.glob("pwned*")) and not list(Path.cwd().glob("pwned*"))
+    stored = world["store"].get_workset(ws.workset_id)
+    assert [(s.name, s.status) for s in stored.steps] == [
+        ("stage", "succeeded"), ("clone", "succeeded"), ("run", "succeeded"), ("export", "succeeded")]
+    assert stored.pipeline_dir == str(pipeline_dir)
+    log_dir = world["settings"].state_dir / "logs" / sanitise(ws.workset_id)
+    assert "pipeline done" in (log_dir / "run.log").read_text()
+    assert "exported to s3://bucket/results/" in (log_dir / "export.log").read_text()
+    assert not runner.session_alive(session_name(world["settings"], ws.workset_id))
+
+
+def test_a_failed_pipeline_keeps_its_log_tail_and_a_retry_resumes_at_the_run_step(world) -> None:
+    (world["tmp"] / "fail").touch()
+    ws, job = claim(world)
+    runner = CommandRunner(world["settings"], clock=world["clock"])
+    outcome = runner.execute(ws, job, world["store"], "engine-1")
+    assert (outcome.status, outcome.step) == ("failed", "run")
+    assert "Error in rule align: boom" in outcome.log_tail
+    assert "pipeline failed" in outcome.error_text
+    finish_to_ready(world, ws, job)
+    (world["tmp"] / "fail").unlink()
+    ws, job = claim(world, attempt=2)
+    outcome = runner.execute(ws, job, world["store"], "engine-1")
+    assert outcome.succeeded
+    assert (count(world, "stage"), count(world, "clone"), count(world, "run"), count(world, "export")) == (1, 1, 2, 1)
+    run = next(s for s in world["store"].get_workset(ws.workset_id).steps if s.name == "run")
+    assert run.attempt == 2
+
+
+def test_a_step_past_its_timeout_gets_ctrl_c_then_is_killed(world) -> None:
+    write_script(world["bin"] / "stage", f'''trap 'echo got-ctrl-c' INT
+echo $$ > "{world["tmp"]}/stage.pid"
+while true; do sleep 0.1; done
+''')
+    settings = world["settings"].model_copy(deep=True)
+    settings.runner.step_timeout_minutes = 0.5 / 60
+    ws, job = claim(world)
+    outcome = CommandRunner(settings, clock=world["clock"]).execute(ws, job, world["store"], "engine-1")
+    assert (outcome.status, outcome.step, outcome.retryable) == ("failed", "stage", True)
+    assert "time limit" in outcome.error_text
+    assert "got-ctrl-c" in outcome.log_tail
+    pid = int((world["tmp"] / "stage.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    (stage,) = [s for s in world["store"].get_workset(ws.workset_id).steps if s.name == "stage"]
+    assert stage.status == "timed_out"
+
+
+def test_a_hanging_pipeline_is_interrupted_and_its_session_killed(world) -> None:
+    (world["tmp"] / "hang").touch()
+    settings = world["settings"].model_copy(deep=True)
+    settings.runner.pipeline_timeout_minutes = 1.0 / 60
+    settings.runner.kill_grace_seconds = 0.5
+    ws, job = claim(world)
+    runner = CommandRunner(settings, clock=world["clock"])
+    outcome = runner.execute(ws, job, world["store"], "engine-1")
+    assert (outcome.status, outcome.step, outcome.retryable) == ("failed", "run", True)
+    assert "time limit" in outcome.error_text
+    assert not runner.session_alive(session_name(settings, ws.workset_id))
+
+
+def test_a_restarted_runner_adopts_the_live_session_instead_of_starting_again(world) -> None:
+    write_script(world["bin"] / "dy-r", f'''echo run >> "{world["counts"]}/run"
+while [ ! -e "{world["tmp"]}/go" ]; do sleep 0.1; done
+touch daylily.successful_run
+''')
+    ws, job = claim(world)
+    first = CommandRunner(world["settings"], clock=world["clock"])
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault(
+        "outcome", first.execute(ws, job, world["store"], "engine-1")))
+    thread.start()
+    name = session_name(world["settings"], ws.workset_id)
+    deadline = time.monotonic() + 10
+    while not first.session_alive(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.detach.set()  # the engine shuts down: the pipeline keeps running
+    thread.join(10)
+    assert result["outcome"].status == "detached"
+    assert first.session_alive(name)
+
+    store = world["store"]
+    stored = store.get_workset(ws.workset_id)
+    new_lease = store.adopt_lock(job.lease)
+    assert new_lease.fence > job.lease.fence
+    (world["tmp"] / "go").touch()
+    outcome = CommandRunner(world["settings"], clock=world["clock"]).execute(
+        stored, Job(ws.workset_id, new_lease, adopted=True), store, "engine-1")
+    assert outcome.succeeded, outcome.error_text
+    assert count(world, "run") == 1
+    assert count(world, "export") == 1
+
+
+def test_a_session_that_vanished_without_a_result_is_a_retryable_failure(world) -> None:
+    write_script(world["bin"] / "dy-r", "sleep 30\n")
+    ws, job = claim(world)
+    runner = CommandRunner(world["settings"], clock=world["clock"])
+    name = session_name(world["settings"], ws.workset_id)
+
+    def kill_it() -> None:
+        deadline = time.monotonic() + 10
+        while not runner.session_alive(name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        subprocess.run(runner.tmux("kill-session", "-t", name), check=False, capture_output=True)
+
+    killer = threading.Thread(target=kill_it)
+    killer.start()
+    outcome = runner.execute(ws, job, world["store"], "engine-1")
+    killer.join()
+    assert (outcome.status, outcome.retryable) == ("failed", True)
+    assert "ended without a result" in outcome.error_text
+
+
+def test_a_lost_lease_stops_the_pipeline_and_writes_nothing_more(world) -> None:
+    write_script(world["bin"] / "dy-r", "sleep 30\n")
+    ws, job = claim(world)
+    runner = CommandRunner(world["settings"], clock=world["clock"])
+    name = session_name(world["settings"], ws.workset_id)
+    errors = []
+
+    def run() -> None:
+        try:
+            runner.execute(ws, job, world["store"], "engine-1")
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not runner.session_alive(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    world["store"].force_release(ws.workset_id, "op@host", "operator stopped it")
+    job.stop("lease lost")
+    thread.join(15)
+    assert errors and type(errors[0]).__name__ == "Aborted"
+    assert not runner.session_alive(name)
+    assert world["store"].get_workset(ws.workset_id).state is WorksetState.READY
+
+
+def test_the_ssh_runner_checks_host_keys_and_quotes_the_remote_command(tmp_path) -> None:
+    settings = Settings(state_dir=tmp_path, runner={
+        "kind": "ssh", "ssh_host": "head.example", "ssh_user": "ec2-user",
+        "ssh_extra_args": ["-o", "StrictHostKeyChecking=no"]})
+    argv = SshHost(settings).wrap(["dy-r", "a b", "$(id)"])
+    assert argv[:3] == ["ssh", "-o", "StrictHostKeyChecking=yes"]
+    assert argv.index("StrictHostKeyChecking=yes") < argv.index("StrictHostKeyChecking=no")
+    assert argv[-2:] == ["--", "dy-r 'a b' '$(id)'"]
+    assert shlex.split(argv[-1]) == ["dy-r", "a b", "$(id)"]
+
+
+def test_the_simulated_runner_follows_its_seeded_failure_mix(tmp_path, clock) -> None:
+    settings = Settings(state_dir=tmp_path, runner={
+        "kind": "simulated", "simulated_seed": 3, "simulated_transient_failure_rate": 0.3,
+        "simulated_permanent_failure_rate": 0.3, "simulated_hang_rate": 0.2})
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}", clock=clock)
+    runner = SimulatedRunner(settings, clock=clock)
+    fates = {f"w{i}": runner.fate(f"w{i}") for i in range(60)}
+    assert set(fates.values()) == {"success", "transient", "permanent", "hang"}
+    assert fates == {w: SimulatedRunner(settings, clock=clock).fate(w) for w in fates}
+    results = {}
+    for wid in ("w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7"):
+        store.register_workset(wid, "b", f"p/{wid}/")
+        per_attempt = []
+        for attempt in (1, 2):
+            lease = store.acquire_lock(wid, "sim", 60)
+            ws = store.update_state(wid, "in_progress", "t", "sim", lease=lease, attempts=attempt)
+            outcome = runner.execute(ws, Job(wid, lease), store, "sim")
+            per_attempt.append(outcome.status)
+            if outcome.succeeded:
+                break
+            store.update_state(wid, "error", "t", "sim", lease=lease)
+            store.update_state(wid, "ready", "t", "sim")
+        results[wid] = per_attempt
+    for wid, statuses in results.items():
+        expected = {"success": ["succeeded"], "transient": ["failed", "succeeded"],
+                    "hang": ["failed", "succeeded"], "permanent": ["failed", "failed"]}[fates[wid]]
+        assert statuses == expected, (wid, fates[wid])

@@ -1,0 +1,488 @@
+"""WsmonApp: the dashboard. Screens read and change only the store.
+
+A thread worker reads a snapshot from the store every ``ui.refresh_interval`` seconds
+(incrementally, with a periodic full reconcile), posts it as a ``SnapshotReady`` message, and the
+screens apply the diff. Operator actions run in thread workers too, so the UI never waits on I/O.
+``run_dashboard`` decides whether this process also runs the engine (see its docstring).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.message import Message
+from textual.signal import Signal
+from textual.worker import get_current_worker
+
+from wsmon.clock import Clock, SystemClock
+from wsmon.engine.store.base import Store, StoreError
+from wsmon.models import Alert, AlertState, ClusterStatus, QueueStats, Severity, Silence, Workset
+from wsmon.screens.snapshot import EngineStatus, QueueRow, Snapshot, SnapshotReader, live_engine
+from wsmon.textsafe import strip_control, truncate
+
+if TYPE_CHECKING:
+    from wsmon.config import Settings
+
+log = structlog.get_logger(__name__)
+
+SCREEN_NAMES = ("queue", "clusters", "alerts")
+# Actions that change the store; hidden (and refused) in read-only mode.
+MUTATING_ACTIONS = frozenset({"release", "retry", "ignore", "unignore", "toggle_ignore",
+                              "priority", "ack", "silence", "toggle_select", "select_all",
+                              "clear_selection"})
+
+APP_CSS = """
+Screen { layers: base overlay; }
+DiffTable { scrollbar-size-vertical: 1; }
+DiffTable > .datatable--header { text-style: bold; }
+#filter-bar { height: 1; padding: 0 1; background: $surface; color: $text-muted; }
+#filter-input { display: none; height: 1; border: none; padding: 0 1; }
+#filter-input.active { display: block; }
+"""
+
+
+class SnapshotReady(Message):
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class StoreFailed(Message):
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if not isinstance(exc, StoreError):
+        text = f"{type(exc).__name__}: {text}"
+    return truncate(strip_control(text), 300)
+
+
+class WsmonCommands(Provider):
+    """Every action of the current screen, screen jumps and themes, in the command palette."""
+
+    def _commands(self) -> Iterator[tuple[str, Any, str]]:
+        app: WsmonApp = self.app  # type: ignore[assignment]
+        screen = self.screen
+        seen: set[tuple[int, str]] = set()
+        for active in screen.active_bindings.values():
+            binding = active.binding
+            if binding.system or not active.enabled:
+                continue
+            ident = (id(active.node), binding.action)
+            if ident in seen:
+                continue
+            seen.add(ident)
+            key = app.get_key_display(binding)
+            label = binding.description or binding.action
+            yield (f"{label} ({key})", partial(app.run_action, binding.action, active.node),
+                   binding.tooltip or f"binding id: {binding.id or '-'}")
+        for name in SCREEN_NAMES:
+            yield (f"Go to {name}", partial(app.switch_mode, name), f"show the {name} screen")
+        yield ("Pause or resume refresh", app.action_toggle_pause, "stop reading the store")
+        for name in sorted(app.available_themes):
+            if name.startswith("wsmon-"):
+                yield (f"Theme: {name}", partial(setattr, app, "theme", name), "remembered")
+
+    async def discover(self) -> Hits:
+        for text, callback, help_text in self._commands():
+            yield DiscoveryHit(text, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for text, callback, help_text in self._commands():
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, matcher.highlight(text), callback, help=help_text)
+
+
+@dataclass
+class WorksetActionRequest:
+    kind: str
+    keys: list[str]
+
+
+class WsmonApp(App[int]):
+    CSS = APP_CSS
+    TITLE = "wsmon"
+    COMMANDS = App.COMMANDS | {WsmonCommands}
+    BINDINGS = [
+        Binding("colon", "jump", "Jump", id="jump", tooltip="Jump to a screen by name"),
+        Binding("question_mark", "help", "Keys", id="help", tooltip="Every key of this screen"),
+        Binding("p", "toggle_pause", "Pause", id="pause", show=False,
+                tooltip="Pause or resume refresh"),
+        Binding("ctrl+r", "refresh_now", "Refresh", id="refresh", show=False),
+        Binding("q", "quit", "Quit", id="quit", show=False),
+    ]
+
+    def __init__(self, store: Store, settings: Settings, *, clock: Clock | None = None,
+                 actor: str | None = None, engine_mode_text: str = "",
+                 refresh_interval: float | None = None, stale_after: float | None = None,
+                 remember_theme: bool = True) -> None:
+        super().__init__()
+        from wsmon.screens.alerts import AlertsScreen
+        from wsmon.screens.clusters import ClustersScreen
+        from wsmon.screens.queue import QueueScreen
+
+        for name, screen_class in (("queue", QueueScreen), ("clusters", ClustersScreen),
+                                   ("alerts", AlertsScreen)):
+            self.add_mode(name, screen_class)
+        self.store = store
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        if actor is None:
+            from wsmon.cli import actor as default_actor
+
+            actor = default_actor()
+        self.actor = actor
+        self.read_only = settings.ui.read_only
+        self.refresh_interval = refresh_interval or settings.ui.refresh_interval
+        self.engine_mode_text = engine_mode_text
+        self.store_url = store.url
+        self._remember_theme = remember_theme
+        if stale_after is None:
+            stale_after = 3 * settings.store.heartbeat_seconds + settings.store.max_clock_skew_seconds
+        self.reader = SnapshotReader(store, self.clock, stale_after=stale_after)
+        # what the screens show; replaced or updated only on the UI thread
+        self.rows: dict[str, QueueRow] = {}
+        self.stats: QueueStats | None = None
+        self.engine_status = EngineStatus("none", "unknown yet")
+        self.clusters: list[ClusterStatus] = []
+        self.alerts: list[Alert] = []
+        self.silences: list[Silence] = []
+        self.charts: dict[str, list[tuple[datetime, float]]] = {}
+        self.last_refresh_at: datetime | None = None
+        self.store_error: str | None = None
+        self.store_error_since: datetime | None = None
+        self.paused = False
+        self.refresh_generation = 0
+        self.last_apply_seconds = 0.0
+        self.want_charts = False
+        self._seen_firing: set[str] | None = None
+        self._wake = threading.Event()
+        self._manual = False
+        self.snapshot_signal: Signal[Snapshot] = Signal(self, "snapshot")
+        self.status_signal: Signal[None] = Signal(self, "status")
+        self.action_done_signal: Signal[str] = Signal(self, "action-done")
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        from wsmon.themes import build_themes, choose_theme
+
+        for theme in build_themes():
+            self.register_theme(theme)
+        explicit = self.settings.ui.theme if "theme" in self.settings.ui.model_fields_set else None
+        self.theme = choose_theme(explicit, self.settings.state_dir, set(self.available_themes))
+        self.theme_changed_signal.subscribe(self, self._on_theme_changed)
+        self._apply_keymap()
+        self.switch_mode("queue")
+        self._refresh_loop()
+
+    def _apply_keymap(self) -> None:
+        keymap = dict(self.settings.ui.keymap)
+        if not keymap:
+            return
+        known = self.binding_ids()
+        unknown = sorted(set(keymap) - known)
+        if unknown:
+            self.notify(f"unknown binding id(s) in [ui.keymap]: {', '.join(unknown)}; "
+                        f"known: {', '.join(sorted(known))}", severity="warning", markup=False,
+                        timeout=10)
+        self.set_keymap({k: v for k, v in keymap.items() if k in known})
+
+    def binding_ids(self) -> set[str]:
+        from wsmon.screens import all_screen_classes
+
+        ids = {b.id for b in self._bindings_of(type(self)) if b.id}
+        for cls in all_screen_classes():
+            ids |= {b.id for b in self._bindings_of(cls) if b.id}
+        return ids
+
+    @staticmethod
+    def _bindings_of(cls: type) -> list[Binding]:
+        out = []
+        for base in cls.__mro__:
+            for b in base.__dict__.get("BINDINGS", []):
+                if isinstance(b, Binding):
+                    out.append(b)
+        return out
+
+    def _on_theme_changed(self, theme: Any) -> None:
+        self.status_signal.publish(None)
+        if self._remember_theme:
+            from wsmon.themes import remember_theme
+
+            remember_theme(self.settings.state_dir, theme.name)
+
+    # -- refresh ---------------------------------------------------------------------------
+    @work(thread=True, exit_on_error=False, group="refresh", exclusive=True, name="store refresh")
+    def _refresh_loop(self) -> None:
+        worker = get_current_worker()
+        first = True
+        while not worker.is_cancelled:
+            if first or not self.paused or self._manual:
+                self._manual = False
+                try:
+                    snapshot = self.reader.read(want_charts=self.want_charts)
+                except Exception as exc:  # any failure: keep the last data, say so, retry
+                    self.reader.reset()
+                    log.warning("store_read_failed", error=str(exc))
+                    self.post_message(StoreFailed(describe_error(exc)))
+                else:
+                    self.post_message(SnapshotReady(snapshot))
+            first = False
+            self._wake.wait(self.refresh_interval)
+            self._wake.clear()
+
+    def refresh_now(self) -> None:
+        """Read the store now (also while paused)."""
+        self._manual = True
+        self._wake.set()
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        started = time.perf_counter()
+        snap = message.snapshot
+        self.rows.update(snap.changed)
+        for key in snap.removed:
+            self.rows.pop(key, None)
+        self.stats = snap.stats
+        self.engine_status = snap.engine
+        self.clusters = snap.clusters
+        self.alerts = snap.alerts
+        self.silences = snap.silences
+        if snap.charts is not None:
+            self.charts = snap.charts
+        self.last_refresh_at = snap.at
+        self.store_error = None
+        self.store_error_since = None
+        self._announce_new_alerts(snap)
+        self.refresh_generation += 1
+        self.snapshot_signal.publish(snap)
+        self.status_signal.publish(None)
+        self.last_apply_seconds = time.perf_counter() - started
+
+    def on_store_failed(self, message: StoreFailed) -> None:
+        if self.store_error is None:
+            self.store_error_since = self.clock.now()
+        self.store_error = message.error
+        self.refresh_generation += 1
+        self.status_signal.publish(None)
+
+    def _announce_new_alerts(self, snap: Snapshot) -> None:
+        firing = {a.alert_id: a for a in snap.alerts if a.state == AlertState.FIRING}
+        previous = self._seen_firing
+        self._seen_firing = set(firing)
+        if previous is None:
+            return  # the first snapshot is the baseline, not news
+        new = [a for key, a in firing.items() if key not in previous
+               and not any(s.matches(a, snap.at) for s in snap.silences)]
+        for alert in new:
+            severity = "error" if alert.severity == Severity.CRITICAL else "warning"
+            self.notify(
+                truncate(f"{strip_control(alert.summary)} ({strip_control(alert.subject)})", 200),
+                title=f"{alert.severity.value} alert firing: {strip_control(alert.rule)}",
+                severity=severity, markup=False, timeout=8,
+            )
+        if new and self.settings.ui.bell:
+            self.bell()
+
+    @property
+    def firing_count(self) -> int:
+        return sum(1 for a in self.alerts if a.state == AlertState.FIRING)
+
+    # -- app actions -----------------------------------------------------------------------
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if not self.paused:
+            self.refresh_now()
+        self.status_signal.publish(None)
+
+    def action_refresh_now(self) -> None:
+        self.refresh_now()
+
+    def action_jump(self) -> None:
+        from wsmon.screens.dialogs import JumpDialog
+
+        def go(name: str | None) -> None:
+            if name == "help":
+                self.action_help()
+            elif name in SCREEN_NAMES:
+                self.switch_mode(name)
+
+        self.push_screen(JumpDialog([*SCREEN_NAMES, "help"]), go)
+
+    def action_help(self) -> None:
+        from wsmon.screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.screen))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.read_only and action in MUTATING_ACTIONS:
+            return False
+        return True
+
+    # -- operator actions (screens call these; dialogs do the store writes) -----------------
+    def request_workset_action(self, kind: str, keys: list[str]) -> None:
+        if self.read_only or not keys:
+            return
+        self._load_for_action(kind, list(keys))
+
+    @work(thread=True, exit_on_error=False, group="action-load")
+    def _load_for_action(self, kind: str, keys: list[str]) -> None:
+        try:
+            records = [self.store.get_workset(k) for k in keys]
+        except Exception as exc:
+            self.call_from_thread(self.notify, f"cannot read the store: {describe_error(exc)}",
+                                  severity="error", markup=False)
+            return
+        found = [r for r in records if r is not None]
+        missing = [k for k, r in zip(keys, records) if r is None]
+        self.call_from_thread(self._open_workset_dialog, kind, found, missing)
+
+    def _open_workset_dialog(self, kind: str, records: list[Workset], missing: list[str]) -> None:
+        from wsmon.screens.dialogs import PriorityDialog, WorksetActionDialog
+
+        if missing:
+            self.notify(f"no longer in the store: {', '.join(strip_control(m) for m in missing)}",
+                        severity="warning", markup=False)
+        if not records:
+            return
+        if kind == "priority":
+            dialog = PriorityDialog(records[0])
+        else:
+            dialog = WorksetActionDialog(kind, records)
+        self.push_screen(dialog, self._after_action)
+
+    def request_alert_action(self, kind: str, alert_id: str) -> None:
+        if self.read_only:
+            return
+        self._load_alert(kind, alert_id)
+
+    @work(thread=True, exit_on_error=False, group="action-load")
+    def _load_alert(self, kind: str, alert_id: str) -> None:
+        try:
+            alert = self.store.get_alert(alert_id)
+        except Exception as exc:
+            self.call_from_thread(self.notify, f"cannot read the store: {describe_error(exc)}",
+                                  severity="error", markup=False)
+            return
+        self.call_from_thread(self._open_alert_dialog, kind, alert)
+
+    def _open_alert_dialog(self, kind: str, alert: Alert | None) -> None:
+        from wsmon.screens.dialogs import AckDialog, SilenceDialog
+
+        if alert is None:
+            self.notify("that alert is no longer in the store", severity="warning", markup=False)
+            return
+        dialog = AckDialog(alert) if kind == "ack" else SilenceDialog(alert)
+        self.push_screen(dialog, self._after_action)
+
+    def _after_action(self, summary: str | None) -> None:
+        if summary:
+            self.notify(summary, markup=False)
+            self.action_done_signal.publish(summary)
+            self.refresh_now()
+
+
+def _configure_logging(settings: Settings) -> None:
+    try:
+        from wsmon.logging import configure_logging
+    except ImportError:
+        return
+    try:
+        configure_logging(settings, "tui")
+    except Exception as exc:  # logging must never keep the dashboard from starting
+        print(f"wsmon: logging not configured: {exc}")
+
+
+def run_dashboard(settings: Settings, engine_mode: str = "auto") -> int:
+    """Open the store and run the dashboard; returns the exit code.
+
+    ``auto``: run the engine in this process unless a live engine (role engine, fresh heartbeat)
+    already serves this store, in which case attach to it (the header says which).
+    ``attach``: never run an engine here. ``engine``: always run one here.
+    """
+    import click
+
+    from wsmon.engine.store import open_store
+
+    _configure_logging(settings)
+    try:
+        store = open_store(settings.store_url, max_clock_skew=settings.store.max_clock_skew_seconds,
+                           default_lease_seconds=settings.store.lease_seconds,
+                           aws_profile=settings.aws.profile)
+    except StoreError as exc:
+        click.echo(f"wsmon: cannot open the store: {exc}", err=True)
+        return 2
+    try:
+        start_engine, mode_text = decide_engine(settings, store, engine_mode, SystemClock().now())
+    except StoreError as exc:
+        click.echo(f"wsmon: cannot read monitors from the store: {exc}", err=True)
+        store.close()
+        return 2
+    engine = None
+    if start_engine:
+        engine, problem = _start_engine(settings, store)
+        if engine is not None:
+            mode_text = f"engine in this process (pid {os.getpid()})"
+        elif engine_mode == "engine":
+            click.echo(f"wsmon: cannot start the engine: {problem}", err=True)
+            store.close()
+            return 2
+        else:
+            mode_text = f"no engine: {problem}"
+    app = WsmonApp(store, settings, engine_mode_text=mode_text)
+    try:
+        result = app.run()
+    finally:
+        if engine is not None:
+            try:
+                engine.stop(settings.runner.shutdown_grace_seconds)
+            except Exception as exc:
+                log.error("engine_stop_failed", error=str(exc))
+        store.close()
+    return int(result or app.return_code or 0)
+
+
+def decide_engine(settings: Settings, store: Store, engine_mode: str,
+                  now: datetime) -> tuple[bool, str]:
+    """(run an engine in this process?, what the header says about it)."""
+    if engine_mode == "attach":
+        return False, "attach mode: no engine here"
+    if engine_mode == "engine":
+        return True, "engine in this process"
+    stale_after = 3 * settings.store.heartbeat_seconds + settings.store.max_clock_skew_seconds
+    live = live_engine(store.list_monitors(), now, stale_after)
+    if live is not None:
+        return False, f"attached to engine on {strip_control(live.host)} pid {live.pid}"
+    return True, "engine in this process"
+
+
+def _start_engine(settings: Settings, store: Store) -> tuple[Any, str]:
+    try:
+        from wsmon.engine.service import Engine
+    except ImportError as exc:
+        return None, f"engine not available ({exc})"
+    try:
+        engine = Engine(settings, store=store, clock=None)
+        engine.start()
+    except Exception as exc:
+        log.error("engine_start_failed", error=str(exc))
+        return None, describe_error(exc)
+    return engine, ""

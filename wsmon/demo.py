@@ -1,0 +1,414 @@
+"""``wsmon --demo``: the whole system alive on an embedded AWS endpoint, in one process.
+
+A moto server on 127.0.0.1 (a free port) stands in for S3, DynamoDB, SNS and CloudWatch. The demo
+creates the bucket, the store's tables and the SNS topic exactly as ``wsmon store init`` and an
+operator would, uploads about forty workset folders in the Daylily layout (built from the real
+folders in ``wsmon/demo_data/``), and runs the real engine with the simulated runner at a speed
+where something happens every few seconds, while a background thread keeps dropping new folders
+in. Then it opens the dashboard, or with ``--headless`` prints the engine's logs.
+
+Nothing here is demo-only logic inside the engine: the demo is configuration (``demo_settings``)
+plus a world to look at. On exit it stops the dropper, the engine and the server (no process or
+port left behind) and prints where its state lived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from wsmon.clock import SystemClock
+
+if TYPE_CHECKING:
+    from wsmon.cli import CliContext
+    from wsmon.config import Settings
+    from wsmon.demo_worksets import DemoWorkset
+    from wsmon.engine.store import Store
+
+log = structlog.get_logger(__name__)
+
+REGION = "us-west-2"
+BUCKET = "daylily-demo-worksets"
+PREFIX = "daylily_monitoring/active_worksets/"
+TABLE = "wsmon-demo"
+TOPIC = "wsmon-demo-events"
+MONITOR_ID = "demo-engine"
+CRASHED_MONITOR = "crashed-monitor"
+STALE_WORKSET = "stale-lease-crashed-monitor"
+DUMMY_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "demo",
+    "AWS_SECRET_ACCESS_KEY": "demo",
+    "AWS_SESSION_TOKEN": "demo",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    # never read the operator's real profiles or credential files while the demo runs
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+# Worksets occupy 16-32 vCPUs, the seven-sample one 192 (demo_worksets.TEMPLATE_FOOTPRINT): the
+# small cluster is short of vCPUs before it is short of slots, only two clusters take the big one.
+CLUSTERS = [
+    {"name": "demo-small", "availability_zone": "us-west-2a", "max_vcpus": 64,
+     "max_memory_gb": 256.0, "max_concurrent_worksets": 3, "cost_per_vcpu_hour": 0.048},
+    {"name": "demo-medium", "availability_zone": "us-west-2b", "max_vcpus": 256,
+     "max_memory_gb": 1024.0, "max_concurrent_worksets": 3, "cost_per_vcpu_hour": 0.042},
+    {"name": "demo-large", "availability_zone": "us-west-2d", "max_vcpus": 512,
+     "max_memory_gb": 2048.0, "max_concurrent_worksets": 4, "cost_per_vcpu_hour": 0.036},
+]
+
+
+class DemoUnavailable(Exception):
+    """The demo cannot start here (e.g. moto is not installed); the message says what to do."""
+
+
+@contextmanager
+def dummy_aws_credentials() -> Iterator[None]:
+    """Dummy credentials for this process only, restored afterwards: the demo must never reach
+    (or be billed by) real AWS, whatever the operator's environment holds."""
+    saved = {k: os.environ.get(k) for k in (*DUMMY_AWS_ENV, "AWS_PROFILE")}
+    os.environ.update(DUMMY_AWS_ENV)
+    os.environ.pop("AWS_PROFILE", None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def embedded_aws() -> Iterator[str]:
+    """A moto server on 127.0.0.1, a free port; yields its URL and always stops it."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        raise DemoUnavailable(
+            "the demo needs moto's server: pip install 'wsmon[demo]' (or 'moto[server]')"
+        ) from None
+    import logging
+
+    # werkzeug logs every request to stderr, which would scribble over the dashboard
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def store_url_for(kind: str, endpoint: str, state_dir: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{state_dir / 'state.db'}"
+    return f"dynamodb://{TABLE}?region={REGION}&endpoint_url={endpoint}"
+
+
+def demo_settings(*, endpoint: str, state_dir: Path, store_kind: str, topic_arn: str | None,
+                  ui_overrides: dict[str, Any] | None = None) -> Settings:
+    """The demo's configuration: real settings, tuned so something happens every few seconds.
+
+    Built directly (not from the operator's config file or WSMON_* environment), so a demo can
+    never point at a production store or bucket.
+    """
+    from wsmon.config import Settings
+
+    values: dict[str, Any] = {
+        "monitor_id": MONITOR_ID,
+        "state_dir": state_dir,
+        "aws": {"region": REGION, "endpoint_url": endpoint, "max_attempts": 3},
+        "store": {"url": store_url_for(store_kind, endpoint, state_dir), "lease_seconds": 20.0,
+                  "heartbeat_seconds": 4.0, "max_clock_skew_seconds": 2.0},
+        "discovery": {"sources": [{"bucket": BUCKET, "prefix": PREFIX}],
+                      "poll_interval_seconds": 3.0, "reconcile_every": 5,
+                      "ready_lock_backoff_seconds": 1.0,
+                      "estimate_vcpus": 32, "estimate_memory_gb": 128.0},
+        "clusters": {"static": CLUSTERS, "slurm_usage": False, "pcluster_discovery": False,
+                     "refresh_interval_seconds": 5.0},
+        "scheduler": {"interval_seconds": 1.5, "max_concurrent_worksets": 9,
+                      "customer_quotas": {"acme-genomics": 3}},
+        "runner": {"kind": "simulated", "workdir": str(state_dir / "work"),
+                   # seed 4: the fixed-name folders (the real ones, the stale lease) succeed
+                   "simulated_seed": 4,
+                   "simulated_step_seconds": {"stage": 1.5, "clone": 1.0, "run": 7.0, "export": 1.5},
+                   "simulated_transient_failure_rate": 0.12,
+                   "simulated_permanent_failure_rate": 0.03,
+                   "simulated_hang_rate": 0.0,
+                   "shutdown_grace_seconds": 2.0, "max_parallel_worksets": 9},
+        "retry": {"base_seconds": 2.0, "cap_seconds": 12.0, "max_retries": 2},
+        "metrics": {"sink": "cloudwatch", "flush_interval_seconds": 10.0},
+        "alerts": {"evaluate_interval_seconds": 3.0, "keep_firing_for_seconds": 15.0,
+                   "queue_depth": {"threshold": 12, "for_seconds": 6.0},
+                   "urgent_waiting": {"threshold": 0.5},
+                   "stale_lease": {"for_seconds": 3.0},
+                   "cluster_full": {"for_seconds": 10.0}},
+        "notify": {"deliver_interval_seconds": 3.0, "sns_topic_arn": topic_arn},
+        "logging": {"level": "info"},
+        "ui": {"refresh_interval": 1.0, **(ui_overrides or {})},
+    }
+    return Settings(**values)
+
+
+def _aws_client(settings: Settings, service: str) -> Any:
+    from wsmon.aws import client
+
+    return client(service, region=settings.aws.region, endpoint_url=settings.aws.endpoint_url,
+                  max_attempts=settings.aws.max_attempts)
+
+
+def upload(s3: Any, bucket: str, folders: list[DemoWorkset], workers: int = 8) -> int:
+    objects = [(key, body) for ws in folders for key, body in ws.files.items()]
+    # sentinels last, as a careful uploader would: a folder must be complete before it is ready
+    objects.sort(key=lambda kv: kv[0].rsplit("/", 1)[-1].startswith("daylily."))
+    data = [kv for kv in objects if not kv[0].rsplit("/", 1)[-1].startswith("daylily.")]
+    sentinels = [kv for kv in objects if kv not in data]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda kv: s3.put_object(Bucket=bucket, Key=kv[0], Body=kv[1]), data))
+        list(pool.map(lambda kv: s3.put_object(Bucket=bucket, Key=kv[0], Body=kv[1]), sentinels))
+    return len(objects)
+
+
+class Dropper(threading.Thread):
+    """Drops a new workset folder into S3 every 10-20 s, so the screens stay alive."""
+
+    def __init__(self, s3: Any, *, interval: tuple[float, float] = (10.0, 20.0), seed: int = 11) -> None:
+        super().__init__(name="wsmon-demo-dropper", daemon=True)
+        self._s3 = s3
+        self._interval = interval
+        self._rng = random.Random(seed)
+        self._halt = threading.Event()
+        self.dropped: list[str] = []
+
+    def run(self) -> None:
+        from wsmon.demo_worksets import dropped_workset
+
+        n = 0
+        while not self._halt.wait(self._rng.uniform(*self._interval)):
+            n += 1
+            folder = dropped_workset(n, bucket=BUCKET, prefix=PREFIX, now=SystemClock().now(),
+                                     rng=self._rng)
+            try:
+                upload(self._s3, BUCKET, [folder], workers=2)
+            except Exception as exc:  # the endpoint stopping under us at shutdown is expected
+                if not self._halt.is_set():
+                    log.warning("demo_drop_failed", workset=folder.name, error=str(exc))
+                continue
+            self.dropped.append(folder.name)
+            log.info("demo_workset_dropped", workset=folder.name, priority=folder.priority)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(timeout)
+
+
+@dataclass
+class DemoWorld:
+    endpoint: str
+    state_dir: Path
+    store_kind: str
+    settings: Settings
+    seeded: list[DemoWorkset] = field(default_factory=list)
+
+
+def create_world(endpoint: str, state_dir: Path, store_kind: str,
+                 ui_overrides: dict[str, Any] | None = None) -> DemoWorld:
+    """The bucket and the SNS topic on the endpoint; returns the demo's settings (which name the
+    topic). Nothing is seeded yet, so logging can be set up before anything logs."""
+    bootstrap = demo_settings(endpoint=endpoint, state_dir=state_dir, store_kind=store_kind,
+                              topic_arn=None)
+    _aws_client(bootstrap, "s3").create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    topic_arn = _aws_client(bootstrap, "sns").create_topic(Name=TOPIC)["TopicArn"]
+    settings = demo_settings(endpoint=endpoint, state_dir=state_dir, store_kind=store_kind,
+                             topic_arn=topic_arn, ui_overrides=ui_overrides)
+    return DemoWorld(endpoint=endpoint, state_dir=state_dir, store_kind=store_kind,
+                     settings=settings)
+
+
+def seed_world(world: DemoWorld) -> None:
+    """Store tables (as `wsmon store init`), the seeded folders, one discovery pass, and the
+    crashed monitor's lease."""
+    from wsmon.demo_worksets import initial_worksets
+    from wsmon.engine.runner import SimulatedRunner
+
+    settings = world.settings
+    store = open_demo_store(settings)
+    try:
+        for line in store.init_schema():
+            log.info("demo_store", detail=line)
+        world.seeded = initial_worksets(bucket=BUCKET, prefix=PREFIX, now=SystemClock().now(),
+                                        fate=SimulatedRunner(settings).fate)
+        count = upload(_aws_client(settings, "s3"), BUCKET, world.seeded)
+        log.info("demo_seeded", worksets=len(world.seeded), objects=count, bucket=BUCKET)
+        crash_a_monitor(settings, store)
+    finally:
+        store.close()
+
+
+def build_world(endpoint: str, state_dir: Path, store_kind: str,
+                ui_overrides: dict[str, Any] | None = None) -> DemoWorld:
+    world = create_world(endpoint, state_dir, store_kind, ui_overrides)
+    seed_world(world)
+    return world
+
+
+def open_demo_store(settings: Settings) -> Store:
+    from wsmon.engine.store import open_store
+
+    return open_store(settings.store_url, max_clock_skew=settings.store.max_clock_skew_seconds,
+                      default_lease_seconds=settings.store.lease_seconds, create=True)
+
+
+def crash_a_monitor(settings: Settings, store: Store) -> None:
+    """One workset claimed by a monitor that then "crashed": its lease runs out and the engine's
+    sweep recovers it (lease + clock skew + one poll), which the dashboard shows as it happens."""
+    from wsmon import __version__
+    from wsmon.engine.s3source import S3Source
+
+    # one discovery pass, as `wsmon scan` does, so the folder is registered before any engine runs
+    S3Source(settings, store, monitor_id=MONITOR_ID).poll()
+    lease = store.acquire_lock(STALE_WORKSET, CRASHED_MONITOR, lease_seconds=12.0)
+    if lease is None:
+        log.warning("demo_stale_lease_not_set", workset=STALE_WORKSET)
+        return
+    store.update_state(STALE_WORKSET, "in_progress", reason="pipeline started", actor=CRASHED_MONITOR,
+                       lease=lease, cluster_name="demo-large")
+    store.record_monitor_heartbeat(CRASHED_MONITOR, "old-headnode", 31337, __version__, role="engine")
+
+
+def _summary(settings: Settings) -> dict[str, int]:
+    store = open_demo_store(settings)
+    try:
+        stats = store.queue_stats()
+    finally:
+        store.close()
+    return {state: sum(by_priority.values()) for state, by_priority in sorted(stats.counts.items())}
+
+
+def _configure_logging(settings: Settings, mode: str) -> None:
+    try:
+        from wsmon.logging import configure_logging
+    except ImportError:  # older checkouts: structlog's defaults print to stdout
+        return
+    configure_logging(settings, mode)
+
+
+def _run_headless(settings: Settings, timeout: float | None) -> int:
+    from wsmon.engine.service import Engine
+
+    stop = threading.Event()
+    previous = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread (in-process tests): Ctrl-C is the caller's
+            pass
+    store = open_demo_store(settings)
+    engine = Engine(settings, store=store, clock=None)
+    try:
+        engine.start()
+        stop.wait(timeout)
+    finally:
+        try:
+            engine.stop(settings.runner.shutdown_grace_seconds)
+        finally:
+            store.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return 0
+
+
+def _run_dashboard(settings: Settings) -> int:
+    from wsmon.app import run_dashboard
+
+    # "engine": the dashboard runs the engine in this process and stops it when it quits
+    return run_dashboard(settings, engine_mode="engine")
+
+
+def run_demo(obj: CliContext, *, headless: bool, store_kind: str, timeout: float | None = None) -> int:
+    """Run the demo until ``q``/Ctrl-C (dashboard) or SIGINT/SIGTERM/``timeout`` (headless).
+
+    Returns the exit code. Leaves no thread, process or port behind.
+    """
+    import click
+
+    ui = {k: v for k, v in obj.overrides.get("ui", {}).items() if k in ("theme", "read_only")}
+    if obj.overrides.get("store", {}).get("url"):
+        click.echo("wsmon --demo: ignoring --store; the demo brings its own store", err=True)
+    state_dir = Path(tempfile.mkdtemp(prefix="wsmon-demo-"))
+    out = sys.stdout if headless else sys.stderr
+    code = 1
+    summary: dict[str, int] = {}
+    settings: Settings | None = None
+    dropper: Dropper | None = None
+    try:
+        with dummy_aws_credentials(), embedded_aws() as endpoint:
+            print(f"wsmon demo: AWS stand-in at {endpoint}, state in {state_dir}", file=out, flush=True)
+            world = create_world(endpoint, state_dir, store_kind, ui_overrides=ui)
+            settings = world.settings
+            _configure_logging(settings, "headless" if headless else "tui")
+            seed_world(world)
+            print(f"wsmon demo: {len(world.seeded)} worksets in s3://{BUCKET}/{PREFIX}, store "
+                  f"{_shown_url(settings.store_url)}; new worksets arrive every 10-20 s", file=out,
+                  flush=True)
+            dropper = Dropper(_aws_client(settings, "s3"))
+            dropper.start()
+            try:
+                code = _run_headless(settings, timeout) if headless else _run_dashboard(settings)
+            except KeyboardInterrupt:
+                code = 0
+            finally:
+                dropper.stop()
+            try:
+                summary = _summary(settings)
+            except Exception as exc:
+                log.warning("demo_summary_failed", error=str(exc))
+    except DemoUnavailable as exc:
+        click.echo(f"wsmon --demo: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        code = 0
+    _print_where(state_dir, store_kind, settings, summary, dropper)
+    return code
+
+
+def _shown_url(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+def _print_where(state_dir: Path, store_kind: str, settings: Settings | None,
+                 summary: dict[str, int], dropper: Dropper | None) -> None:
+    print("", flush=True)
+    if summary:
+        # one machine-readable line (tests and scripts read it), then words for people
+        print("wsmon demo summary: " + json.dumps(summary, sort_keys=True))
+        dropped = len(dropper.dropped) if dropper else 0
+        print(f"wsmon demo: {sum(summary.values())} worksets ({dropped} dropped in while it ran): "
+              + ", ".join(f"{n} {state}" for state, n in summary.items()))
+    if store_kind == "sqlite" and settings is not None:
+        print(f"wsmon demo: state lived in {state_dir} (store {settings.store_url}); look again with\n"
+              f"  wsmon --store {settings.store_url} list")
+    else:
+        print(f"wsmon demo: state lived in DynamoDB tables on the embedded endpoint, gone with it; "
+              f"logs and step logs are in {state_dir}")
+    print("wsmon demo: stopped the engine, the dropper and the AWS stand-in", flush=True)

@@ -1,0 +1,115 @@
+"""Clusters: running/slots, vCPU and memory use, cost per hour, AZ, source; history charts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from rich.text import Text
+from textual.containers import Horizontal
+from textual.widgets import Static
+
+from wsmon.models import ClusterStatus
+from wsmon.screens.base import WsmonScreen
+from wsmon.screens.snapshot import Snapshot
+from wsmon.textsafe import strip_control
+from wsmon.widgets.charts import HistoryChart
+from wsmon.widgets.difftable import DiffTable, text_cell
+from wsmon.widgets.format import age_since, bar
+from wsmon.widgets.styles import role_style
+
+CLUSTER_COLUMNS = [
+    ("name", "cluster", 18),
+    ("status", "status", 11),
+    ("running", "run/slots", 9),
+    ("vcpu", "vCPU", 15),
+    ("memory", "memory", 15),
+    ("cost", "$/h", 7),
+    ("az", "AZ", 11),
+    ("source", "source", 8),
+    ("seen", "seen", 4),
+    ("detail", "detail", 30),
+]
+STATUS_ROLES = {"ready": "success", "creating": "primary", "unavailable": "error", "unknown": "warning"}
+
+
+def depth_has(series: dict[str, list[Any]]) -> bool:
+    return any(points for points in series.values())
+
+
+def cluster_plain(c: ClusterStatus, now) -> tuple[str, ...]:
+    cost = c.cost_per_vcpu_hour * c.vcpus_used
+    return (strip_control(c.name), strip_control(c.status),
+            f"{c.active_worksets}/{c.max_concurrent_worksets}",
+            bar(c.vcpus_used, c.max_vcpus, 8), bar(c.memory_gb_used, c.max_memory_gb, 8),
+            f"{cost:.2f}", strip_control(c.availability_zone or "-"), strip_control(c.source),
+            age_since(c.updated_at, now), strip_control(c.detail or ""))
+
+
+class ClustersScreen(WsmonScreen):
+    SCREEN_NAME = "clusters"
+    DEFAULT_CSS = """
+    ClustersScreen #clusters-table { height: auto; max-height: 50%; }
+    ClustersScreen #charts { height: 1fr; min-height: 8; }
+    ClustersScreen #no-charts { height: auto; padding: 1 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_header()
+        yield DiffTable(id="clusters-table")
+        yield Static(Text("no metrics history in the last hours yet (the engine samples "
+                          "every minute)", style="dim"), id="no-charts")
+        with Horizontal(id="charts"):
+            yield HistoryChart("queue depth (waiting + running)", id="depth-chart")
+            yield HistoryChart("utilisation %", id="util-chart")
+        yield from self.compose_footer()
+
+    @property
+    def table(self) -> DiffTable:
+        return self.query_one("#clusters-table", DiffTable)
+
+    def on_mount(self) -> None:
+        self.table.set_columns(CLUSTER_COLUMNS)
+        self.wsmon.snapshot_signal.subscribe(self, self._on_snapshot, immediate=True)
+        self.wsmon.theme_changed_signal.subscribe(self, lambda _: self.rebuild(restyle=True))
+        self.rebuild()
+        self.table.focus()
+
+    def on_screen_resume(self) -> None:
+        if not self.wsmon.want_charts:
+            self.wsmon.want_charts = True
+            self.wsmon.refresh_now()
+        self.rebuild()
+
+    def on_screen_suspend(self) -> None:
+        self.wsmon.want_charts = False
+
+    def _on_snapshot(self, _: Snapshot) -> None:
+        self.rebuild()
+
+    def rebuild(self, restyle: bool = False) -> None:
+        app = self.wsmon
+        now = app.clock.now()
+        clusters = {c.name: c for c in app.clusters}
+        table = self.table
+        if restyle:
+            for key in list(table._plain):
+                table._plain[key] = (None,) * len(CLUSTER_COLUMNS)
+        upserts: dict[str, list[Any]] = {}
+        plain: dict[str, tuple[Any, ...]] = {}
+        for key, c in clusters.items():
+            p = cluster_plain(c, now)
+            if table._plain.get(key) == p:
+                continue
+            status_style = role_style(app, STATUS_ROLES.get(c.status, "warning"))
+            upserts[key] = [text_cell(p[0], "bold"), text_cell(p[1], status_style),
+                            *[text_cell(v) for v in p[2:]]]
+            plain[key] = p
+        removals = [k for k in table._plain if k not in clusters]
+        table.apply_diff(upserts, removals, plain, order=lambda k: k, reorder=bool(upserts))
+        charts = app.charts
+        depth = {k: v for k, v in charts.items() if k == "queue depth"}
+        util = {k[5:]: v for k, v in charts.items() if k.startswith("util ")}
+        self.query_one("#depth-chart", HistoryChart).set_series(depth, now)
+        self.query_one("#util-chart", HistoryChart).set_series(util, now)
+        self.query_one("#no-charts", Static).display = not (depth_has(depth) or depth_has(util))

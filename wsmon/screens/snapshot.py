@@ -1,0 +1,228 @@
+"""What one dashboard refresh reads from the store, shaped for the screens.
+
+Runs in the refresh worker thread, never on the UI thread: it reads the store, turns each workset
+into a ``QueueRow`` of display strings, and hands the screens only what changed since the last
+refresh, so the UI thread applies a small diff instead of re-rendering thousands of rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from wsmon.clock import Clock
+from wsmon.engine.store.base import Store
+from wsmon.models import Alert, AlertState, ClusterStatus, MonitorInfo, QueueStats, Silence, Workset
+from wsmon.models import WorksetState
+from wsmon.textsafe import strip_control
+from wsmon.widgets.format import STATE_ORDER, age_since, state_label
+
+# Queue columns: (key, label, width). Widths are fixed so adding 10,000 rows never measures text.
+QUEUE_COLUMNS: list[tuple[str, str, int]] = [
+    ("sel", " ", 1),
+    ("id", "workset", 26),
+    ("state", "state", 13),
+    ("priority", "prio", 6),
+    ("customer", "customer", 10),
+    ("cluster", "cluster", 12),
+    ("age", "age", 4),
+    ("attempts", "try", 3),
+    ("lease", "lease holder", 16),
+    ("last_event", "last event", 40),
+]
+SORTABLE = [key for key, _, _ in QUEUE_COLUMNS if key != "sel"]
+
+# Local metric history the charts read; names and dimensions as engine/metrics.py writes them
+# (H_QUEUE_DEPTH, H_CLUSTER_UTILISATION). Not imported: screens stay off engine modules.
+QUEUE_DEPTH_METRIC = "queue_depth"  # dims: state
+UTILISATION_METRIC = "cluster_utilisation"  # dims: cluster; 0..1
+CHART_HOURS = 6
+RESOLVED_ALERTS_HOURS = 24
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """One workset as the queue table shows it; ``cells`` follow QUEUE_COLUMNS minus "sel"."""
+
+    key: str
+    state: WorksetState
+    priority: str
+    cells: tuple[str, ...]
+    sort_values: tuple[Any, ...]
+    search: str
+
+    def sort_value(self, column: str) -> Any:
+        return self.sort_values[SORTABLE.index(column)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Static:
+    """The parts of a row that only change when the record changes."""
+
+    state: WorksetState
+    priority: str
+    priority_rank: int
+    customer: str
+    cluster: str
+    attempts: int
+    lease: str
+    display_id: str
+    created_at: datetime
+    last_event_at: datetime
+    last_event_text: str
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    kind: str  # alive | stale | none
+    text: str
+    monitor: MonitorInfo | None = None
+
+
+@dataclass
+class Snapshot:
+    at: datetime
+    full: bool
+    changed: dict[str, QueueRow]
+    removed: set[str]
+    stats: QueueStats
+    monitors: list[MonitorInfo]
+    engine: EngineStatus
+    clusters: list[ClusterStatus]
+    alerts: list[Alert]
+    silences: list[Silence]
+    charts: dict[str, list[tuple[datetime, float]]] | None = None
+    read_seconds: float = 0.0
+    changed_records: set[str] = field(default_factory=set)
+
+
+def engine_status(monitors: list[MonitorInfo], now: datetime, stale_after: float) -> EngineStatus:
+    engines = sorted((m for m in monitors if m.role == "engine"), key=lambda m: m.last_seen,
+                     reverse=True)
+    if not engines:
+        return EngineStatus("none", "no engine")
+    live = [m for m in engines if (now - m.last_seen).total_seconds() <= stale_after]
+    if live:
+        m = live[0]
+        extra = f" (+{len(live) - 1})" if len(live) > 1 else ""
+        return EngineStatus("alive", f"alive on {strip_control(m.host)} pid {m.pid}{extra}", m)
+    m = engines[0]
+    return EngineStatus("stale", f"stale: {strip_control(m.host)} last seen "
+                        f"{age_since(m.last_seen, now)} ago", m)
+
+
+def live_engine(monitors: list[MonitorInfo], now: datetime, stale_after: float) -> MonitorInfo | None:
+    status = engine_status(monitors, now, stale_after)
+    return status.monitor if status.kind == "alive" else None
+
+
+def _static(ws: Workset) -> _Static:
+    last = ws.recent_events[-1] if ws.recent_events else None
+    if last is not None:
+        what = last.reason or last.to_state.value
+        last_text = f"{strip_control(last.actor)}: {strip_control(what)}"
+        last_at = last.at
+    else:
+        last_text, last_at = "", ws.updated_at
+    lease = strip_control(ws.lock_owner) if ws.lock_owner and ws.state.holds_lease else ""
+    return _Static(
+        state=ws.state, priority=ws.priority.value, priority_rank=ws.priority.rank,
+        customer=strip_control(ws.customer_id or ""), cluster=strip_control(ws.cluster_name or ""),
+        attempts=ws.attempts, lease=lease, display_id=strip_control(ws.workset_id),
+        created_at=ws.created_at, last_event_at=last_at, last_event_text=last_text,
+    )
+
+
+def _row(key: str, st: _Static, now: datetime) -> QueueRow:
+    age = age_since(st.created_at, now)
+    last = f"{age_since(st.last_event_at, now)} {st.last_event_text}" if st.last_event_text else ""
+    cells = (st.display_id, state_label(st.state), st.priority, st.customer, st.cluster, age,
+             str(st.attempts), st.lease, last)
+    sort_values = (key, STATE_ORDER[st.state], st.priority_rank, st.customer, st.cluster,
+                   -st.created_at.timestamp(), st.attempts, st.lease, -st.last_event_at.timestamp())
+    return QueueRow(key, st.state, st.priority, cells, sort_values, " ".join(cells).lower())
+
+
+class SnapshotReader:
+    """Reads the store incrementally; one instance per dashboard, used from one thread."""
+
+    def __init__(self, store: Store, clock: Clock, *, stale_after: float,
+                 full_every: int = 30) -> None:
+        self.store = store
+        self.clock = clock
+        self.stale_after = stale_after
+        self.full_every = full_every
+        self._watermark: datetime | None = None
+        self._statics: dict[str, _Static] = {}
+        self._rows: dict[str, QueueRow] = {}
+        self._reads = 0
+        self._charts_read_at: float | None = None
+
+    def reset(self) -> None:
+        """After a failure: the next read is a full one."""
+        self._watermark = None
+
+    def read(self, *, want_charts: bool = False, force_full: bool = False) -> Snapshot:
+        started = self.clock.monotonic()
+        store = self.store
+        full = force_full or self._watermark is None or self._reads % self.full_every == 0
+        if full:
+            worksets, watermark = store.worksets_changed_since(None)
+        else:
+            worksets, watermark = store.worksets_changed_since(self._watermark)
+        now = self.clock.now()
+        removed: set[str] = set()
+        changed_records = {ws.workset_id for ws in worksets}
+        if full:
+            statics = {ws.workset_id: _static(ws) for ws in worksets}
+            removed = set(self._statics) - set(statics)
+            self._statics = statics
+        else:
+            for ws in worksets:
+                self._statics[ws.workset_id] = _static(ws)
+        changed: dict[str, QueueRow] = {}
+        rows = self._rows
+        for key, st in self._statics.items():
+            row = _row(key, st, now)
+            old = rows.get(key)
+            if old is None or old.cells != row.cells:
+                rows[key] = row
+                changed[key] = row
+        for key in removed:
+            rows.pop(key, None)
+        self._watermark = watermark
+        self._reads += 1
+
+        monitors = store.list_monitors()
+        alerts = store.list_alerts(resolved_since=now - timedelta(hours=RESOLVED_ALERTS_HOURS))
+        charts = None
+        if want_charts and (self._charts_read_at is None or full
+                            or self.clock.monotonic() - self._charts_read_at >= 30):
+            charts = self.read_charts(now)
+            self._charts_read_at = self.clock.monotonic()
+        return Snapshot(
+            at=now, full=full, changed=changed, removed=removed, stats=store.queue_stats(),
+            monitors=monitors, engine=engine_status(monitors, now, self.stale_after),
+            clusters=store.list_cluster_status(), alerts=alerts,
+            silences=store.list_silences(active_at=now), charts=charts,
+            read_seconds=self.clock.monotonic() - started, changed_records=changed_records,
+        )
+
+    def read_charts(self, now: datetime) -> dict[str, list[tuple[datetime, float]]]:
+        """Queue depth (summed over states still waiting or running) and utilisation per cluster."""
+        since = now - timedelta(hours=CHART_HOURS)
+        depth: dict[datetime, float] = {}
+        for sample in self.store.metric_history(QUEUE_DEPTH_METRIC, since, now):
+            state = sample.dimensions.get("state", "")
+            if state and state not in ("ready", "retrying", "locked", "in_progress"):
+                continue
+            depth[sample.at] = depth.get(sample.at, 0.0) + sample.value
+        out: dict[str, list[tuple[datetime, float]]] = {"queue depth": sorted(depth.items())}
+        per_cluster: dict[str, list[tuple[datetime, float]]] = {}
+        for sample in self.store.metric_history(UTILISATION_METRIC, since, now):
+            name = strip_control(sample.dimensions.get("cluster", "all"))
+            per_cluster.setdefault(name, []).append((sample.at, sample.value * 100))
+        for name, points in per_cluster.items():
+            out[f"util {name}"] = points
+        return out

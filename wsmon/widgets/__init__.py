@@ -1,0 +1,1 @@
+"""Reusable dashboard widgets: diffed tables, charts, the status header."""

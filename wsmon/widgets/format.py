@@ -1,0 +1,98 @@
+"""How values look on screen: state symbols, ages, durations, bars. Pure functions, no Textual."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from wsmon.models import AlertState, Severity, WorksetState
+
+S = WorksetState
+
+# A symbol per state so the table reads on a monochrome terminal or for colour-blind operators.
+STATE_SYMBOLS: dict[WorksetState, str] = {
+    S.READY: "○", S.LOCKED: "◔", S.IN_PROGRESS: "▶", S.COMPLETE: "✓",
+    S.ERROR: "✗", S.RETRYING: "↻", S.FAILED: "‼", S.IGNORED: "⊘",
+}
+# Theme colour role per state (resolved against the active theme when rendering).
+STATE_ROLES: dict[WorksetState, str] = {
+    S.READY: "foreground", S.LOCKED: "secondary", S.IN_PROGRESS: "primary",
+    S.COMPLETE: "success", S.ERROR: "error", S.RETRYING: "warning", S.FAILED: "error",
+    S.IGNORED: "muted",
+}
+# Number keys filter the queue by state, in this order.
+STATE_KEYS: list[WorksetState] = [S.READY, S.LOCKED, S.IN_PROGRESS, S.COMPLETE, S.ERROR,
+                                  S.RETRYING, S.FAILED, S.IGNORED]
+STATE_ORDER = {state: i for i, state in enumerate(STATE_KEYS)}
+
+SEVERITY_SYMBOLS = {Severity.CRITICAL: "‼", Severity.WARNING: "▲", Severity.INFO: "ℹ"}
+SEVERITY_ROLES = {Severity.CRITICAL: "error", Severity.WARNING: "warning", Severity.INFO: "primary"}
+ALERT_STATE_SYMBOLS = {AlertState.FIRING: "🔥", AlertState.PENDING: "…",
+                       AlertState.ACKNOWLEDGED: "✓", AlertState.RESOLVED: "·"}
+ALERT_STATE_ORDER = {AlertState.FIRING: 0, AlertState.PENDING: 1, AlertState.ACKNOWLEDGED: 2,
+                     AlertState.RESOLVED: 3}
+
+
+def state_label(state: WorksetState) -> str:
+    return f"{STATE_SYMBOLS[state]} {state.value}"
+
+
+def compact_age(seconds: float) -> str:
+    """'45s', '12m', '3h', '5d': coarse on purpose, so a refresh rarely changes the cell."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m"
+    if seconds < 86400 * 2:
+        return f"{int(seconds // 3600)}h"
+    return f"{int(seconds // 86400)}d"
+
+
+def age_since(then: datetime | None, now: datetime) -> str:
+    if then is None:
+        return "-"
+    return compact_age((now - then).total_seconds())
+
+
+def duration(seconds: float | None) -> str:
+    """'1h02m', '3m05s', '12s'."""
+    if seconds is None:
+        return "-"
+    seconds = int(max(0, seconds))
+    if seconds >= 2 * 86400:
+        d, rest = divmod(seconds, 86400)
+        return f"{d}d{rest // 3600:02d}h"
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    if m:
+        return f"{m}m{s:02d}s"
+    return f"{s}s"
+
+
+def relative(when: datetime | None, now: datetime) -> str:
+    """'in 3m05s' or '12m ago'."""
+    if when is None:
+        return "-"
+    delta = (when - now).total_seconds()
+    if delta >= 0:
+        return f"in {duration(delta)}"
+    return f"{duration(-delta)} ago"
+
+
+def clock_time(when: datetime | None) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else "-"
+
+
+def bar(used: float, total: float, width: int = 10) -> str:
+    """'█████░░░░░  52%' (a text bar that reads without colour)."""
+    if total <= 0:
+        return "░" * width + "    -"
+    frac = max(0.0, min(1.0, used / total))
+    filled = round(frac * width)
+    return "█" * filled + "░" * (width - filled) + f" {round(frac * 100):3d}%"
+
+
+def span(delta: timedelta) -> str:
+    return duration(delta.total_seconds())
