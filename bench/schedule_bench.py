@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=50)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--global-limit", type=int, default=400)
     args = parser.parse_args()
     rng = random.Random(args.seed)
     now = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -41,7 +42,7 @@ def main() -> None:
             waiting_since=now - timedelta(minutes=rng.uniform(0, 1000)))
         for i in range(args.worksets)
     ]
-    policy = SchedulingPolicy(max_concurrent_worksets=400, customer_quotas={"acme": 40})
+    policy = SchedulingPolicy(max_concurrent_worksets=args.global_limit, customer_quotas={"acme": 40})
     for _ in range(args.repeat):
         start = time.perf_counter()
         decisions = schedule(worksets, clusters, {"acme": 10}, policy=policy, now=now)

@@ -1,9 +1,10 @@
 """State store benchmark: claims/s, transitions/s and queue_stats time at N worksets.
 
-    .venv/bin/python bench/store_bench.py [--n 10000] [--backend sqlite|dynamodb|all]
+    .venv/bin/python bench/store_bench.py [--n 10000] [--backend sqlite|dynamodb|all] [--claims K]
 
 SQLite runs on a file in a temporary directory. DynamoDB runs against a moto server this script
-starts in-process: its figures measure how many requests the store makes and moto's speed, NOT
+starts in its own process (``wsmon.moto_local``: one request at a time, per-item transaction
+rollback): its figures measure how many requests the store makes and moto's speed, NOT
 DynamoDB latency (a real table answers in single-digit milliseconds per request, over the
 network). What carries over to real DynamoDB is the request count per operation, printed by
 operation name from botocore ``before-send`` hooks: a claim and a transition are one request each.
@@ -61,24 +62,22 @@ def _fmt_ops(ops: Counter[str]) -> str:
 
 @contextmanager
 def _moto_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
+    # Its own process (no GIL shared with the client), with moto's whole-table transaction
+    # snapshots replaced by per-item ones (see wsmon/moto_local.py), one request at a time.
+    from wsmon.moto_local import serve_in_subprocess
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with serve_in_subprocess() as endpoint:
+        yield endpoint
 
 
 def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f}/s" if seconds > 0 else "inf"
 
 
-def run(store: Store, n: int, counter: RequestCounter | None, make_fresh: Any = None) -> None:
+def run(store: Store, n: int, ops: int, counter: RequestCounter | None,
+        make_fresh: Any = None) -> None:
     ids = [f"bench-{i:06d}" for i in range(n)]
     prios = ("urgent", "normal", "low")
 
@@ -99,10 +98,15 @@ def run(store: Store, n: int, counter: RequestCounter | None, make_fresh: Any = 
 
     before = counter.snapshot() if counter else None
     t = time.perf_counter()
-    snapshot = [w.workset_id for w in store.iter_worksets(state="ready", page_size=1000)]
+    snapshot: list[str] = []
+    for w in store.iter_worksets(state="ready", page_size=min(ops, 1000)):
+        snapshot.append(w.workset_id)
+        if len(snapshot) == ops:
+            break
     listing = time.perf_counter() - t
-    assert len(snapshot) == n
-    print(f"  list ready queue {n:>7,} worksets in {listing:7.2f} s  (the scheduler's snapshot)")
+    assert len(snapshot) == ops
+    print(f"  list ready queue {ops:>7,} worksets in {listing:7.2f} s  (the scheduler's snapshot,"
+          " head of the queue)")
     if counter and before is not None:
         print(f"                   requests: {_fmt_ops(_diff(counter.snapshot(), before))}")
 
@@ -114,10 +118,11 @@ def run(store: Store, n: int, counter: RequestCounter | None, make_fresh: Any = 
         assert lease is not None, wid
         leases.append(lease)
     claims = time.perf_counter() - t
-    print(f"  claims           {n:>7,} in {claims:7.2f} s  ({_rate(n, claims)})")
+    print(f"  claims           {ops:>7,} in {claims:7.2f} s  ({_rate(ops, claims)})")
     if counter and before is not None:
-        ops = _diff(counter.snapshot(), before)
-        print(f"                   requests per claim: {sum(ops.values()) / n:.2f}  ({_fmt_ops(ops)})")
+        sent = _diff(counter.snapshot(), before)
+        print(f"                   requests per claim: {sum(sent.values()) / ops:.2f}"
+              f"  ({_fmt_ops(sent)})")
 
     before = counter.snapshot() if counter else None
     t = time.perf_counter()
@@ -125,19 +130,19 @@ def run(store: Store, n: int, counter: RequestCounter | None, make_fresh: Any = 
         store.update_state(lease.workset_id, "in_progress", "pipeline started", OWNER, lease=lease)
         store.update_state(lease.workset_id, "complete", "pipeline finished", OWNER, lease=lease)
     trans = time.perf_counter() - t
-    print(f"  transitions      {2 * n:>7,} in {trans:7.2f} s  ({_rate(2 * n, trans)})"
+    print(f"  transitions      {2 * ops:>7,} in {trans:7.2f} s  ({_rate(2 * ops, trans)})"
           "  (locked->in_progress->complete, fenced)")
     if counter and before is not None:
-        ops = _diff(counter.snapshot(), before)
-        print(f"                   requests per transition: {sum(ops.values()) / (2 * n):.2f}"
-              f"  ({_fmt_ops(ops)})")
+        sent = _diff(counter.snapshot(), before)
+        print(f"                   requests per transition: {sum(sent.values()) / (2 * ops):.2f}"
+              f"  ({_fmt_ops(sent)})")
 
     times = []
     for _ in range(3):
         t = time.perf_counter()
         stats = store.queue_stats()
         times.append(time.perf_counter() - t)
-    assert stats.total("complete") == n, stats
+    assert stats.total("complete") == ops, stats
     print(f"  queue_stats      after the run: median {statistics.median(times) * 1000:8.1f} ms")
     if counter:
         before = counter.snapshot()
@@ -147,7 +152,7 @@ def run(store: Store, n: int, counter: RequestCounter | None, make_fresh: Any = 
 
     if make_fresh is not None:
         # A store instance that has never seen these records (e.g. a CLI one-shot).
-        cold_n = min(100, n)
+        cold_n = min(100, ops)
         cold_ids = [f"cold-{i:04d}" for i in range(cold_n)]
         for wid in cold_ids:
             store.register_workset(wid, "bench-bucket", f"incoming/{wid}/")
@@ -161,24 +166,24 @@ def run(store: Store, n: int, counter: RequestCounter | None, make_fresh: Any = 
         fresh.close()
 
 
-def bench_sqlite(n: int) -> None:
+def bench_sqlite(n: int, ops: int) -> None:
     from wsmon.engine.store.sqlite import SqliteStore
 
-    print(f"sqlite (file in a temporary directory), n={n:,}")
+    print(f"sqlite (file in a temporary directory), n={n:,}, claims={ops:,}")
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore.from_url(f"sqlite:///{Path(tmp) / 'state.db'}")
         try:
-            run(store, n, None)
+            run(store, n, ops, None)
         finally:
             store.close()
 
 
-def bench_dynamodb(n: int) -> None:
+def bench_dynamodb(n: int, ops: int) -> None:
     from wsmon.engine.store.dynamodb import DynamoDBStore
 
-    print(f"dynamodb on a local moto server, n={n:,}")
-    print("  NOTE: times measure moto in this process, not DynamoDB latency; the request counts")
-    print("        are what carries over to real DynamoDB.")
+    print(f"dynamodb on a local moto server, n={n:,}, claims={ops:,}")
+    print("  NOTE: these times measure moto (a Python emulator, tens of ms per request), NOT")
+    print("        DynamoDB latency; the request counts are what carries over to real DynamoDB.")
     with _moto_server() as endpoint:
         url = f"dynamodb://wsmon-bench?region=us-west-2&endpoint_url={endpoint}"
         store = DynamoDBStore.from_url(url)
@@ -191,7 +196,7 @@ def bench_dynamodb(n: int) -> None:
             return fresh, RequestCounter(fresh.client)
 
         try:
-            run(store, n, counter, make_fresh)
+            run(store, n, ops, counter, make_fresh)
         finally:
             store.close()
 
@@ -200,14 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--n", type=int, default=10_000, help="worksets (default 10000)")
     parser.add_argument("--backend", choices=("sqlite", "dynamodb", "all"), default="all")
+    parser.add_argument("--claims", type=int, default=None,
+                        help="claims (each followed by 2 transitions); default: all N for sqlite, "
+                             "min(N, 1000) for dynamodb, where moto takes ~40 ms per request")
     args = parser.parse_args(argv)
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
     if args.backend in ("sqlite", "all"):
-        bench_sqlite(args.n)
+        bench_sqlite(args.n, min(args.claims or args.n, args.n))
     if args.backend in ("dynamodb", "all"):
-        bench_dynamodb(args.n)
+        bench_dynamodb(args.n, min(args.claims or 1000, args.n))
     return 0
 
 

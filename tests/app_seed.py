@@ -151,3 +151,23 @@ async def wait_for(pilot, predicate, timeout: float = 10.0, what: str = "conditi
             raise AssertionError(f"timed out waiting for {what}")
         await pilot.pause(0.02)
     await pilot.pause()
+
+
+def screen_text(app) -> str:
+    """What the terminal shows, as plain lines (from the SVG screenshot Textual exports)."""
+    import html
+    import re
+    from collections import defaultdict
+
+    svg = app.export_screenshot()
+    lines: dict[float, list[tuple[float, str]]] = defaultdict(list)
+    for m in re.finditer(r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', svg):
+        lines[float(m.group(2))].append((float(m.group(1)), html.unescape(m.group(3))))
+    out = []
+    for y in sorted(lines):
+        row = ""
+        for x, text in sorted(lines[y]):
+            col = int(round(x / 12.2))
+            row = row.ljust(col)[:col] + text
+        out.append(row.replace("\xa0", " ").rstrip())
+    return "\n".join(out)

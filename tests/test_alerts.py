@@ -374,3 +374,46 @@ def test_channel_failing_from_notifier_health(store, clock):
                                             "last_error": "slack: server error (HTTP 500)"})
     [alert] = run(store, clock, **only("channel_failing", threshold=3))
     assert alert.subject == "slack" and "HTTP 500" in alert.description
+
+
+def test_a_storm_is_grouped_beyond_max_alerts_per_rule(store, clock):
+    note = RecordingNotifier()
+    alerts = dict(only("dead_lettered"), max_alerts_per_rule=10)
+    for i in range(25):
+        store.register_workset(f"ws-{i:02d}", "b", f"p/ws-{i:02d}/", state="failed")
+    ev = AlertEvaluator(settings(**alerts), store, clock=clock, notifier=note)
+    ev.evaluate()
+    active = store.list_alerts()
+    assert len(active) == 11 and len(note.events("alert_firing")) == 11
+    group = next(a for a in active if a.subject == "*")
+    assert group.value == 15 and "ws-10" in group.description
+    for i in range(25, 30):
+        store.register_workset(f"ws-{i:02d}", "b", f"p/ws-{i:02d}/", state="failed")
+    clock.advance(30)
+    ev.evaluate()
+    assert len(store.list_alerts()) == 11 and len(note.events("alert_firing")) == 11
+    assert store.get_alert(group.alert_id).value == 20
+
+
+def test_repeat_interval_renotifies_only_unacknowledged_firing(store, clock):
+    note = RecordingNotifier()
+    ev = evaluator(store, clock, note, Switch("x"), queue_depth={"for_seconds": 0}, repeat_interval_seconds=3600)
+    ev.evaluate()
+    for _ in range(130):  # 65 minutes
+        clock.advance(30)
+        ev.evaluate()
+    assert [e[0] for e in note.sent] == ["alert_firing", "alert_firing"]
+
+
+def test_an_alert_that_never_fired_resolves_silently(store, clock):
+    note = RecordingNotifier()
+    cond = Switch("x")
+    ev = evaluator(store, clock, note, cond, queue_depth={"for_seconds": 600}, keep_firing_for_seconds=60)
+    [alert] = ev.evaluate()
+    cond.on.clear()
+    clock.advance(30)
+    ev.evaluate()
+    clock.advance(60)
+    [resolved] = ev.evaluate()
+    assert resolved.alert_id == alert.alert_id and resolved.state is AlertState.RESOLVED
+    assert resolved.fired_at is None and note.sent == []

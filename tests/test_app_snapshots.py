@@ -26,7 +26,8 @@ def _goto(mode: str):
         if mode != "queue":
             app.switch_mode(mode)
             await pilot.pause()
-            await settle(pilot, app, app.refresh_generation + 1) if mode == "clusters" else None
+            if mode == "clusters":
+                await wait_for(pilot, lambda: bool(app.charts), what="chart history")
         await pilot.pause()
     return run
 

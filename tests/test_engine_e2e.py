@@ -19,7 +19,6 @@ import pytest
 
 from wsmon import aws
 from wsmon.config import load_settings
-from wsmon.engine.runner import sanitise
 from wsmon.engine.service import Engine
 from wsmon.engine.store import open_store
 from wsmon.models import WorksetState
@@ -188,7 +187,7 @@ max_concurrent_worksets = 40
 tmux_socket = "{socket}"
 pipeline_poll_seconds = 0.1
 kill_grace_seconds = 0.5
-pipeline_timeout_minutes = 0.05
+pipeline_timeout_minutes = 0.1
 max_parallel_worksets = 8
 
 [metrics]
@@ -341,7 +340,7 @@ def fast_world(tmp_path, endpoint, fixtures, names):
     text = world["toml"].read_text()
     text = text.replace(f'[store]\nurl = "sqlite:///{world["db"]}"\n', FAST_TOML.format(db=world["db"]))
     text = text.replace("[scheduler]\n", "[scheduler]\ninterval_seconds = 0.5\n")
-    text = text.replace("pipeline_timeout_minutes = 0.05", "pipeline_timeout_minutes = 5")
+    text = text.replace("pipeline_timeout_minutes = 0.1", "pipeline_timeout_minutes = 5")
     text = text.replace("[metrics]\n", "[alerts]\nevaluate_interval_seconds = 2.0\n\n[metrics]\n")
     world["toml"].write_text(text)
     return world

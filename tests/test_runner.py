@@ -53,7 +53,7 @@ def world(tmp_path, clock, tmux_socket):
     counts.mkdir()
     work = tmp_path / "work"
     work.mkdir()
-    write_script(bin_dir / "stage", f'echo stage >> "{counts}/stage"\necho staged "$@"\n')
+    write_script(bin_dir / "stage", f'echo stage >> "{counts}/stage"\necho staged "$@"\nenv > "{counts}/stage.env"\n')
     write_script(bin_dir / "clone", f'''echo clone >> "{counts}/clone"
 dir="{work}/$2"
 mkdir -p "$dir"
@@ -63,6 +63,7 @@ echo "Location: $dir"
     # the "pipeline": records its argv, fails while a flag file exists, hangs while another does
     write_script(bin_dir / "dy-r", f'''echo run >> "{counts}/run"
 printf '%s\\n' "$@" > args.txt
+env > "{counts}/run.env"
 if [ -e "{tmp_path}/hang" ]; then sleep 60; fi
 if [ -e "{tmp_path}/fail" ]; then echo "Error in rule align: boom"; touch daylily.failed_run; exit 1; fi
 echo "pipeline done"
@@ -125,7 +126,8 @@ def test_templates_expand_per_token_and_reject_unknown_placeholders() -> None:
         expand(["x", "{nope}"], values)
 
 
-def test_all_steps_run_and_the_pipeline_gets_each_suffix_token_exactly(world) -> None:
+def test_all_steps_run_and_the_pipeline_gets_each_suffix_token_exactly(world, monkeypatch) -> None:
+    monkeypatch.setenv("WSMON_LINEAR_API_KEY", "lin_api_secret_value")
     ws, job = claim(world)
     runner = CommandRunner(world["settings"], clock=world["clock"])
     outcome = runner.execute(ws, job, world["store"], "engine-1")
@@ -141,6 +143,8 @@ def test_all_steps_run_and_the_pipeline_gets_each_suffix_token_exactly(world) ->
     assert "pipeline done" in (log_dir / "run.log").read_text()
     assert "exported to s3://bucket/results/" in (log_dir / "export.log").read_text()
     assert not runner.session_alive(session_name(world["settings"], ws.workset_id))
+    for step in ("stage", "run"):  # wsmon's secrets never reach a step's environment
+        assert "lin_api_secret_value" not in (world["counts"] / f"{step}.env").read_text()
 
 
 def test_a_failed_pipeline_keeps_its_log_tail_and_a_retry_resumes_at_the_run_step(world) -> None:

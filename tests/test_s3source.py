@@ -179,7 +179,7 @@ def test_real_daylily_folders_sync_as_they_are(moto_endpoint: str, unique_name: 
                     assert bucket == FIXTURE_BUCKET
                     w.put(key, b"@stand-in\nACGT\n+\nIIII\n")
     report = w.source().poll()
-    assert sorted(report.registered) == names, report.to_dict()
+    assert sorted(report.registered) == sorted(names), report.to_dict()
     assert not report.invalid and not report.errors
     snv = w.store.get_workset("test_snv")
     assert snv.state is S.READY and snv.priority.value == "normal"
@@ -589,3 +589,91 @@ def _no_stray_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in list(os.environ):
         if var.startswith("WSMON_"):
             monkeypatch.delenv(var)
+
+
+def test_masked_sentinel_bodies_are_not_read_for_an_import(world: World) -> None:
+    world.put(f"{world.prefix}old/daylily.ready", "20251016T111111")
+    world.put(f"{world.prefix}old/daylily.complete", "20251017T111111")
+    world.take_counts()
+    world.source().poll()
+    assert world.take_counts()["GetObject"] == 1  # only daylily.complete decides
+    assert world.store.get_workset("old").state_changed_at.day == 17
+
+
+def test_no_sentinel_is_written_into_a_vanished_folder(world: World) -> None:
+    world.workset("ws1")
+    src = world.source()
+    src.poll()
+    for key in world.keys("ws1"):
+        world.s3.delete_object(Bucket=world.bucket, Key=f"{world.prefix}ws1/{key}")
+    src.poll()
+    world.store.update_state("ws1", S.IGNORED, "op", "bob@host")
+    assert src.mirror_state("ws1") is False
+    src.poll()
+    assert world.keys("ws1") == set()
+
+
+def test_retry_request_survives_a_poll_between_the_operators_two_steps(world: World) -> None:
+    world.workset("ws1", work="dy-r: produce; bad\n")
+    src = world.source()
+    src.poll()
+    world.put(f"{world.prefix}ws1/daylily_work.yaml", "dy-r: produce\n")
+    world.clock.advance(60)
+    world.put(f"{world.prefix}ws1/daylily.ready", world.stamp())  # step 1: touch ready
+    src.poll()  # daylily.error still there: nothing to do yet
+    assert world.store.get_workset("ws1").state is S.ERROR
+    world.s3.delete_object(Bucket=world.bucket, Key=f"{world.prefix}ws1/daylily.error")  # step 2
+    src.poll()
+    assert world.store.get_workset("ws1").state is S.READY
+
+
+def test_imported_workset_retried_by_an_operator_is_validated_before_it_can_run(world: World) -> None:
+    world.workset("old", sentinel="complete", body="20251016T111111", info="priority: low\n")
+    src = world.source()
+    src.poll()
+    assert "work" not in world.store.get_workset("old").metadata
+    world.store.update_state("old", S.READY, "operator re-run", "bob@host")
+    src.poll()
+    ws = world.store.get_workset("old")
+    assert ws.state is S.READY and ws.metadata["work"]["run_suffix"] == ["produce", "-j", "4"]
+    assert ws.priority.value == "low" and ws.estimate["samples"] == 1
+
+
+def test_rotation_continues_across_fresh_instances(world: World) -> None:
+    """The engine may build a new S3Source per poll: every terminal folder still gets its turn."""
+    for i in range(10):
+        world.put(f"{world.prefix}done{i}/daylily.complete", "20251016T111111")
+    world.source(reconcile_every=5).poll()
+    seen: Counter[str] = Counter()
+    lists: list[int] = []
+    for _ in range(10):
+        world.take_counts()
+        world.s3.meta.events.register("before-send.s3.ListObjectsV2", _remember_prefixes(seen),
+                                      unique_id="rotation")
+        lists.append(world.source(reconcile_every=5).poll().folders_listed)
+        world.s3.meta.events.unregister("before-send.s3.ListObjectsV2", unique_id="rotation")
+    assert lists == [2] * 10
+    assert sorted(seen.values()) == [2] * 10  # each folder exactly twice in 10 polls
+
+
+def _remember_prefixes(seen: Counter[str]):
+    def hook(request: Any, **_: Any) -> None:
+        url = unquote(request.url)
+        if "prefix=" in url and "/done" in url:
+            seen[url.split("prefix=")[1].split("&")[0]] += 1
+    return hook
+
+
+def test_sentinels_written_by_any_wsmon_are_recognised_after_a_restart(world: World) -> None:
+    world.workset("ws1")
+    src = world.source()
+    src.poll()
+    lease = world.store.acquire_lock("ws1", "mon-1", 300)
+    src.mirror_state("ws1")
+    world.store.kv_delete("s3.folders", f"{world.bucket}/{world.prefix}ws1/")  # cache lost
+    world.store.update_state("ws1", S.ERROR, "failed", "mon-1", lease=lease, error_code="WS-RES-001")
+    fresh = world.source()
+    fresh.poll()
+    keys = world.keys("ws1")
+    assert "daylily.error" in keys and "daylily.lock" not in keys  # our lock, found by its metadata
+    assert world.get(f"{world.prefix}ws1/daylily.error").split("\t")[1].startswith("WS-RES-001: ")

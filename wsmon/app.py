@@ -171,6 +171,8 @@ class WsmonApp(App[int]):
         self.paused = False
         self.refresh_generation = 0
         self.last_apply_seconds = 0.0
+        self.last_apply_cpu_seconds = 0.0
+        self.reader_last_seconds = 0.0
         self.want_charts = False
         self._seen_firing: set[str] | None = None
         self._wake = threading.Event()
@@ -245,7 +247,13 @@ class WsmonApp(App[int]):
                 else:
                     self.post_message(SnapshotReady(snapshot))
             first = False
-            self._wake.wait(self.refresh_interval)
+            # short waits so an exiting app never waits a whole interval for this thread
+            deadline = time.monotonic() + self.refresh_interval
+            while not worker.is_cancelled and not self._wake.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wake.wait(min(remaining, 0.2))
             self._wake.clear()
 
     def refresh_now(self) -> None:
@@ -255,6 +263,7 @@ class WsmonApp(App[int]):
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         started = time.perf_counter()
+        started_cpu = time.thread_time()
         snap = message.snapshot
         self.rows.update(snap.changed)
         for key in snap.removed:
@@ -267,6 +276,7 @@ class WsmonApp(App[int]):
         if snap.charts is not None:
             self.charts = snap.charts
         self.last_refresh_at = snap.at
+        self.reader_last_seconds = snap.read_seconds
         self.store_error = None
         self.store_error_since = None
         self._announce_new_alerts(snap)
@@ -274,6 +284,7 @@ class WsmonApp(App[int]):
         self.snapshot_signal.publish(snap)
         self.status_signal.publish(None)
         self.last_apply_seconds = time.perf_counter() - started
+        self.last_apply_cpu_seconds = time.thread_time() - started_cpu
 
     def on_store_failed(self, message: StoreFailed) -> None:
         if self.store_error is None:

@@ -30,7 +30,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("wsmon.commands.discovery_cmd:scan", "One S3 discovery pass: what it found and changed."),
     "validate": ("wsmon.commands.discovery_cmd:validate", "Validate a workset folder (S3 or local)."),
     "iam-policy": ("wsmon.commands.engine_cmd:iam_policy", "Print the least-privilege IAM policy."),
-    "notify": ("wsmon.commands.notify_cmd:notify", "Notification channels (notify test)."),
+    "notify": ("wsmon.commands.notify_cmd:notify", "Notification channels: notify test, notify status."),
     "list": ("wsmon.commands.ops_cmd:list_cmd", "List worksets."),
     "show": ("wsmon.commands.ops_cmd:show", "Show one workset."),
     "events": ("wsmon.commands.ops_cmd:events", "A workset's state history."),
@@ -132,6 +132,8 @@ def _set_override(ctx: click.Context, dotted: str, value: Any) -> None:
 @click.version_option(__version__, "--version", prog_name="wsmon")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML config file (default: $XDG_CONFIG_HOME/wsmon/config.toml).")
+@click.option("--daylily-yaml", "daylily_yaml", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read settings from an earlier Daylily monitor YAML config.")
 @click.option("--store", "store_url", metavar="URL",
               help="State store: sqlite:///PATH or dynamodb://TABLE?region=R[&endpoint_url=U].")
 @click.option("--headless", is_flag=True, help="Run the engine as a service (no dashboard); JSON logs on stdout.")
@@ -145,7 +147,7 @@ def _set_override(ctx: click.Context, dotted: str, value: Any) -> None:
 @click.option("--attach", "engine_mode", flag_value="attach", help="Dashboard only: never run an engine in this process.")
 @click.option("--engine", "engine_mode", flag_value="engine", help="Always run an engine in this process.")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, store_url: str | None, headless: bool, once: bool,
+def cli(ctx: click.Context, config_path: Path | None, daylily_yaml: Path | None, store_url: str | None, headless: bool, once: bool,
         timeout: float | None, demo: bool, demo_store: str, read_only: bool | None, theme: str | None,
         engine_mode: str | None) -> None:
     """wsmon: watch, schedule and run Daylily genomics worksets on AWS.
@@ -154,6 +156,7 @@ def cli(ctx: click.Context, config_path: Path | None, store_url: str | None, hea
     """
     obj = ctx.ensure_object(CliContext)
     obj.config_path = config_path
+    _set_override(ctx, "daylily_yaml", str(daylily_yaml) if daylily_yaml else None)
     _set_override(ctx, "store.url", store_url)
     _set_override(ctx, "ui.read_only", read_only)
     _set_override(ctx, "ui.theme", theme)

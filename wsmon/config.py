@@ -230,6 +230,7 @@ class AlertsSettings(Section):
     evaluate_interval_seconds: float = Field(30.0, gt=0, description="Seconds between alert evaluations.")
     keep_firing_for_seconds: float = Field(300.0, ge=0, description="How long a condition must stay clear before its alert resolves.")
     repeat_interval_seconds: float = Field(0.0, ge=0, description="Notify again while an alert keeps firing unacknowledged, this often (0: never).")
+    max_alerts_per_rule: int = Field(10, ge=1, description="Subjects one rule may open alerts for; further ones are grouped into one alert (subject \"*\") so an incident is one message, not hundreds.")
     queue_depth: QueueDepthRule = Field(default_factory=QueueDepthRule, description="Too many ready worksets of one priority.")
     urgent_waiting: UrgentWaitingRule = Field(default_factory=UrgentWaitingRule, description="An urgent workset waiting too long.")
     long_running: LongRunningRule = Field(default_factory=LongRunningRule, description="A workset in progress far beyond its estimate or a maximum.")

@@ -21,10 +21,11 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,20 +92,66 @@ def dummy_aws_credentials() -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _serialized_moto_server(ip_address: str, port: int) -> Any:
+    """moto's threaded server with one request at a time inside its backends.
+
+    moto's backends are not thread-safe: a DynamoDB TransactWriteItems deep-copies a table while
+    another request thread writes to it and fails with "dictionary changed size during
+    iteration". The engine makes concurrent requests by design (worker threads, parallel S3
+    listings), so the demo serialises the backend calls; connections are still served in parallel.
+    """
+    from moto.server import ThreadedMotoServer
+
+    try:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+    except ImportError:  # a moto that moved its internals: run it as it comes
+        return ThreadedMotoServer(ip_address=ip_address, port=port, verbose=False)
+
+    class SerializedMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            lock = threading.Lock()
+
+            def one_at_a_time(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+                with lock:
+                    return list(app(environ, start_response))
+
+            self._server = make_server(self._ip_address, self._port, one_at_a_time, True,
+                                       request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return SerializedMotoServer(ip_address=ip_address, port=port, verbose=False)
+
+
+def _quiet_werkzeug() -> None:
+    """werkzeug logs every request (and moto's internal errors) to stderr, which would scribble
+    over the dashboard; the stand-in's own chatter is not the system's."""
+    import logging
+
+    quiet = logging.getLogger("werkzeug")
+    quiet.setLevel(logging.CRITICAL)
+    quiet.propagate = False
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
+
+
 @contextmanager
 def embedded_aws() -> Iterator[str]:
     """A moto server on 127.0.0.1, a free port; yields its URL and always stops it."""
     try:
-        from moto.server import ThreadedMotoServer
+        import moto.server  # noqa: F401
     except ImportError:
         raise DemoUnavailable(
             "the demo needs moto's server: pip install 'wsmon[demo]' (or 'moto[server]')"
         ) from None
-    import logging
-
-    # werkzeug logs every request to stderr, which would scribble over the dashboard
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    _quiet_werkzeug()
+    server = _serialized_moto_server("127.0.0.1", 0)
     server.start()
     host, port = server.get_host_and_port()
     try:
@@ -131,13 +178,15 @@ def demo_settings(*, endpoint: str, state_dir: Path, store_kind: str, topic_arn:
     values: dict[str, Any] = {
         "monitor_id": MONITOR_ID,
         "state_dir": state_dir,
-        "aws": {"region": REGION, "endpoint_url": endpoint, "max_attempts": 3},
+        "aws": {"region": REGION, "endpoint_url": endpoint, "max_attempts": 5},
         "store": {"url": store_url_for(store_kind, endpoint, state_dir), "lease_seconds": 20.0,
                   "heartbeat_seconds": 4.0, "max_clock_skew_seconds": 2.0},
         "discovery": {"sources": [{"bucket": BUCKET, "prefix": PREFIX}],
                       "poll_interval_seconds": 3.0, "reconcile_every": 5,
                       "ready_lock_backoff_seconds": 1.0,
-                      "estimate_vcpus": 32, "estimate_memory_gb": 128.0},
+                      "estimate_vcpus": 32, "estimate_memory_gb": 128.0,
+                      # the stand-in serves one request at a time: more threads only queue
+                      "list_workers": 4, "head_workers": 4},
         "clusters": {"static": CLUSTERS, "slurm_usage": False, "pcluster_discovery": False,
                      "refresh_interval_seconds": 5.0},
         "scheduler": {"interval_seconds": 1.5, "max_concurrent_worksets": 9,
@@ -154,7 +203,8 @@ def demo_settings(*, endpoint: str, state_dir: Path, store_kind: str, topic_arn:
         "metrics": {"sink": "cloudwatch", "flush_interval_seconds": 10.0},
         "alerts": {"evaluate_interval_seconds": 3.0, "keep_firing_for_seconds": 15.0,
                    "queue_depth": {"threshold": 12, "for_seconds": 6.0},
-                   "urgent_waiting": {"threshold": 0.5},
+                   "urgent_waiting": {"threshold": 1.0},
+                   "error_rate": {"min_events": 12},
                    "stale_lease": {"for_seconds": 3.0},
                    "cluster_full": {"for_seconds": 10.0}},
         "notify": {"deliver_interval_seconds": 3.0, "sns_topic_arn": topic_arn},
@@ -241,22 +291,26 @@ def create_world(endpoint: str, state_dir: Path, store_kind: str,
                      settings=settings)
 
 
-def seed_world(world: DemoWorld) -> None:
+def seed_world(world: DemoWorld, say: Callable[[str], None] = lambda _text: None) -> None:
     """Store tables (as `wsmon store init`), the seeded folders, one discovery pass, and the
-    crashed monitor's lease."""
+    crashed monitor's lease. ``say`` reports progress to the person waiting."""
     from wsmon.demo_worksets import initial_worksets
     from wsmon.engine.runner import SimulatedRunner
 
     settings = world.settings
+    say(f"creating the store ({_shown_url(settings.store_url)})")
     store = open_demo_store(settings)
     try:
         for line in store.init_schema():
             log.info("demo_store", detail=line)
         world.seeded = initial_worksets(bucket=BUCKET, prefix=PREFIX, now=SystemClock().now(),
                                         fate=SimulatedRunner(settings).fate)
+        say(f"uploading {len(world.seeded)} workset folders to s3://{BUCKET}/{PREFIX}")
         count = upload(_aws_client(settings, "s3"), BUCKET, world.seeded)
         log.info("demo_seeded", worksets=len(world.seeded), objects=count, bucket=BUCKET)
+        say("first discovery pass (validates every folder, checks every FASTQ exists)")
         crash_a_monitor(settings, store)
+        seed_history(store, SystemClock().now())
     finally:
         store.close()
 
@@ -266,6 +320,37 @@ def build_world(endpoint: str, state_dir: Path, store_kind: str,
     world = create_world(endpoint, state_dir, store_kind, ui_overrides)
     seed_world(world)
     return world
+
+
+def seed_history(store: Store, now: datetime, hours: int = 6, step_minutes: int = 5,
+                 seed: int = 3) -> int:
+    """Chart history for the hours before the demo started: a queue that filled in the morning
+    and drained, clusters busy in proportion. Only what the charts draw (queue depth, cluster
+    utilisation, throughput); the engine adds real samples every minute from then on."""
+    import math
+
+    from wsmon.engine.metrics import H_CLUSTER_UTILISATION, H_QUEUE_DEPTH, H_THROUGHPUT
+    from wsmon.models import MetricSample
+
+    rng = random.Random(seed)
+    start = (now - timedelta(hours=hours)).replace(second=0, microsecond=0)
+    samples: list[MetricSample] = []
+    for i in range(hours * 60 // step_minutes):
+        at = start + timedelta(minutes=i * step_minutes)
+        wave = 0.5 + 0.5 * math.sin(i / 11.0)
+        ready = max(0.0, round(6 + 22 * wave + rng.uniform(-3, 3)))
+        running = min(10.0, max(1.0, round(3 + 6 * wave + rng.uniform(-1, 1))))
+        samples += [
+            MetricSample(name=H_QUEUE_DEPTH, at=at, value=ready, dimensions={"state": "ready"}),
+            MetricSample(name=H_QUEUE_DEPTH, at=at, value=running, dimensions={"state": "in_progress"}),
+            MetricSample(name=H_THROUGHPUT, at=at, value=round(running / 6 + rng.uniform(0, 0.3), 3)),
+        ]
+        for n, cluster in enumerate(CLUSTERS):
+            util = min(1.0, max(0.0, 0.25 + 0.6 * wave * (1 - 0.2 * n) + rng.uniform(-0.1, 0.1)))
+            samples.append(MetricSample(name=H_CLUSTER_UTILISATION, at=at, value=round(util, 3),
+                                        dimensions={"cluster": cluster["name"]}))
+    store.record_metric_samples(samples)
+    return len(samples)
 
 
 def open_demo_store(settings: Settings) -> Store:
@@ -367,7 +452,7 @@ def run_demo(obj: CliContext, *, headless: bool, store_kind: str, timeout: float
             world = create_world(endpoint, state_dir, store_kind, ui_overrides=ui)
             settings = world.settings
             _configure_logging(settings, "headless" if headless else "tui")
-            seed_world(world)
+            seed_world(world, say=lambda text: print(f"wsmon demo: {text}", file=out, flush=True))
             print(f"wsmon demo: {len(world.seeded)} worksets in s3://{BUCKET}/{PREFIX}, store "
                   f"{_shown_url(settings.store_url)}; new worksets arrive every 10-20 s", file=out,
                   flush=True)
@@ -403,8 +488,9 @@ def _print_where(state_dir: Path, store_kind: str, settings: Settings | None,
         # one machine-readable line (tests and scripts read it), then words for people
         print("wsmon demo summary: " + json.dumps(summary, sort_keys=True))
         dropped = len(dropper.dropped) if dropper else 0
-        print(f"wsmon demo: {sum(summary.values())} worksets ({dropped} dropped in while it ran): "
-              + ", ".join(f"{n} {state}" for state, n in summary.items()))
+        print(f"wsmon demo: {sum(summary.values())} worksets in the store "
+              f"({dropped} new folders dropped in while it ran): "
+              + ", ".join(f"{n} {state}" for state, n in summary.items() if n))
     if store_kind == "sqlite" and settings is not None:
         print(f"wsmon demo: state lived in {state_dir} (store {settings.store_url}); look again with\n"
               f"  wsmon --store {settings.store_url} list")

@@ -184,8 +184,11 @@ def initial_worksets(*, bucket: str, prefix: str, now: datetime,
         kw.setdefault("priority", rng.choices(("urgent", "normal", "low"), (1, 6, 3))[0])
         kw.setdefault("customer_id", rng.choice(CUSTOMERS))
         kw.setdefault("stamp_style", len(out))
+        # uploaded over the last hour and a half; urgent work only just now, so the urgent-wait
+        # alert fires for what really waits in the demo, not for the backdating
+        minutes = rng.uniform(0, 0.3) if kw["priority"] == "urgent" else rng.randint(1, 90)
         out.append(build_folder(name, bucket=bucket, prefix=prefix,
-                                now=now - timedelta(minutes=rng.randint(1, 90)), **kw))  # type: ignore[arg-type]
+                                now=now - timedelta(minutes=minutes), **kw))  # type: ignore[arg-type]
 
     # the three real folders, as uploaded in the field (old monitor config as info, no priority)
     for template in TEMPLATES:

@@ -24,7 +24,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import PydanticBaseSettingsSource, TomlConfigSettingsSource
 
 from wsmon import config_schema as schema
-from wsmon.config import ConfigError, Settings, SECRET_SETTINGS, xdg_dir
+from wsmon.config import SECRET_SETTINGS, ConfigError, Settings
 from wsmon.config_schema import Loc
 from wsmon.daylily_yaml import DaylilyValues, DaylilyYamlError, read_daylily_yaml
 
@@ -316,7 +316,7 @@ def _line_for(lines: dict[Loc, int], path: Loc) -> int | None:
 
 def default_config_path(environ: dict[str, str] | None = None) -> Path:
     base = (environ if environ is not None else os.environ).get("XDG_CONFIG_HOME")
-    return (Path(base) if base else xdg_dir("XDG_CONFIG_HOME", ".config")) / "wsmon" / "config.toml"
+    return (Path(base) if base else Path.home() / ".config") / "wsmon" / "config.toml"
 
 
 @dataclass

@@ -42,6 +42,12 @@ def scan(obj: CliContext, as_json: bool) -> None:
     if not settings.discovery.sources:
         raise click.ClickException("no discovery sources configured: set [[discovery.sources]] "
                                    "bucket/prefix in the config file")
+    try:
+        from wsmon.logging import configure_logging
+
+        configure_logging(settings, "cli")  # log lines go to stderr, the report to stdout
+    except ImportError:  # pragma: no cover - logging module not in this checkout
+        pass
     store = obj.open_store()
     try:
         source = S3Source(settings, store, s3_client=_s3_client(settings),

@@ -58,3 +58,39 @@ def test(obj: CliContext, channel: str | None, as_json: bool) -> None:
     failed = [r.channel for r in results if not r.ok]
     if failed:
         raise click.exceptions.Exit(1)
+
+
+@notify.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.pass_obj
+def status(obj: CliContext, as_json: bool) -> None:
+    """Outbox entries per channel and status, and each channel's last delivery outcome."""
+    from wsmon.engine.notify import HEALTH_NAMESPACE, outbox_summary
+    from wsmon.engine.store import StoreError
+
+    store = obj.open_store(create=False)
+    try:
+        counts = outbox_summary(store)
+        health = store.kv_get_all(HEALTH_NAMESPACE) or {}
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    names = sorted(set(counts) | set(health))
+    if as_json:
+        click.echo(json.dumps({n: {"outbox": counts.get(n, {}), "health": health.get(n)} for n in names},
+                              indent=2, default=str))
+        return
+    if not names:
+        click.echo("no notifications yet")
+        return
+    for name in names:
+        c = counts.get(name, {})
+        h = health.get(name) or {}
+        outbox = ", ".join(f"{k} {c[k]}" for k in ("pending", "delivered", "dead") if c.get(k)) or "empty"
+        if not h:
+            state = "no delivery attempted"
+        elif h.get("ok"):
+            state = f"ok (last success {h.get('last_success_at', '?')})"
+        else:
+            state = (f"FAILING x{h.get('consecutive_failures', '?')} since {h.get('last_failure_at', '?')}: "
+                     f"{strip_control(h.get('last_error') or '?')}")
+        click.echo(f"{name}: outbox {outbox}; {state}")

@@ -58,6 +58,8 @@ HEALTH_STALE_AFTER = timedelta(hours=1)
 TOUCH_INTERVAL = timedelta(minutes=5)
 # Metric history names this module reads (written by engine/metrics.py).
 LOCK_FAILURES_SAMPLE = "lock_failures"
+# Subject of the one alert that stands for a rule's subjects beyond alerts.max_alerts_per_rule.
+GROUP_SUBJECT = "*"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,7 +329,8 @@ def rule_channel_failing(ctx: _Context, cfg: Any) -> list[Observation]:
             out[channel] = Observation(
                 subject=channel, value=float(failures),
                 summary=f"notification channel {channel} failing ({failures} attempts in a row)",
-                description=f"Deliveries to {channel} keep failing: {_label(record.get('last_error') or '?', 300)}. "
+                description=f"Deliveries to {channel} keep failing: "
+                            f"{_label(record.get('last_error') or '?', 300)}. "
                             "Messages wait in the outbox and go out when it recovers.",
                 labels={"channel": channel},
             )
@@ -335,7 +338,8 @@ def rule_channel_failing(ctx: _Context, cfg: Any) -> list[Observation]:
     dead: dict[str, int] = {}
     last_error: dict[str, str] = {}
     for entry in ctx.store.list_notifications(status="dead", limit=1000):
-        if entry.created_at >= since:
+        # a dead entry keeps the next_attempt_at of its last try: roughly when it was given up
+        if max(entry.created_at, entry.next_attempt_at) >= since:
             dead[entry.channel] = dead.get(entry.channel, 0) + 1
             last_error.setdefault(entry.channel, entry.last_error or "?")
     for channel, count in dead.items():
@@ -376,7 +380,8 @@ def rule_backend_errors(ctx: _Context, cfg: Any) -> list[Observation]:
     return out
 
 
-RULES: dict[str, Callable[[_Context, Any], list[Observation]]] = {
+RuleFunction = Callable[[_Context, Any], list[Observation]]
+RULES: dict[str, RuleFunction] = {
     "queue_depth": rule_queue_depth,
     "urgent_waiting": rule_urgent_waiting,
     "long_running": rule_long_running,
@@ -404,7 +409,7 @@ class AlertEvaluator:
     """Runs the rules and moves alerts through their lifecycle. Call ``evaluate`` on a timer."""
 
     def __init__(self, settings: Settings, store: Store, *, clock: Clock | None = None,
-                 notifier: Notifier | None = None, rules: dict[str, Callable[[_Context, Any], list[Observation]]] | None = None,
+                 notifier: Notifier | None = None, rules: dict[str, RuleFunction] | None = None,
                  owner_id: str | None = None) -> None:
         self.settings = settings
         self.cfg = _alerts_settings(settings)
@@ -471,7 +476,8 @@ class AlertEvaluator:
                     self._apply(active.pop(key), now, silences, changed, resolve_reason="rule disabled")
                 continue
             try:
-                observations = {o.subject: o for o in rule(ctx, rule_cfg)}
+                observations = self._group({o.subject: o for o in rule(ctx, rule_cfg)},
+                                           {k[1] for k in active if k[0] == name}, name)
             except Exception as exc:
                 # Unknown is not clear: leave this rule's alerts exactly as they are.
                 log.error("alert_rule_failed", rule=name, error=f"{type(exc).__name__}: {exc}"[:300])
@@ -487,6 +493,31 @@ class AlertEvaluator:
         for alert in active.values():
             self._apply(alert, now, silences, changed, resolve_reason="rule no longer exists")
         return changed
+
+    def _group(self, observations: dict[str, Observation], open_subjects: set[str],
+               rule: str) -> dict[str, Observation]:
+        """Cap the alerts one rule opens: subjects that already have an alert keep it; new ones
+        get their own alert while there is room, the rest share one alert with subject "*"."""
+        limit = self.cfg.max_alerts_per_rule
+        own = {s: o for s, o in observations.items() if s in open_subjects and s != GROUP_SUBJECT}
+        new = sorted(s for s in observations if s not in own and s != GROUP_SUBJECT)
+        room = max(0, limit - len(own))
+        for subject in new[:room]:
+            own[subject] = observations[subject]
+        rest = [observations[s] for s in new[room:]]
+        if rest:
+            names = ", ".join(_label(o.subject, 40) for o in rest[:5]) + (", …" if len(rest) > 5 else "")
+            own[GROUP_SUBJECT] = Observation(
+                subject=GROUP_SUBJECT, value=float(len(rest)),
+                summary=f"{rule}: {len(rest)} more subject(s) ({names})",
+                description=f"More than {limit} subjects of rule {rule} are in trouble at once; these "
+                            f"{len(rest)} share this alert: "
+                            + ", ".join(_label(o.subject, 80) for o in rest[:50])
+                            + (" …" if len(rest) > 50 else "") + ".\nFirst: " + rest[0].summary,
+                labels={"grouped": str(len(rest))},
+                since=min((o.since for o in rest if o.since), default=None),
+            )
+        return own
 
     def _silenced(self, alert: Alert, silences: Iterable[Silence], now: datetime) -> bool:
         return any(s.matches(alert, now) for s in silences)
@@ -515,7 +546,8 @@ class AlertEvaluator:
             if alert.state is AlertState.PENDING:
                 # the wait for `for` starts again: a pending condition must hold continuously
                 update["pending_since"] = now
-        if (alert.summary, alert.description, alert.value, alert.severity) != (obs.summary, obs.description, obs.value, severity):
+        seen = (alert.summary, alert.description, alert.value, alert.severity)
+        if seen != (obs.summary, obs.description, obs.value, severity):
             update.update(summary=obs.summary, description=obs.description, value=obs.value, severity=severity,
                           labels=obs.labels)
         pending_since = update.get("pending_since", alert.pending_since)
@@ -585,7 +617,8 @@ class AlertEvaluator:
         if event == "alert_acknowledged" and new.acknowledged_at is not None:
             # handled even when it could not be announced (or it would be retried every pass);
             # strictly after the ack, so an ack and a pass in the same instant announce once
-            new = new.model_copy(update={"last_notified_at": max(now, new.acknowledged_at + timedelta(microseconds=1))})
+            after_ack = new.acknowledged_at + timedelta(microseconds=1)
+            new = new.model_copy(update={"last_notified_at": max(now, after_ack)})
         elif notify:
             new = new.model_copy(update={"last_notified_at": now})
         new = new.model_copy(update={"updated_at": now})

@@ -272,6 +272,10 @@ class ClusterRegistry:
                 log.debug("cluster_tool_status", tool=tool, status=line)
             return list(self._base)
 
+    @property
+    def has_snapshot(self) -> bool:
+        return self._last_refresh is not None
+
     def local_cluster(self) -> str | None:
         if self.cfg.local_cluster_name:
             return self.cfg.local_cluster_name

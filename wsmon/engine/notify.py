@@ -14,6 +14,7 @@ not one per queued message, and entries do not burn their attempts against a dea
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import re
 import unicodedata
 import uuid
@@ -172,10 +173,12 @@ class Message:
     issue_key: str | None = None  # Linear: one issue per alert / per workset
     dedup_id: str | None = None
     coalesced: int = 0
+    attempt: int = 0  # earlier delivery attempts of this entry
 
     def to_payload(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("coalesced", None)
+        data.pop("attempt", None)
         return data
 
     @classmethod
@@ -190,6 +193,7 @@ class Message:
         msg = cls(**data)
         msg.coalesced = entry.coalesced
         msg.dedup_id = entry.dedup_id
+        msg.attempt = entry.attempts
         return msg
 
     def full_text(self) -> str:
@@ -199,7 +203,8 @@ class Message:
         if self.link:
             lines.append(f"{self.link_text or 'link'}: {self.link}")
         if self.coalesced:
-            lines.append(f"({self.coalesced} earlier notification(s) about this subject were folded into this one)")
+            lines.append(f"({self.coalesced} earlier notification(s) about this subject were folded "
+                         "into this one)")
         return "\n".join(lines)
 
 
@@ -345,9 +350,14 @@ class SnsChannel(Channel):
         from wsmon.aws import describe_client_error, error_code
 
         subject, body, attrs = self.render(msg)
+        extra: dict[str, str] = {}
+        if self.topic_arn.endswith(".fifo"):
+            # FIFO topics deduplicate for us: a retried publish of the same entry is dropped
+            extra["MessageGroupId"] = "wsmon"
+            extra["MessageDeduplicationId"] = hashlib.sha256((msg.dedup_id or body).encode()).hexdigest()
         try:
             resp = self.client().publish(TopicArn=self.topic_arn, Subject=subject, Message=body,
-                                         MessageAttributes=attrs)
+                                         MessageAttributes=attrs, **extra)
         except ClientError as exc:
             code = error_code(exc) or ""
             detail = f"sns: {describe_client_error(exc)}"
@@ -386,7 +396,8 @@ class SlackChannel(Channel):
         from urllib.parse import urlsplit
 
         path = urlsplit(self._url).path
-        parts = [p for p in path.split("/") if len(p) >= 8]
+        # token-like segments only: "services" is not a secret and must stay readable elsewhere
+        parts = [p for p in path.split("/") if len(p) >= 8 and any(c.isdigit() or c.isupper() for c in p)]
         return [self._url, *([path] if len(path) >= 8 else []), *parts]
 
     def http(self) -> httpx.Client:
@@ -448,6 +459,11 @@ _COMMENT_CREATE = """mutation CommentCreate($input: CommentCreateInput!) {
 }"""
 _ISSUE_UPDATE = """mutation IssueUpdate($id: String!, $input: IssueUpdateInput!) {
   issueUpdate(id: $id, input: $input) { success issue { id } }
+}"""
+_FIND = """query Find($team: String!, $marker: String!) {
+  issues(first: 1, filter: { team: { id: { eq: $team } }, description: { contains: $marker } }) {
+    nodes { id identifier url }
+  }
 }"""
 _CHECK = """query Check($team: String!) {
   viewer { id name }
@@ -526,9 +542,30 @@ class LinearChannel(Channel):
             return LINEAR_PRIORITY_BY_SEVERITY.get(msg.severity, 3)
         return LINEAR_PRIORITY_BY_WORKSET.get(msg.priority or "normal", 3)
 
+    @staticmethod
+    def _marker(key: str) -> str:
+        return "wsmon-key-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+    def _find(self, key: str) -> dict[str, Any] | None:
+        """The issue an earlier, timed-out issueCreate may have opened after all."""
+        try:
+            data = self._graphql(_FIND, {"team": self.team_id, "marker": self._marker(key)})
+        except (ChannelError, _IssueGone) as exc:
+            if isinstance(exc, ChannelError) and exc.channel_wide:
+                raise
+            return None  # searching is a courtesy; creating is the job
+        nodes = ((data.get("issues") or {}).get("nodes")) or []
+        return nodes[0] if nodes and nodes[0].get("id") else None
+
     def _create(self, msg: Message, key: str) -> str:
-        description = truncate_utf8(msg.full_text() + f"\n\n_wsmon key: {_clean_line(key, limit=300)}_",
-                                    LINEAR_DESCRIPTION_MAX)
+        if msg.attempt > 0:
+            found = self._find(key)
+            if found is not None:
+                self.store.kv_put(LINEAR_ISSUES_NAMESPACE, key, {
+                    "id": found["id"], "identifier": found.get("identifier"), "url": found.get("url")})
+                return f"found {found.get('identifier') or found['id']} from an earlier attempt"
+        # the marker goes after the cut so a long text never loses it
+        description = truncate_utf8(msg.full_text(), LINEAR_DESCRIPTION_MAX - 100) + f"\n\n_{self._marker(key)}_"
         data = self._graphql(_ISSUE_CREATE, {"input": {
             "teamId": self.team_id, "title": msg.title[:250], "description": description,
             "priority": self._priority(msg),
@@ -652,7 +689,8 @@ def build_channels(settings: Settings, store: Store | None, *, clock: Clock | No
             timeout=ns.request_timeout_seconds, resolved_state_id=ns.linear_resolved_state_id, clock=clock,
         )
     elif ns.linear_team_id:
-        log.warning("notify_linear_off", reason="linear_team_id set but no API key (WSMON_LINEAR_API_KEY or linear_api_key_file)")
+        log.warning("notify_linear_off",
+                    reason="linear_team_id set but no API key (WSMON_LINEAR_API_KEY or linear_api_key_file)")
     webhook = _secret_value(settings, "slack_webhook_url", "WSMON_SLACK_WEBHOOK_URL")
     if webhook:
         channels["slack"] = SlackChannel(webhook, filter=ns.slack_filter, timeout=ns.request_timeout_seconds,
@@ -768,6 +806,8 @@ class Notifier:
         for key, value in details.items():
             if key in ("dedup_id", "coalesce_key") or value is None:
                 continue
+            if workset is not None and key == "error_code" and value == workset.error_code:
+                continue  # already in the text
             if key == "text":
                 msg.text = (msg.text + "\n" if msg.text else "") + _clean_block(value, self._secrets, 4000)
                 continue

@@ -58,6 +58,12 @@ _LOCATION = re.compile(r"^\s*Location:\s*(\S.*?)\s*$", re.MULTILINE)
 _UNSAFE_TOKEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+def child_env() -> dict[str, str]:
+    """The environment for steps and tmux: wsmon's own variables (the Linear key and Slack
+    webhook arrive as WSMON_* from the service's environment file) never reach a pipeline."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("WSMON_")}
+
+
 # -- names ----------------------------------------------------------------------------------
 
 def sanitise(name: str, limit: int = 48) -> str:
@@ -414,7 +420,8 @@ class SshHost(LocalHost):
     def _run(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str] | None:
         try:
             return subprocess.run(self.wrap(argv), capture_output=True, text=True,
-                                  timeout=self.timeout, stdin=subprocess.DEVNULL, check=False)
+                                  timeout=self.timeout, stdin=subprocess.DEVNULL, check=False,
+                                  env=child_env())
         except (OSError, subprocess.TimeoutExpired):
             return None
 
@@ -473,7 +480,7 @@ class CommandRunner(BaseRunner):
     def _tmux_run(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str] | None:
         try:
             return subprocess.run(self.tmux(*args), capture_output=True, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL, check=False)
+                                  stdin=subprocess.DEVNULL, check=False, env=child_env())
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("tmux_call_failed", args=list(args[:1]), error=str(exc))
             return None
@@ -586,7 +593,8 @@ class CommandRunner(BaseRunner):
                       f"{strip_control(shlex.join(argv))}\n".encode())
             out.flush()
             proc = subprocess.Popen(wrapped, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env=child_env())
         deadline = self._monotonic() + timeout
         while True:
             try:
@@ -623,41 +631,48 @@ class CommandRunner(BaseRunner):
             return self._fail(book, "run", detail, None)
         name = session_name(self.settings, workset.workset_id)
         exit_file = os.path.join(pipeline_dir, EXIT_FILE)
-        adopting = previous is not None and previous.status == "running"
-        if adopting:
-            rec = previous
-            log.info("pipeline_adopted", workset=workset.workset_id, session=name)
-        else:
-            try:
-                command = pipeline_command(self.settings, workset, values)
-            except TemplateError as exc:
-                return self._fail(book, "run", str(exc), None, retryable=False)
-            except StepFailed as exc:
-                return self._fail(book, "run", exc.detail, None, retryable=exc.retryable)
-            if self.session_alive(name):
-                detail = (f"tmux session {name} already exists: another engine or an operator "
-                          "runs this workset; not starting a second pipeline")
-                return self._fail(book, "run", detail, None, retryable=True)
-            for stale in (SUCCESS_SENTINEL, FAILURE_SENTINEL, EXIT_FILE):
-                self.host.remove(os.path.join(pipeline_dir, stale))
-            lease = job.get_lease()
-            self.host.write_small(os.path.join(pipeline_dir, OWNER_FILE), json.dumps(
-                {"workset_id": workset.workset_id, "owner": lease.owner_id, "session": name}))
-            remote = isinstance(self.host, SshHost)
-            pipe_log = os.path.join(pipeline_dir, ".wsmon-run.log") if remote else str(log_path)
-            script = (f"{{ {command}\n}} 2>&1 | tee -a {shlex.quote(pipe_log)}\n"
-                      f"rc=${{PIPESTATUS[0]}}\n"
-                      f"printf '%s\\n' \"$rc\" > {shlex.quote(exit_file)}\nexit \"$rc\"\n")
-            with open(log_path, "ab") as out:
-                out.write(f"=== wsmon attempt {book.attempt} run {self.clock.now().isoformat()} "
-                          f"tmux session {name} in {pipeline_dir}: "
-                          f"{strip_control(command)}\n".encode())
-            started = self._tmux_run("new-session", "-d", "-s", name, "-c", pipeline_dir,
-                                     "bash", "-c", script)
-            if started is None or started.returncode != 0:
-                err = strip_control((started.stderr if started else "tmux did not answer").strip())
-                return self._fail(book, "run", f"could not start tmux session {name}: {err}", None)
-            rec = book.start("run", log_path, f"tmux session {name}")
+        if previous is not None and previous.status == "running":
+            # re-adoption after a restart: watch what runs (or finished) instead of starting again
+            if self.session_alive(name) or self._pipeline_result(pipeline_dir, exit_file) is not None:
+                log.info("pipeline_adopted", workset=workset.workset_id, session=name)
+                return self._watch(workset, job, book, previous, name, pipeline_dir, exit_file,
+                                   log_path)
+            # the previous process died between recording the step and starting tmux
+            log.warning("pipeline_not_found_at_adoption", workset=workset.workset_id, session=name)
+        try:
+            command = pipeline_command(self.settings, workset, values)
+        except TemplateError as exc:
+            return self._fail(book, "run", str(exc), None, retryable=False)
+        except StepFailed as exc:
+            return self._fail(book, "run", exc.detail, None, retryable=exc.retryable)
+        if self.session_alive(name):
+            detail = (f"tmux session {name} already exists: another engine or an operator "
+                      "runs this workset; not starting a second pipeline")
+            return self._fail(book, "run", detail, None, retryable=True)
+        for stale in (SUCCESS_SENTINEL, FAILURE_SENTINEL, EXIT_FILE):
+            self.host.remove(os.path.join(pipeline_dir, stale))
+        lease = job.get_lease()
+        self.host.write_small(os.path.join(pipeline_dir, OWNER_FILE), json.dumps(
+            {"workset_id": workset.workset_id, "owner": lease.owner_id, "session": name}))
+        remote = isinstance(self.host, SshHost)
+        pipe_log = os.path.join(pipeline_dir, ".wsmon-run.log") if remote else str(log_path)
+        script = (f"{{ {command}\n}} 2>&1 | tee -a {shlex.quote(pipe_log)}\n"
+                  f"rc=${{PIPESTATUS[0]}}\n"
+                  f"printf '%s\\n' \"$rc\" > {shlex.quote(exit_file)}\nexit \"$rc\"\n")
+        with open(log_path, "ab") as out:
+            out.write(f"=== wsmon attempt {book.attempt} run {self.clock.now().isoformat()} "
+                      f"tmux session {name} in {pipeline_dir}: "
+                      f"{strip_control(command)}\n".encode())
+        # recorded before tmux starts: a crash in between is re-adopted (and started), never
+        # mistaken for someone else's session
+        rec = book.start("run", log_path, f"tmux session {name}")
+        started = self._tmux_run("new-session", "-d", "-s", name, "-c", pipeline_dir,
+                                 "bash", "-c", script)
+        if started is None or started.returncode != 0:
+            err = strip_control((started.stderr if started else "tmux did not answer").strip())
+            detail = f"could not start tmux session {name}: {err}"
+            book.finish(rec, "failed", detail=detail)
+            return RunOutcome("failed", "run", detail)
         return self._watch(workset, job, book, rec, name, pipeline_dir, exit_file, log_path)
 
     def _pipeline_result(self, pipeline_dir: str, exit_file: str) -> tuple[str, int | None] | None:
@@ -680,12 +695,21 @@ class CommandRunner(BaseRunner):
             already = max(0.0, (self.clock.now() - rec.started_at).total_seconds())
         deadline = self._monotonic() + max(0.0, timeout - already)
         poll = self.cfg.pipeline_poll_seconds
+        linger_until: float | None = None
         while True:
             result = self._pipeline_result(pipeline_dir, exit_file)
             alive = self.session_alive(name)
             if result is None and not alive:
                 # the session may have finished between the two checks
                 result = self._pipeline_result(pipeline_dir, exit_file)
+            if (result is not None and alive and self.host.read_small(exit_file) is None
+                    and not (job.abort.is_set() or job.detach.is_set())):
+                # the sentinel is written just before the pipeline exits: let it finish, so the
+                # next step never overlaps the pipeline's last moments (bounded wait)
+                linger_until = linger_until or self._monotonic() + 30.0
+                if self._monotonic() < linger_until:
+                    _nap(job, min(poll, 0.5))
+                    continue
             if result is not None:
                 status, code = result
                 if status == "succeeded":

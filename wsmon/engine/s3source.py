@@ -12,8 +12,9 @@ body, about 2N+1 LIST and 3N GET requests per poll):
 * each source is listed with ``Delimiter='/'`` (one request per 1,000 folders);
 * a folder is listed (again with the delimiter, never into ``sample_data/``) only when it is
   not in a terminal state in the store, or when its turn to be reconciled comes: terminal
-  folders are spread over ``reconcile_every`` polls by a stable hash of their key, so the cost
-  is even from poll to poll instead of a spike every N polls;
+  folders are re-listed in a fixed rotation, ``terminal / reconcile_every`` per poll (derived
+  from the persisted poll number, so a restart continues the rotation), so each is seen every
+  ``reconcile_every`` polls and the cost is the same every poll instead of a spike every N;
 * a sentinel body is fetched only when its ETag changed; the ETag cache lives in the store
   (``kv`` namespace ``s3.folders``) so it survives a restart;
 * listings run in a pool of ``list_workers`` threads, FASTQ HEADs in ``head_workers``.
@@ -81,6 +82,7 @@ KV_FOLDERS = "s3.folders"
 KV_INDEX = "s3.index"
 KV_META = "s3.meta"
 S3_ACTOR = "s3"
+WRITER_METADATA = "wsmon-writer"  # x-amz-meta-wsmon-writer on the sentinels wsmon writes
 
 
 # -- sentinel bodies --------------------------------------------------------------------------
@@ -164,6 +166,7 @@ class SentinelInfo:
     detail: str | None = None
     warning: str | None = None
     ours: bool = False
+    loaded: bool = True  # False: body not read yet (masked by a stronger sentinel)
 
     @property
     def effective_time(self) -> datetime:
@@ -195,6 +198,7 @@ class FolderSnapshot:
     had_cache: bool = False
     error_code: str | None = None  # AWS error code when listing/reading failed
     error_message: str | None = None
+    generation: int = 0  # mirror_state writes to this folder seen when the listing started
 
     @property
     def key(self) -> str:
@@ -280,11 +284,14 @@ class S3Source:
             )
         self.s3 = s3_client
         self._poll_lock = threading.Lock()
+        # one poll counter per set of sources: several S3Source instances share the store
+        self._seq_key = "poll_seq:" + "+".join(sorted(
+            f"{src.bucket}/{normalize_prefix(src.prefix)}" for src in self.discovery.sources))
         self._cache_lock = threading.Lock()
         self._cache: dict[str, dict[str, Any]] | None = None
         self._dirty: set[str] = set()
         self._index_hashes: dict[str, str] | None = None
-        self._last_listed: dict[str, int] = {}
+        self._mirror_generation: dict[str, int] = {}
         self._known: dict[str, Workset] = {}
         self._watermark: datetime | None = None
         self._requests: Counter[str] = Counter()
@@ -314,6 +321,8 @@ class S3Source:
 
     def _store_snapshot(self, snap: FolderSnapshot) -> None:
         with self._cache_lock:
+            if self._mirror_generation.get(snap.key, 0) != snap.generation:
+                return  # mirror_state wrote meanwhile: its view is newer than this listing
             cache = self._load_cache()
             entry = {"sentinels": {n: s.to_json() for n, s in sorted(snap.sentinels.items())},
                      "files": {n: list(v) for n, v in sorted(snap.files.items())},
@@ -360,33 +369,42 @@ class S3Source:
                 return objects, prefixes
             kwargs["ContinuationToken"] = token
 
-    def _inspect_folder(self, bucket: str, prefix: str, name: str) -> FolderSnapshot:
+    def _inspect_folder(self, bucket: str, prefix: str, name: str, known: bool) -> FolderSnapshot:
         from botocore.exceptions import BotoCoreError, ClientError
 
         from wsmon.aws import error_code
 
         snap = FolderSnapshot(bucket, prefix, name, listed=True)
+        snap.generation = self._mirror_generation.get(snap.key, 0)
         cached = self._cached_sentinels(snap.key)
         snap.had_cache = snap.key in self._load_cache()
         try:
             objects, subprefixes = self._list(bucket, prefix)
             snap.has_sample_data = f"{prefix}{SAMPLE_DATA_DIR}/" in subprefixes
+            found: dict[str, tuple[dict[str, Any], str]] = {}
             for obj in objects:
                 leaf = obj["Key"][len(prefix):]
                 etag = str(obj.get("ETag", "")).strip('"')
                 if leaf in WORKSET_FILES:
                     snap.files[leaf] = (int(obj.get("Size", 0)), etag)
-                if not leaf.startswith(SENTINEL_PREFIX):
-                    continue
-                sname = leaf[len(SENTINEL_PREFIX):]
-                if sname not in PRECEDENCE:
-                    continue
+                sname = leaf[len(SENTINEL_PREFIX):] if leaf.startswith(SENTINEL_PREFIX) else ""
+                if sname in PRECEDENCE:
+                    found[sname] = (obj, etag)
+            # Bodies that can decide something: the winning sentinel's; for a known workset also
+            # daylily.ready's (retry requests compare its time) and daylily.lock's (whether we
+            # wrote it). A masked one is read when it starts to matter.
+            winner = sentinel_state(found)
+            wanted = {winner, "ready", "lock"} if known else {winner}
+            for sname, (obj, etag) in found.items():
                 previous = cached.get(sname)
-                if previous is not None and previous.etag == etag:
+                changed = previous is None or previous.etag != etag
+                if not changed and (previous.loaded or sname not in wanted):
                     snap.sentinels[sname] = previous
                     continue
-                snap.sentinels[sname] = self._read_sentinel(bucket, obj, sname, etag)
-                snap.new_sentinels.add(sname)
+                snap.sentinels[sname] = self._read_sentinel(bucket, obj, sname, etag,
+                                                            load=sname in wanted)
+                if changed:
+                    snap.new_sentinels.add(sname)
         except ClientError as exc:
             snap.error_code = error_code(exc) or "ClientError"
             snap.error_message = strip_control(str(exc))
@@ -395,15 +413,18 @@ class S3Source:
             snap.error_message = strip_control(str(exc))
         return snap
 
-    def _read_sentinel(self, bucket: str, obj: dict[str, Any], sname: str, etag: str) -> SentinelInfo:
+    def _read_sentinel(self, bucket: str, obj: dict[str, Any], sname: str, etag: str, *,
+                       load: bool = True) -> SentinelInfo:
         size = int(obj.get("Size", 0))
         last_modified = isoformat(obj["LastModified"])
-        info = SentinelInfo(sname, etag, last_modified, size)
-        if size == 0:
+        info = SentinelInfo(sname, etag, last_modified, size, loaded=load or size == 0)
+        if size == 0 or not load:
             return info
         resp = self.s3.get_object(Bucket=bucket, Key=obj["Key"],
                                   Range=f"bytes=0-{SENTINEL_READ_BYTES - 1}")
         body = parse_sentinel_body(resp["Body"].read(SENTINEL_READ_BYTES))
+        # written by a wsmon monitor (any: sentinels mirror the shared store), not an operator
+        info.ours = WRITER_METADATA in (resp.get("Metadata") or {})
         info.timestamp = isoformat(body.timestamp) if body.timestamp else None
         info.detail = body.detail
         info.warning = body.warning
@@ -424,8 +445,8 @@ class S3Source:
         with self._poll_lock:
             started = self.clock.monotonic()
             self._take_request_counts()
-            seq = int(self.store.kv_get(KV_META, "poll_seq") or 0) + 1
-            self.store.kv_put(KV_META, "poll_seq", seq)
+            seq = int(self.store.kv_get(KV_META, self._seq_key) or 0) + 1
+            self.store.kv_put(KV_META, self._seq_key, seq)
             report = PollReport(seq=seq, started_at=self.clock.now())
             self._refresh_known()
             locations: dict[tuple[str, str], list[Any]] = {}
@@ -455,16 +476,14 @@ class S3Source:
             return False
         return "/" not in ws.prefix[len(src_prefix):-1]
 
-    def _needs_listing(self, key: str, ws: Workset | None, seq: int) -> bool:
-        if ws is None or not ws.state.is_terminal or ws.s3_missing:
-            return True
-        if key not in self._load_cache():
-            return True
-        every = self.discovery.reconcile_every
-        if (seq + _stable_slot(key, every)) % every == 0:
-            return True
-        last = self._last_listed.get(key)
-        return last is not None and seq - last >= every
+    def _owns(self, name: str, bucket: str, prefix: str) -> bool:
+        ws = self._known.get(name)
+        return ws is not None and ws.bucket == bucket and ws.prefix == prefix
+
+    def _must_list(self, key: str, ws: Workset | None) -> bool:
+        """Listed every poll: unknown, non-terminal, missing, or never seen by this cache."""
+        return (ws is None or not ws.state.is_terminal or ws.s3_missing
+                or key not in self._load_cache())
 
     def _poll_source(self, bucket: str, src_prefix: str, seq: int,
                      report: PollReport) -> dict[str, dict[str, Any]] | None:
@@ -494,24 +513,41 @@ class S3Source:
         for sub in subprefixes:
             name = sub[len(src_prefix):-1]
             folders.append((sub, name))
-        to_list = []
-        snapshots: list[FolderSnapshot] = []
+        to_list: list[tuple[str, str]] = []
+        terminal: list[tuple[int, str, str]] = []
         for sub, name in folders:
             ws = self._known.get(name)
             key = folder_key(bucket, sub)
-            if self._needs_listing(key, ws if ws is not None and ws.bucket == bucket and ws.prefix == sub else None, seq):
+            mine = ws if ws is not None and ws.bucket == bucket and ws.prefix == sub else None
+            if self._must_list(key, mine):
                 to_list.append((sub, name))
             else:
-                snap = FolderSnapshot(bucket, sub, name, sentinels=self._cached_sentinels(key),
-                                      had_cache=True)
-                snapshots.append(snap)
+                terminal.append((_stable_slot(key, 1 << 30), sub, name))
+        # Terminal folders are re-listed in a fixed rotation, terminal/reconcile_every per poll
+        # (the window is computed from the persisted poll number, so it needs no memory and a
+        # restart or a fresh S3Source continues where the last one left off): each folder once
+        # every reconcile_every polls, and no poll pays for all of them at once.
+        terminal.sort()
+        count, every = len(terminal), self.discovery.reconcile_every
+        window = set()
+        if count:
+            window = {i % count for i in range(seq * count // every, (seq + 1) * count // every)}
+        snapshots: list[FolderSnapshot] = []
+        for i, (_, sub, name) in enumerate(terminal):
+            if i in window:
+                to_list.append((sub, name))
+            else:
+                key = folder_key(bucket, sub)
+                snapshots.append(FolderSnapshot(bucket, sub, name,
+                                                sentinels=self._cached_sentinels(key), had_cache=True))
         if to_list:
             with ThreadPoolExecutor(max_workers=min(self.discovery.list_workers, len(to_list)),
                                     thread_name_prefix="wsmon-list") as pool:
-                listed = list(pool.map(lambda f: self._inspect_folder(bucket, f[0], f[1]), to_list))
+                listed = list(pool.map(
+                    lambda f: self._inspect_folder(bucket, f[0], f[1], self._owns(f[1], bucket, f[0])),
+                    to_list))
             report.folders_listed += len(listed)
             for snap in listed:
-                self._last_listed[snap.key] = seq
                 if snap.error_code is None:
                     self._store_snapshot(snap)
             snapshots.extend(listed)
@@ -543,6 +579,7 @@ class S3Source:
                 action = self._decide(snap, ws, report)
             except StoreError as exc:
                 report.errors.append({"workset_id": snap.name, "code": "store", "message": str(exc)})
+                self._forget(snap.key)  # so what was new this time is still new next time
                 continue
             if action == "validate":
                 to_validate.append((snap, ws))
@@ -555,10 +592,22 @@ class S3Source:
             try:
                 if ws is None:
                     self._register_new(snap, result, report)
+                elif ws.state is S.READY:
+                    self._fill_in_validation(ws, result, report)
                 else:
                     self._apply_retry_request(snap, ws, result, report)
             except StoreError as exc:
                 report.errors.append({"workset_id": snap.name, "code": "store", "message": str(exc)})
+                self._forget(snap.key)
+
+    def _forget(self, key: str) -> None:
+        with self._cache_lock:
+            if self._cache is not None and self._cache.pop(key, None) is not None:
+                self._dirty.discard(key)
+                try:
+                    self.store.kv_delete(KV_FOLDERS, key)
+                except StoreError:
+                    pass
 
     def _decide(self, snap: FolderSnapshot, ws: Workset | None, report: PollReport) -> str | None:
         now = self.clock.now()
@@ -601,9 +650,14 @@ class S3Source:
                 return None
             own = STATE_SENTINEL[ws.state]
             ready = snap.sentinels.get("ready")
+            # by time alone, as the contract says: the operator may touch daylily.ready and
+            # remove daylily.error in either order, with a poll in between
             if (ws.state in RETRY_FROM and own not in snap.sentinels and ready is not None
-                    and not ready.ours and self._is_new(snap, ready, ws)
-                    and ready.effective_time > ws.state_changed_at):
+                    and not ready.ours and ready.effective_time > ws.state_changed_at):
+                return "validate"
+            if ws.state is S.READY and not (ws.metadata or {}).get("work"):
+                # e.g. imported from a terminal sentinel, then sent back to ready by an operator:
+                # never validated, so the runner would have nothing to run
                 return "validate"
         self._reconcile(snap, ws, report)
         return None
@@ -682,6 +736,28 @@ class S3Source:
             report.invalid.append({"workset_id": snap.name, "code": first.code, "message": first.message})
             self._mirror_quietly(ws, report)
 
+    def _fill_in_validation(self, ws: Workset, result: ValidationReport, report: PollReport) -> None:
+        info = result.info or {}
+        fields: dict[str, Any] = {"findings": result.findings_dicts(), "estimate": result.estimate,
+                                  "metadata": {**ws.metadata, "work": result.work, "info": result.info}}
+        if result.valid:
+            updated = self.store.update_fields(ws.workset_id, actor=self.monitor_id,
+                                               expected_state=S.READY,
+                                               customer_id=info.get("customer_id"), **fields)
+            if info.get("priority") and updated.priority.value != info["priority"]:
+                updated = self.store.set_priority(ws.workset_id, info["priority"], self.monitor_id,
+                                                  reason="from daylily_info.yaml")
+            self._remember(updated)
+            return
+        first = result.first_error
+        assert first is not None
+        report.invalid.append({"workset_id": ws.workset_id, "code": first.code, "message": first.message})
+        updated = self._transition(ws, S.ERROR, f"validation failed: {first.code}: "
+                                   f"{truncate(first.message, 300)}", report,
+                                   error_code=first.code, error_details=first.message, **fields)
+        if updated is not None:
+            self._mirror_quietly(updated, report)
+
     def _apply_retry_request(self, snap: FolderSnapshot, ws: Workset, result: ValidationReport,
                              report: PollReport) -> None:
         info = result.info or {}
@@ -732,7 +808,7 @@ class S3Source:
 
     # -- write-back -------------------------------------------------------------------------
     def _mirror_quietly(self, ws: Workset, report: PollReport | None) -> None:
-        if not self.discovery.write_sentinels:
+        if not self.discovery.write_sentinels or ws.s3_missing:
             return
         try:
             writes = self._mirror(ws)
@@ -755,7 +831,7 @@ class S3Source:
         if not self.discovery.write_sentinels:
             return False
         ws = self.store.get_workset(workset) if isinstance(workset, str) else workset
-        if ws is None:
+        if ws is None or ws.s3_missing:  # writing would recreate a folder someone removed
             return False
         self._mirror(ws)
         self._flush_cache()
@@ -769,7 +845,8 @@ class S3Source:
         writes = 0
         body = format_sentinel_body(ws)
         resp = self.s3.put_object(Bucket=ws.bucket, Key=f"{ws.prefix}{SENTINEL_PREFIX}{desired}",
-                                  Body=body.encode("utf-8"), ContentType="text/plain; charset=utf-8")
+                                  Body=body.encode("utf-8"), ContentType="text/plain; charset=utf-8",
+                                  Metadata={WRITER_METADATA: strip_control(self.monitor_id)[:200]})
         writes += 1
         parsed = parse_sentinel_body(body.encode("utf-8"))
         sentinels[desired] = SentinelInfo(
@@ -784,6 +861,7 @@ class S3Source:
                 writes += 1
                 del sentinels[name]
         with self._cache_lock:
+            self._mirror_generation[key] = self._mirror_generation.get(key, 0) + 1
             cache = self._load_cache()
             entry = dict(cache.get(key) or {"files": {}, "sample_data": False})
             entry["sentinels"] = {n: s.to_json() for n, s in sorted(sentinels.items())}

@@ -258,8 +258,28 @@ def _preference(cap: ClusterCapacity, req: WorksetRequirements,
             cap.free_vcpus - req.vcpus, cap.cluster_name)
 
 
-def _join_reasons(reasons: Sequence[str]) -> str:
-    shown = list(reasons[:_MAX_REASON_CLUSTERS])
+def _fits_now(cap: ClusterCapacity, req: WorksetRequirements, policy: SchedulingPolicy) -> bool:
+    """``_misfit(...) is None`` without building a sentence (the hot path of a pass)."""
+    return (cap.status in READY_STATUSES
+            and not (policy.az_preference == "hard" and req.preferred_availability_zone
+                     and cap.availability_zone != req.preferred_availability_zone)
+            and cap.active_worksets < cap.max_concurrent_worksets
+            and req.vcpus <= cap.max_vcpus - cap.current_vcpus_used
+            and req.memory_gb <= cap.max_memory_gb - cap.current_memory_gb_used)
+
+
+def _could_ever(cap: ClusterCapacity, req: WorksetRequirements, policy: SchedulingPolicy) -> bool:
+    """``_misfit(..., ignore_usage=True) is None`` without building a sentence."""
+    return ((not req.cluster_name or cap.cluster_name == req.cluster_name)
+            and cap.status in READY_STATUSES
+            and not (policy.az_preference == "hard" and req.preferred_availability_zone
+                     and cap.availability_zone != req.preferred_availability_zone)
+            and cap.max_concurrent_worksets >= 1
+            and req.vcpus <= cap.max_vcpus and req.memory_gb <= cap.max_memory_gb)
+
+
+def _join_reasons(reasons: Sequence[Any]) -> str:
+    shown = [r() if callable(r) else r for r in reasons[:_MAX_REASON_CLUSTERS]]
     if len(reasons) > _MAX_REASON_CLUSTERS:
         shown.append(f"and {len(reasons) - _MAX_REASON_CLUSTERS} more")
     return ", ".join(shown)
@@ -321,6 +341,13 @@ def schedule(
     decisions: list[SchedulingDecision] = []
     no_cluster_reason = "waiting: no cluster is configured or discovered"
 
+    shared_wait: str | None = None  # once every cluster is full or down, one reason fits all
+
+    def open_clusters() -> int:
+        return sum(1 for c in caps.values() if c.is_ready and c.free_slots >= 1)
+
+    open_count = open_clusters()
+
     for position, req in enumerate(ordered):
         def wait(reason: str, *, unschedulable: bool = False, _pos: int = position,
                  _req: WorksetRequirements = req) -> None:
@@ -343,25 +370,41 @@ def schedule(
                  f"{reservation.cluster_name} (backfill is off)")
             continue
 
+        hard_az = policy.az_preference == "hard" and req.preferred_availability_zone
+        if open_count == 0 and reservation is not None and not req.cluster_name and not hard_az:
+            # Fast path (10,000 waiting worksets): nothing can start anywhere this pass and the
+            # reasons ("full", "unavailable") do not depend on the workset.
+            if any(c.is_ready and c.max_concurrent_worksets >= 1 and req.vcpus <= c.max_vcpus
+                   and req.memory_gb <= c.max_memory_gb for c in caps.values()):
+                if shared_wait is None:
+                    probe = WorksetRequirements()
+                    shared_wait = "waiting: " + _join_reasons(
+                        [w for c in caps.values() if (w := _misfit(c, probe, policy))])
+                wait(shared_wait)
+                continue
+
         fits: list[ClusterCapacity] = []
-        reasons: list[str] = []
+        reasons: list[Any] = []  # reason strings, or thunks only built if shown
         for cap in caps.values():
-            why = _misfit(cap, req, policy)
-            if why is None and reservation is not None and cap.cluster_name == reservation.cluster_name:
+            if req.cluster_name and cap.cluster_name != req.cluster_name:
+                continue
+            if not _fits_now(cap, req, policy):
+                reasons.append(lambda c=cap, r=req: _misfit(c, r, policy))
+                continue
+            if reservation is not None and cap.cluster_name == reservation.cluster_name:
                 ends_by = (now + timedelta(hours=req.estimated_duration_hours)
                            if req.estimated_duration_hours is not None else None)
                 if reservation.start_at is None or ends_by is None or ends_by > reservation.start_at:
-                    why = f"{cap.cluster_name} held for {reservation.workset_id}"
-            if why is None:
-                fits.append(cap)
-            elif not (req.cluster_name and cap.cluster_name != req.cluster_name):
-                reasons.append(why)
+                    reasons.append(f"{cap.cluster_name} held for {reservation.workset_id}")
+                    continue
+            fits.append(cap)
         if req.cluster_name and req.cluster_name not in caps:
             reasons.insert(0, f"pinned cluster {req.cluster_name} is not known")
 
         if fits:
             best = min(fits, key=lambda c: _preference(c, req, policy))
             caps[best.cluster_name] = best.take(req)
+            open_count = open_clusters()
             total += 1
             per_customer[req.customer_id] = per_customer.get(req.customer_id, 0) + 1
             backfilled = reservation is not None
@@ -380,7 +423,11 @@ def schedule(
             continue
 
         # Fits nowhere now. Could it ever, once running work drains?
-        eventual = [c for c in caps.values() if _misfit(c, req, policy, ignore_usage=True) is None]
+        if reservation is None:
+            eventual = [c for c in caps.values() if _could_ever(c, req, policy)]
+        else:  # later blocked worksets only need to know whether any cluster could ever fit
+            first = next((c for c in caps.values() if _could_ever(c, req, policy)), None)
+            eventual = [first] if first is not None else []
         if not eventual:
             never = [w for c in caps.values()
                      if (w := _misfit(c, req, policy, ignore_usage=True)) is not None

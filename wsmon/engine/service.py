@@ -9,6 +9,7 @@ own ``misfire_grace_time``; a job that raises logs and runs again next tick):
              attempt runs in a bounded thread pool, so a poll never waits for a pipeline
 * heartbeat  monitor heartbeat, and lease renewal for every workset this engine drives; a
              ``LeaseLost`` stops that workset's work at once
+* clusters   cluster discovery (pcluster) and Slurm usage, on their own interval
 * sweep      leases expired by more than the clock skew go back to ready (or are re-adopted when
              they are this monitor's own); ``retrying`` worksets whose ``retry_after`` passed go
              back to ready
@@ -53,6 +54,8 @@ log = structlog.get_logger(__name__)
 S = WorksetState
 REASON_WRITES_PER_PASS = 500  # waiting reasons written per scheduling pass (bounded store cost)
 HALF_WRITTEN_RETRY_SECONDS = 60.0  # an `error` left between the two writes of a retry decision
+EXIT_CONFIG = 2  # docs/cli.md: usage or configuration error
+EXIT_STORE = 4  # docs/cli.md: the store cannot be opened or reached
 
 
 def _one_line(text: str | None, limit: int = 200) -> str:
@@ -61,12 +64,11 @@ def _one_line(text: str | None, limit: int = 200) -> str:
 
 
 def _scrub(text: str | None) -> str | None:
+    """Error text as stored on the workset: no control sequences, no secrets or home paths."""
     if text is None:
         return None
-    try:
-        from wsmon.engine.notify import scrub
-    except ImportError:  # pragma: no cover - notify ships with the engine
-        return strip_control(text, keep_newlines=True)
+    from wsmon.engine.notify import scrub
+
     return scrub(strip_control(text, keep_newlines=True))
 
 
@@ -98,6 +100,7 @@ class Engine:
         self._scheduler: Any = None
         self._started_at = self.clock.now()
         self._adopted = False
+        self._stopped = False
         self.host = socket.gethostname()
         self.metrics, self.notifier, self.alerts = self._wire_observability()
 
@@ -110,7 +113,8 @@ class Engine:
         metrics = Metrics(self.settings, self.store, clock=self.clock, monitor_id=self.monitor_id,
                           cloudwatch_client=None)
         notifier = Notifier(self.settings, self.store, clock=self.clock)
-        alerts = AlertEvaluator(self.settings, self.store, clock=self.clock, notifier=notifier)
+        alerts = AlertEvaluator(self.settings, self.store, clock=self.clock, notifier=notifier,
+                                owner_id=self.monitor_id)
         return metrics, notifier, alerts
 
     def _emit(self, event_type: str, workset: Workset | None = None, **details: Any) -> None:
@@ -179,6 +183,8 @@ class Engine:
             ("poll", self.poll, s.discovery.poll_interval_seconds),
             ("schedule", self.schedule_pass, s.scheduler.interval_seconds),
             ("heartbeat", self.heartbeat, s.store.heartbeat_seconds),
+            ("clusters", lambda: self.clusters.refresh(force=True),
+             s.clusters.refresh_interval_seconds),
             ("sweep", self.sweep, max(1.0, min(s.discovery.poll_interval_seconds,
                                                 s.store.heartbeat_seconds))),
             ("metrics", self.flush_metrics, s.metrics.flush_interval_seconds),
@@ -209,10 +215,13 @@ class Engine:
         """Stop claiming; let short steps finish within ``grace``; leave pipelines running in
         tmux for re-adoption; say goodbye in the store."""
         grace = self.settings.runner.shutdown_grace_seconds if grace is None else grace
+        if self._stopped:
+            return
+        self._stopped = True
         self._claiming = False
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
-            for job_id in ("poll", "schedule", "sweep", "alerts"):
+            for job_id in ("poll", "schedule", "sweep", "alerts", "clusters"):
                 try:
                     scheduler.remove_job(job_id)
                 except Exception:
@@ -236,13 +245,20 @@ class Engine:
             except Exception as exc:
                 log.warning("metrics_close_failed", error=type(exc).__name__)
         try:
+            for name, _ in self._sources or []:
+                held = self.store.get_named_lease(name)
+                if held is not None and held.owner_id == self.monitor_id:
+                    self.store.release_named_lease(held)  # another engine polls right away
             self.store.remove_monitor(self.monitor_id)
         except StoreError as exc:
             log.warning("monitor_goodbye_failed", error=strip_control(str(exc)))
+        detached = [j.workset_id for j, f in jobs
+                    if f.done() and not f.cancelled() and f.exception() is None
+                    and f.result() == "detached"]
         if self._own_store:
             self.store.close()
-        log.info("engine_stopped", monitor_id=self.monitor_id,
-                 left_running=[j.workset_id for j, f in jobs if not f.done()])
+        log.info("engine_stopped", monitor_id=self.monitor_id, pipelines_left_running=detached,
+                 not_finished=[j.workset_id for j, f in jobs if not f.done()])
 
     # -- one cycle (--once, tests) ------------------------------------------------------
     def run_cycle(self, *, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
@@ -315,7 +331,10 @@ class Engine:
         if not self._claiming:
             return []
         now = self.clock.now()
-        self.clusters.refresh()
+        if self._scheduler is None or not self.clusters.has_snapshot:
+            # under the service the "clusters" job refreshes, so a slow pcluster never holds
+            # up a scheduling pass
+            self.clusters.refresh()
         running = [*self.store.iter_worksets(state=S.LOCKED),
                    *self.store.iter_worksets(state=S.IN_PROGRESS)]
         backoff = timedelta(seconds=self.settings.discovery.ready_lock_backoff_seconds)
@@ -327,9 +346,9 @@ class Engine:
                 continue
             ready.append(ws)
         self._health("store", True)
+        capacities = self.clusters.capacities(running)  # also publishes them for the dashboard
         if not ready:
             return []
-        capacities = self.clusters.capacities(running)
         per_customer = Counter(ws.customer_id for ws in running)
         running_work = []
         for ws in running:
@@ -463,9 +482,13 @@ class Engine:
         # shutdown grace ran out during a short step: give the workset back, uncounted
         try:
             ws = self.store.get_workset(job.workset_id)
-            if ws is not None and ws.attempts > 0:
+            if ws is not None:
+                steps = [r.model_copy(update={"status": "interrupted",
+                                              "detail": "engine shut down during this step"})
+                         if r.status == "running" else r for r in ws.steps]
                 self.store.update_fields(job.workset_id, actor=self.monitor_id,
-                                         lease=job.get_lease(), attempts=ws.attempts - 1)
+                                         lease=job.get_lease(), attempts=max(0, ws.attempts - 1),
+                                         steps=steps)
             self.store.release_lock(job.get_lease(), reason="engine shutting down mid-step")
             self._incr("WorksetStateTransitions", State=S.READY.value)
         except (LeaseLost, StoreError) as exc:
@@ -522,12 +545,7 @@ class Engine:
 
     # -- heartbeat ------------------------------------------------------------------------
     def heartbeat(self) -> None:
-        details = {"active": len(self.active_worksets), "runner": self.runner.kind,
-                   "tools": dict(self.clusters.tool_status)}
-        self.store.record_monitor_heartbeat(self.monitor_id, self.host, os.getpid(), __version__,
-                                            role="engine", details=details,
-                                            started_at=self._started_at)
-        self._incr("EngineHeartbeat")
+        """Renew the leases of every workset this engine drives, then record the heartbeat."""
         for job, _ in self._snapshot_jobs():
             try:
                 job.set_lease(self.store.renew_lock(job.get_lease(), self.settings.store.lease_seconds))
@@ -535,7 +553,14 @@ class Engine:
                 log.warning("lease_lost", workset=job.workset_id, detail=strip_control(str(exc)))
                 job.stop("lease lost: another holder or an operator took it")
             except StoreError as exc:
+                # not fatal yet: the lease runs for lease_seconds; the next beat tries again
                 log.error("lease_renew_failed", workset=job.workset_id, error=strip_control(str(exc)))
+        details = {"active": len(self.active_worksets), "runner": self.runner.kind,
+                   "tools": dict(self.clusters.tool_status)}
+        self.store.record_monitor_heartbeat(self.monitor_id, self.host, os.getpid(), __version__,
+                                            role="engine", details=details,
+                                            started_at=self._started_at)
+        self._incr("EngineHeartbeat")
 
     # -- adoption and sweep -----------------------------------------------------------------
     def adopt_own_leases(self) -> list[str]:
@@ -628,13 +653,18 @@ def _configure_logging(settings: Settings) -> None:
     configure_logging(settings, "headless")
 
 
-def _open_engine(settings: Settings) -> Engine | None:
+def _open_engine(settings: Settings) -> tuple[Engine | None, int]:
+    from wsmon.engine.runner import TemplateError
+
     try:
-        return Engine(settings)
+        return Engine(settings), 0
     except StoreError as exc:
         log.error("store_unavailable", store=settings.store_url.split("?", 1)[0],
                   error=strip_control(str(exc)))
-        return None
+        return None, EXIT_STORE
+    except TemplateError as exc:  # e.g. runner.kind = "ssh" without runner.ssh_host
+        log.error("engine_config_invalid", error=strip_control(str(exc)))
+        return None, EXIT_CONFIG
 
 
 def run_headless(settings: Settings) -> int:
@@ -643,20 +673,25 @@ def run_headless(settings: Settings) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
-        log.info("signal_received", signal=signal.Signals(signum).name)
+        if stop.is_set():
+            # a second signal means "now": leases expire and are recovered (fences keep it safe)
+            log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
+            os._exit(130)
+        log.info("signal_received", signal=signal.Signals(signum).name,
+                 grace_seconds=settings.runner.shutdown_grace_seconds)
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    engine = _open_engine(settings)
+    engine, code = _open_engine(settings)
     if engine is None:
-        return 2
+        return code
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         engine.start()
         while not stop.wait(1.0):
             pass
     except StoreError as exc:
         log.error("engine_failed", error=strip_control(str(exc)))
-        return 2
+        return EXIT_STORE
     finally:
         engine.stop(settings.runner.shutdown_grace_seconds)
         for sig, handler in previous.items():
@@ -667,13 +702,12 @@ def run_headless(settings: Settings) -> int:
 def run_once(settings: Settings, timeout: float | None = None) -> int:
     """``wsmon --headless --once``: poll, schedule, start, wait for what started (or timeout).
 
-    0 when the cycle ran; 2 when it could not (store unreachable, ...).
+    0 when the cycle ran; 4 (the CLI's "store cannot be opened or reached") when it could not.
     """
     _configure_logging(settings)
-    engine = _open_engine(settings)
+    engine, code = _open_engine(settings)
     if engine is None:
-        return 2
-    code = 0
+        return code
     try:
         summary = engine.run_cycle()
         finished = engine.wait_idle(timeout)
@@ -681,7 +715,7 @@ def run_once(settings: Settings, timeout: float | None = None) -> int:
                  all_finished=finished)
     except StoreError as exc:
         log.error("cycle_failed", error=strip_control(str(exc)))
-        code = 2
+        code = EXIT_STORE
     finally:
         engine.stop(0 if timeout is not None else settings.runner.shutdown_grace_seconds)
     return code

@@ -19,13 +19,13 @@ from wsmon.widgets.format import age_since, bar
 from wsmon.widgets.styles import role_style
 
 CLUSTER_COLUMNS = [
-    ("name", "cluster", 18),
-    ("status", "status", 11),
+    ("name", "cluster", 16),
+    ("status", "status", 9),
     ("running", "run/slots", 9),
-    ("vcpu", "vCPU", 15),
-    ("memory", "memory", 15),
+    ("vcpu", "vCPU", 13),
+    ("memory", "memory", 13),
     ("cost", "$/h", 7),
-    ("az", "AZ", 11),
+    ("az", "AZ", 10),
     ("source", "source", 8),
     ("seen", "seen", 4),
     ("detail", "detail", 30),
@@ -41,7 +41,7 @@ def cluster_plain(c: ClusterStatus, now) -> tuple[str, ...]:
     cost = c.cost_per_vcpu_hour * c.vcpus_used
     return (strip_control(c.name), strip_control(c.status),
             f"{c.active_worksets}/{c.max_concurrent_worksets}",
-            bar(c.vcpus_used, c.max_vcpus, 8), bar(c.memory_gb_used, c.max_memory_gb, 8),
+            bar(c.vcpus_used, c.max_vcpus, 7), bar(c.memory_gb_used, c.max_memory_gb, 7),
             f"{cost:.2f}", strip_control(c.availability_zone or "-"), strip_control(c.source),
             age_since(c.updated_at, now), strip_control(c.detail or ""))
 

@@ -65,9 +65,14 @@ def describe_workset(kind: str, ws: Workset, now) -> Text:
     out.append(f"  {state_label(ws.state)}  {ws.priority.value}\n")
     if kind == "release":
         held = duration((now - ws.lock_acquired_at).total_seconds()) if ws.lock_acquired_at else "?"
-        expires = relative(ws.lock_expires_at, now) if ws.lock_expires_at else "?"
+        if ws.lock_expires_at is None:
+            expires = "lease expiry unknown"
+        elif ws.lock_expires_at >= now:
+            expires = f"lease expires {relative(ws.lock_expires_at, now)}"
+        else:
+            expires = f"lease expired {relative(ws.lock_expires_at, now)}"
         out.append(f"Held by {strip_control(ws.lock_owner or 'nobody')} (fence {ws.fence}) for "
-                   f"{held}; lease expires {expires}.\n")
+                   f"{held}; {expires}.\n")
     elif kind == "retry":
         max_retries = "-" if ws.max_retries is None else ws.max_retries
         out.append(f"Attempts so far: {ws.attempts} (max retries {max_retries}).")

@@ -13,9 +13,9 @@ from wsmon.models import Priority, WorksetState
 from wsmon.screens.base import WsmonScreen
 from wsmon.screens.snapshot import QUEUE_COLUMNS, SORTABLE, QueueRow, Snapshot
 from wsmon.textsafe import strip_control
-from wsmon.widgets.difftable import DiffTable, text_cell
+from wsmon.widgets.difftable import DiffTable
 from wsmon.widgets.format import STATE_KEYS, STATE_ROLES, STATE_SYMBOLS
-from wsmon.widgets.styles import role_style
+from wsmon.widgets.styles import role_markup
 
 SELECTED_MARK = "●"
 COLUMN_LABELS = {key: label for key, label, _ in QUEUE_COLUMNS}
@@ -86,27 +86,31 @@ class QueueScreen(WsmonScreen):
     def _plain(self, row: QueueRow) -> tuple[Any, ...]:
         return (row.key in self.selected, *row.cells)
 
-    def _cells(self, row: QueueRow) -> list[Text]:
+    def _cells(self, row: QueueRow) -> list[str]:
+        """Markup strings: the reader escaped every untrusted value; DataTable parses a str
+        cell only when it is drawn, so 10,000 rows cost nothing until scrolled into view."""
         app = self.wsmon
-        cells = [text_cell(SELECTED_MARK if row.key in self.selected else "",
-                           role_style(app, "accent", bold=True))]
-        for (key, _, _), value in zip(QUEUE_COLUMNS[1:], row.cells):
-            style: Any = ""
-            if key == "state":
-                style = role_style(app, STATE_ROLES[row.state],
-                                   bold=row.state in (WorksetState.FAILED, WorksetState.ERROR))
-            elif key == "priority" and row.priority == Priority.URGENT.value:
-                style = role_style(app, "warning", bold=True)
-            cells.append(text_cell(value, style))
+        mark = role_markup(app, "accent", SELECTED_MARK, bold=True) if row.key in self.selected else ""
+        cells = [mark, *row.markup]
+        cells[2] = role_markup(app, STATE_ROLES[row.state], cells[2],
+                               bold=row.state in (WorksetState.FAILED, WorksetState.ERROR))
+        if row.priority == Priority.URGENT.value:
+            cells[3] = role_markup(app, "warning", cells[3], bold=True)
         return cells
 
-    def _order_key(self, key: str) -> Any:
-        row = self.wsmon.rows.get(key)
-        if row is None:
-            return (1, "", key)
+    def _order(self):
+        rows = self.wsmon.rows
         index = SORTABLE.index(self.sort_column)
-        # ties fall back to the store's own queue order (priority, then oldest first)
-        return (0, row.sort_values[index], row.sort_values[2], -row.sort_values[5], key)
+
+        def key_of(key: str) -> Any:
+            row = rows.get(key)
+            if row is None:
+                return (1, "", 0, 0.0, key)
+            values = row.sort_values
+            # ties fall back to the store's own queue order (priority, then oldest first)
+            return (0, values[index], values[2], -values[5], key)
+
+        return key_of
 
     def _apply(self, upserts: dict[str, QueueRow], removals: list[str], reorder: bool) -> None:
         table = self.table
@@ -115,7 +119,7 @@ class QueueScreen(WsmonScreen):
         plain = {k: plain[k] for k in cells}
         for key in removals:
             self._sort_cache.pop(key, None)
-        table.apply_diff(cells, removals, plain, order=self._order_key,
+        table.apply_diff(cells, removals, plain, order=self._order(),
                          reverse=self.sort_reverse, reorder=reorder)
         self._update_bar()
 

@@ -7,9 +7,12 @@ refresh, so the UI thread applies a small diff instead of re-rendering thousands
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from rich.markup import escape
 
 from wsmon.clock import Clock
 from wsmon.engine.store.base import Store
@@ -51,6 +54,7 @@ class QueueRow:
     cells: tuple[str, ...]
     sort_values: tuple[Any, ...]
     search: str
+    markup: tuple[str, ...]  # the same cells escaped for DataTable, which parses str as markup
 
     def sort_value(self, column: str) -> Any:
         return self.sort_values[SORTABLE.index(column)]
@@ -71,6 +75,8 @@ class _Static:
     created_at: datetime
     last_event_at: datetime
     last_event_text: str
+    escaped: tuple[str, ...]  # display_id, customer, cluster, lease, last_event_text
+    search: str
 
 
 @dataclass(frozen=True)
@@ -126,29 +132,44 @@ def _static(ws: Workset) -> _Static:
     else:
         last_text, last_at = "", ws.updated_at
     lease = strip_control(ws.lock_owner) if ws.lock_owner and ws.state.holds_lease else ""
+    display_id = strip_control(ws.workset_id)
+    customer = strip_control(ws.customer_id or "")
+    cluster = strip_control(ws.cluster_name or "")
+    search = " ".join((display_id, ws.state.value, ws.priority.value, customer, cluster, lease,
+                       last_text)).lower()
     return _Static(
         state=ws.state, priority=ws.priority.value, priority_rank=ws.priority.rank,
-        customer=strip_control(ws.customer_id or ""), cluster=strip_control(ws.cluster_name or ""),
-        attempts=ws.attempts, lease=lease, display_id=strip_control(ws.workset_id),
-        created_at=ws.created_at, last_event_at=last_at, last_event_text=last_text,
+        customer=customer, cluster=cluster, attempts=ws.attempts, lease=lease,
+        display_id=display_id, created_at=ws.created_at, last_event_at=last_at,
+        last_event_text=last_text,
+        escaped=tuple(escape(v) for v in (display_id, customer, cluster, lease, last_text)),
+        search=search,
     )
 
 
-def _row(key: str, st: _Static, now: datetime) -> QueueRow:
-    age = age_since(st.created_at, now)
-    last = f"{age_since(st.last_event_at, now)} {st.last_event_text}" if st.last_event_text else ""
-    cells = (st.display_id, state_label(st.state), st.priority, st.customer, st.cluster, age,
+def _ages(st: _Static, now: datetime) -> tuple[str, str]:
+    return age_since(st.created_at, now), age_since(st.last_event_at, now)
+
+
+def _row(key: str, st: _Static, ages: tuple[str, str]) -> QueueRow:
+    age, last_age = ages
+    last = f"{last_age} {st.last_event_text}" if st.last_event_text else ""
+    label = state_label(st.state)
+    cells = (st.display_id, label, st.priority, st.customer, st.cluster, age,
              str(st.attempts), st.lease, last)
+    e_id, e_customer, e_cluster, e_lease, e_last = st.escaped
+    markup = (e_id, label, st.priority, e_customer, e_cluster, age, str(st.attempts), e_lease,
+              f"{last_age} {e_last}" if st.last_event_text else "")
     sort_values = (key, STATE_ORDER[st.state], st.priority_rank, st.customer, st.cluster,
                    -st.created_at.timestamp(), st.attempts, st.lease, -st.last_event_at.timestamp())
-    return QueueRow(key, st.state, st.priority, cells, sort_values, " ".join(cells).lower())
+    return QueueRow(key, st.state, st.priority, cells, sort_values, st.search, markup)
 
 
 class SnapshotReader:
     """Reads the store incrementally; one instance per dashboard, used from one thread."""
 
     def __init__(self, store: Store, clock: Clock, *, stale_after: float,
-                 full_every: int = 30) -> None:
+                 full_every: int = 150) -> None:
         self.store = store
         self.clock = clock
         self.stale_after = stale_after
@@ -156,6 +177,7 @@ class SnapshotReader:
         self._watermark: datetime | None = None
         self._statics: dict[str, _Static] = {}
         self._rows: dict[str, QueueRow] = {}
+        self._ages: dict[str, tuple[str, str]] = {}
         self._reads = 0
         self._charts_read_at: float | None = None
 
@@ -164,7 +186,7 @@ class SnapshotReader:
         self._watermark = None
 
     def read(self, *, want_charts: bool = False, force_full: bool = False) -> Snapshot:
-        started = self.clock.monotonic()
+        started = time.perf_counter()
         store = self.store
         full = force_full or self._watermark is None or self._reads % self.full_every == 0
         if full:
@@ -178,19 +200,27 @@ class SnapshotReader:
             statics = {ws.workset_id: _static(ws) for ws in worksets}
             removed = set(self._statics) - set(statics)
             self._statics = statics
+            dirty = set(statics)
         else:
             for ws in worksets:
                 self._statics[ws.workset_id] = _static(ws)
+            dirty = changed_records
         changed: dict[str, QueueRow] = {}
-        rows = self._rows
+        rows, ages = self._rows, self._ages
+        # Only ages move between reads: a row is rebuilt when its record or one of its ages did.
         for key, st in self._statics.items():
-            row = _row(key, st, now)
+            new_ages = _ages(st, now)
+            if key not in dirty and ages.get(key) == new_ages:
+                continue
+            ages[key] = new_ages
+            row = _row(key, st, new_ages)
             old = rows.get(key)
             if old is None or old.cells != row.cells:
                 rows[key] = row
                 changed[key] = row
         for key in removed:
             rows.pop(key, None)
+            ages.pop(key, None)
         self._watermark = watermark
         self._reads += 1
 
@@ -206,7 +236,7 @@ class SnapshotReader:
             monitors=monitors, engine=engine_status(monitors, now, self.stale_after),
             clusters=store.list_cluster_status(), alerts=alerts,
             silences=store.list_silences(active_at=now), charts=charts,
-            read_seconds=self.clock.monotonic() - started, changed_records=changed_records,
+            read_seconds=time.perf_counter() - started, changed_records=changed_records,
         )
 
     def read_charts(self, now: datetime) -> dict[str, list[tuple[datetime, float]]]:

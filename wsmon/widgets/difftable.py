@@ -17,7 +17,7 @@ from typing import Any
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable
-from textual.widgets._data_table import CellKey, RowKey
+from textual.widgets._data_table import CellKey, Row, RowKey
 
 
 class DiffTable(DataTable):
@@ -31,6 +31,12 @@ class DiffTable(DataTable):
         super().__init__(**kwargs)
         self._plain: dict[str, tuple[Any, ...]] = {}
         self._column_keys: list[str] = []
+        # Row order/offset caches keyed by structure (rows added, removed or reordered) rather
+        # than by DataTable's _update_count, which every cell update bumps: recomputing them is
+        # O(rows) and a refresh that changes 100 cells of 10,000 rows must not pay that.
+        self._structure_version = 0
+        self._ordered_cache: tuple[tuple[int, int], list[Row]] | None = None
+        self._offsets_cache: tuple[tuple[int, int], list[tuple[RowKey, int]]] | None = None
 
     def set_columns(self, columns: Sequence[tuple[str, str, int]]) -> None:
         for key, label, width in columns:
@@ -74,21 +80,40 @@ class DiffTable(DataTable):
             if gone:
                 self._remove_rows(gone)
                 removed = len(gone)
-            columns = self._column_keys
+            # Direct writes instead of add_row/update_cell: those refresh, re-sort columns and
+            # re-check the cursor once per call, which dominates with thousands of rows.
+            columns = list(self.ordered_columns)
+            column_keys = [c.key for c in columns]
+            data, locations, rows = self._data, self._row_locations, self.rows
+            was_empty = not data
             for key, cells in upserts.items():
                 new_plain = plain[key]
                 old_plain = self._plain.get(key)
                 if old_plain is None:
-                    self.add_row(*cells, key=key)
+                    row_key = RowKey(key)
+                    locations[row_key] = len(data)
+                    data[row_key] = dict(zip(column_keys, cells))
+                    rows[row_key] = Row(row_key, 1, None, False)
                     added += 1
                 elif old_plain != new_plain:
-                    for i, column in enumerate(columns):
+                    row_data = data[RowKey(key)]
+                    for i, column_key in enumerate(column_keys):
                         if old_plain[i] != new_plain[i]:
-                            self.update_cell(key, column, cells[i])
+                            row_data[column_key] = cells[i]
                     updated += 1
                 else:
                     continue
                 self._plain[key] = new_plain
+            if added:
+                self._structure_changed()
+                self._require_update_dimensions = True
+                self.cursor_coordinate = self.cursor_coordinate
+                if was_empty and self.show_cursor and self.cursor_type != "none":
+                    self._highlight_cursor()
+            if added or updated:
+                self._update_count += 1
+                self.check_idle()
+                self.refresh()
             if order is not None and (added or reorder):
                 self.order_rows(order, reverse)
             if cursor_key is not None and (added or removed or reorder):
@@ -98,6 +123,7 @@ class DiffTable(DataTable):
     def order_rows(self, order: Callable[[str], Any], reverse: bool = False) -> None:
         ordered = sorted(self._data, key=lambda rk: order(rk.value), reverse=reverse)
         self._row_locations = TwoWayDict({rk: i for i, rk in enumerate(ordered)})
+        self._structure_changed()
         self._update_count += 1
         self.refresh()
 
@@ -112,6 +138,7 @@ class DiffTable(DataTable):
         locations = self._row_locations
         remaining = sorted(self._data, key=lambda rk: locations.get(rk))
         self._row_locations = TwoWayDict({rk: i for i, rk in enumerate(remaining)})
+        self._structure_changed()
         self._require_update_dimensions = True
         self.cursor_coordinate = self.cursor_coordinate
         self._update_count += 1
@@ -131,6 +158,53 @@ class DiffTable(DataTable):
             return False
         self.move_cursor(row=index)
         return True
+
+    def _structure_changed(self) -> None:
+        self._structure_version += 1
+
+    @property
+    def ordered_rows(self) -> list[Row]:
+        key = (len(self.rows), self._structure_version)
+        cached = self._ordered_cache
+        if cached is None or cached[0] != key:
+            get_key, rows = self._row_locations.get_key, self.rows
+            cached = (key, [rows[get_key(i)] for i in range(len(rows))])
+            self._ordered_cache = cached
+        return cached[1]
+
+    @property
+    def _y_offsets(self) -> list[tuple[RowKey, int]]:
+        key = (len(self.rows), self._structure_version)
+        cached = self._offsets_cache
+        if cached is None or cached[0] != key:
+            offsets: list[tuple[RowKey, int]] = []
+            for row in self.ordered_rows:
+                if row.height == 1:
+                    offsets.append((row.key, 0))
+                else:
+                    offsets.extend((row.key, y) for y in range(row.height))
+            cached = (key, offsets)
+            self._offsets_cache = cached
+        return cached[1]
+
+    def add_row(self, *args: Any, **kwargs: Any) -> RowKey:
+        self._structure_changed()
+        return super().add_row(*args, **kwargs)
+
+    def remove_row(self, row_key: RowKey | str) -> None:
+        self._structure_changed()
+        super().remove_row(row_key)
+
+    def clear(self, columns: bool = False) -> DiffTable:
+        self._structure_changed()
+        self._plain.clear()
+        super().clear(columns)
+        return self
+
+    def sort(self, *args: Any, **kwargs: Any) -> DiffTable:
+        self._structure_changed()
+        super().sort(*args, **kwargs)
+        return self
 
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         # Fixed-width, one-line rows: nothing about a new row changes the table's dimensions,

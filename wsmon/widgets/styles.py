@@ -26,3 +26,19 @@ def role_style(app, role: str, *, bold: bool = False, reverse: bool = False) -> 
     if role == "muted":
         return _style(theme.foreground, bold, True, reverse)
     return _style(getattr(theme, role, None) or theme.foreground, bold, False, reverse)
+
+
+_markup_cache: dict[tuple[str, str, bool, bool], str] = {}
+
+
+def role_markup(app, role: str, text: str, *, bold: bool = False, reverse: bool = False) -> str:
+    """``text`` (already markup-safe) wrapped in the role's colour as Rich markup; cached per
+    theme, because the queue renders thousands of cells and resolving a theme is not free."""
+    key = (app.theme, role, bold, reverse)
+    style = _markup_cache.get(key)
+    if style is None:
+        style = str(role_style(app, role, bold=bold, reverse=reverse))
+        if style == "none":
+            style = ""
+        _markup_cache[key] = style
+    return f"[{style}]{text}[/]" if style else text

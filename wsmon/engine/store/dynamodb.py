@@ -47,7 +47,7 @@ import re
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -272,6 +272,12 @@ def _dt(text: str | None) -> datetime | None:
 _WORKSET_FIELDS = frozenset(Workset.model_fields) - {"recent_events"}
 
 
+def _ring_entry(event: Mapping[str, Any]) -> str:
+    # Compact JSON text, not a map: one attribute per inline event keeps the item small.
+    return json.dumps({k: v for k, v in event.items() if k != "workset_id"},
+                      ensure_ascii=False, separators=(",", ":"))
+
+
 def _event_from(item: Mapping[str, Any], workset_id: str) -> Event:
     return Event(workset_id=workset_id, seq=int(item["seq"]), at=parse_iso(item["at"]),
                  actor=item.get("actor") or "", from_state=item.get("from_state"),
@@ -281,7 +287,8 @@ def _event_from(item: Mapping[str, Any], workset_id: str) -> Event:
 def _workset_from(item: Mapping[str, Any]) -> Workset:
     data = {k: v for k, v in item.items() if k in _WORKSET_FIELDS and v is not None}
     ring = item.get("recent_events") or {}
-    events = sorted((_event_from(e, item["workset_id"]) for e in ring.values()), key=lambda e: e.seq)
+    events = sorted((_event_from(json.loads(e), item["workset_id"]) for e in ring.values()),
+                    key=lambda e: e.seq)
     data["recent_events"] = events
     return Workset(**data)
 
@@ -395,6 +402,8 @@ class DynamoDBStore(Store):
         try:
             return method(**kwargs)
         except ClientError as exc:
+            if operation == "TransactWriteItems":
+                return self._raise_mapped_transaction_error(exc, kwargs["TransactItems"])
             raise self._map_client_error(exc, operation, table) from exc
         except (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError,
                 ReadTimeoutError) as exc:
@@ -424,7 +433,8 @@ class DynamoDBStore(Store):
             missing = self._missing_table_name(message, table)
             return StoreNotInitialized(f"table {missing} not found: run `wsmon store init`")
         if code in _REFUSED_CODES:
-            action = f"dynamodb:{operation}"
+            action = "/".join(f"dynamodb:{op}" for op in operation.split("/"))
+            # AWS's message names the exact action that was refused; prefer it when present.
             found = re.search(r"perform:?\s+(dynamodb:[A-Za-z]+)", message)
             if found:
                 action = found.group(1)
@@ -438,6 +448,23 @@ class DynamoDBStore(Store):
             )
         return StoreError(f"DynamoDB {operation} on table {table} failed: "
                           f"{aws.describe_client_error(exc)}")
+
+    def _raise_mapped_transaction_error(self, exc: Exception, items: list[dict[str, Any]]) -> Any:
+        # IAM authorises a transaction per item (PutItem, UpdateItem... on each table), so a
+        # refusal names those actions and tables, not "TransactWriteItems".
+        actions: list[str] = []
+        tables: list[str] = []
+        for entry in items:
+            kind, op = next(iter(entry.items()))
+            action = "ConditionCheckItem" if kind == "ConditionCheck" else f"{kind}Item"
+            if action not in actions:
+                actions.append(action)
+            if op["TableName"] not in tables:
+                tables.append(op["TableName"])
+        mapped = self._map_client_error(exc, "/".join(actions), ", ".join(tables))
+        if mapped is exc:
+            raise exc
+        raise mapped from exc
 
     def _missing_table_name(self, message: str, table: str) -> str:
         found = re.search(r"Table: (\S+) not found", message)
@@ -495,9 +522,12 @@ class DynamoDBStore(Store):
                 out.append({"AttributeName": range_, "KeyType": "RANGE"})
             return out
 
-        def gsi(name: str, hash_: str, range_: str) -> dict[str, Any]:
-            return {"IndexName": name, "KeySchema": key(hash_, range_),
-                    "Projection": {"ProjectionType": "ALL"}}
+        def gsi(name: str, hash_: str, range_: str, include: list[str] | None = None
+                ) -> dict[str, Any]:
+            projection: dict[str, Any] = {"ProjectionType": "ALL"}
+            if include:
+                projection = {"ProjectionType": "INCLUDE", "NonKeyAttributes": include}
+            return {"IndexName": name, "KeySchema": key(hash_, range_), "Projection": projection}
 
         return [
             {"TableName": self.table,
@@ -507,7 +537,7 @@ class DynamoDBStore(Store):
              "KeySchema": key("workset_id"),
              "GlobalSecondaryIndexes": [
                  gsi(STATE_PRIORITY_INDEX, "state", "queue_order"),
-                 gsi(CREATED_AT_INDEX, "state", "created_at"),
+                 gsi(CREATED_AT_INDEX, "state", "created_at", include=["priority"]),
                  gsi(UPDATED_AT_INDEX, "state", "updated_at"),
              ]},
             {"TableName": self.events_table,
@@ -643,8 +673,7 @@ class DynamoDBStore(Store):
         set_parts = [f"{expr.n(k)} = {expr.v(v)}" for k, v in sets.items()]
         if event is not None:
             slot = str(event["seq"] % RECENT_EVENTS_KEPT)
-            ring_value = {k: v for k, v in event.items() if k != "workset_id"}
-            set_parts.append(f"{expr.path('recent_events', slot)} = {expr.v(ring_value)}")
+            set_parts.append(f"{expr.path('recent_events', slot)} = {expr.v(_ring_entry(event))}")
             sets_event_seq = event["seq"]
             set_parts.append(f"{expr.n('event_seq')} = {expr.v(sets_event_seq)}")
         removes = [r for r in removes if r not in sets]
@@ -694,8 +723,7 @@ class DynamoDBStore(Store):
             new.pop(r, None)
         if event is not None:
             ring = dict(new.get("recent_events") or {})
-            ring[str(event["seq"] % RECENT_EVENTS_KEPT)] = _normalised(
-                {k: v for k, v in event.items() if k != "workset_id"})
+            ring[str(event["seq"] % RECENT_EVENTS_KEPT)] = _ring_entry(event)
             new["recent_events"] = ring
             new["event_seq"] = event["seq"]
         self._remember(new)
@@ -772,17 +800,16 @@ class DynamoDBStore(Store):
             "workset_id": workset_id, "bucket": bucket, "prefix": prefix, "state": st.value,
             "priority": prio.value, "customer_id": customer_id, "metadata": metadata or {},
             "created_at": created, "updated_at": created, "state_changed_at": changed,
-            "queue_order": _queue_order(prio, created, workset_id), "fence": 0, "attempts": 0,
-            "steps": [], "findings": [], "s3_missing": False, "version": 1, "event_seq": 1,
-        }
+            "queue_order": _queue_order(prio, created, workset_id), "fence": 0, "version": 1,
+            "event_seq": 1,
+        }  # fields at their model default (attempts 0, no steps...) are simply absent
         for k, v in fields.items():
             item[k] = v
         if customer_id is not None:  # the explicit argument wins over fields
             item["customer_id"] = customer_id
         event = {"workset_id": workset_id, "seq": 1, "at": changed, "actor": actor,
                  "from_state": None, "to_state": st.value, "reason": reason or ""}
-        item["recent_events"] = {str(1 % RECENT_EVENTS_KEPT): {k: v for k, v in event.items()
-                                                                if k != "workset_id"}}
+        item["recent_events"] = {str(1 % RECENT_EVENTS_KEPT): _ring_entry(event)}
         item = {k: v for k, v in item.items() if v is not None}
         try:
             self._call("TransactWriteItems", self.table, TransactItems=[
@@ -928,21 +955,25 @@ class DynamoDBStore(Store):
             return list(pool.map(fn, args))
 
     def queue_stats(self) -> QueueStats:
-        """One ``Select=COUNT`` Query per (state, priority) on the state-priority index:
-        24 small requests, no item data moved, no Scan and no hot counter item."""
+        """One Query per state on ``created-at-index``, which projects only the keys and
+        ``priority``: reading a 10,000-workset queue moves ~1 MB of index entries (not the full
+        items a COUNT on an ALL-projected index would read and bill), and no Scan, no hot
+        counter item that every claim would have to update."""
 
-        def one(pair: tuple[WorksetState, Priority]) -> tuple[str, str, int]:
-            st, pr = pair
-            expr = _Expr()
-            cond = (f"{expr.n('state')} = {expr.v(st.value)} AND "
-                    f"begins_with({expr.n('queue_order')}, {expr.v(f'{pr.rank}#')})")
-            n = self._count(self.table, IndexName=STATE_PRIORITY_INDEX,
-                            KeyConditionExpression=cond, **expr.kwargs())
-            return st.value, pr.value, n
+        def one(st: WorksetState) -> Counter[str]:
+            found: Counter[str] = Counter()
+            for item in self._query(self.table, IndexName=CREATED_AT_INDEX,
+                                    KeyConditionExpression="#s = :s",
+                                    ProjectionExpression="#p",
+                                    ExpressionAttributeNames={"#s": "state", "#p": "priority"},
+                                    ExpressionAttributeValues={":s": _av(st.value)}):
+                found[item.get("priority") or Priority.NORMAL.value] += 1
+            return found
 
         counts = {s.value: {p.value: 0 for p in Priority} for s in WorksetState}
-        for st, pr, n in self._parallel(one, [(s, p) for s in WorksetState for p in Priority]):
-            counts[st][pr] = n
+        for st, found in zip(WorksetState, self._parallel(one, list(WorksetState))):
+            for prio, n in found.items():
+                counts[st.value][prio] = counts[st.value].get(prio, 0) + n
         return QueueStats(counts=counts)
 
     # ---------------------------------------------------------------------------------------

@@ -1,0 +1,321 @@
+"""Pilot tests of how the dashboard behaves: navigation, filter/sort, refresh and diffing, alerts,
+store failures, keymap, palette, engine modes, and untrusted text shown literally."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import timedelta
+
+import pytest
+from app_seed import (
+    ESCAPE_ID,
+    MARKUP_ID,
+    make_app,
+    refresh,
+    screen_text,
+    seed_store,
+    settle,
+    wait_for,
+)
+
+from wsmon.app import WsmonCommands, decide_engine
+from wsmon.clock import SystemClock
+from wsmon.config import Settings
+from wsmon.engine.store import open_store
+from wsmon.engine.store.base import StoreUnavailable
+from wsmon.models import Alert, AlertState, Severity, WorksetState
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _screen_text(app) -> str:
+    return screen_text(app)
+
+
+async def test_jump_help_and_back(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("colon", *"al", "enter")
+        await wait_for(pilot, lambda: app.current_mode == "alerts", what="alerts")
+        await pilot.press("colon", *"clusters", "enter")
+        await wait_for(pilot, lambda: app.current_mode == "clusters", what="clusters")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HelpScreen", what="help")
+        ids = {row[2] for row in app.screen.rows}
+        assert {"jump", "help", "pause"} <= ids
+        await pilot.press("escape", "colon", *"qu", "enter")
+        await wait_for(pilot, lambda: app.current_mode == "queue", what="queue")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HelpScreen", what="help")
+        ids = {row[2] for row in app.screen.rows}
+        assert {"release", "retry", "ignore", "priority", "filter", "sort", "select",
+                "state-error"} <= ids
+        await pilot.press("escape")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "DetailScreen", what="detail")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "QueueScreen", what="back")
+
+
+async def test_filter_state_keys_and_sort(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        queue = app.screen
+        await pilot.press("5")  # error
+        assert queue.table.keys == {"ws-error-06"}
+        await pilot.press("0")
+        assert len(queue.table.keys) == 12
+        await pilot.press("slash", *"oncology")  # matches the customer column
+        await pilot.pause()
+        assert queue.table.keys == {"ws-urgent-tumor-01", "ws-retrying-07"}
+        await pilot.press("escape")
+        assert len(queue.table.keys) == 12
+        order = queue.table.ordered_keys()
+        assert order[:2] == ["ws-urgent-tumor-01", "ws-running-05"]  # priority, then oldest
+        await pilot.press("s")  # next column after priority: customer
+        assert queue.sort_column == "customer"
+        customers = [app.rows[k].cells[3] for k in queue.table.ordered_keys()]
+        assert customers == sorted(customers)
+        await pilot.press("S")
+        customers = [app.rows[k].cells[3] for k in queue.table.ordered_keys()]
+        assert customers == sorted(customers, reverse=True)
+
+
+async def test_refresh_applies_diff_and_keeps_cursor(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        table = app.screen.table
+        table.move_to_key("ws-retrying-07")
+        await pilot.pause()
+        app.store.update_state("ws-urgent-tumor-01", "ignored", "x", "other@host")
+        app.store.register_workset("ws-new-99", "daylily-ws", "worksets/ws-new-99/",
+                                   priority="urgent", actor="discovery")
+        await refresh(pilot, app)
+        assert table.cursor_key() == "ws-retrying-07"
+        assert "ws-new-99" in table.keys and len(table.keys) == 13
+        assert "ignored" in str(table.get_cell("ws-urgent-tumor-01", "state"))
+        assert app.stats.total() == 13
+
+
+async def test_pause_stops_refresh(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("p")
+        assert app.paused and "PAUSED" in _screen_text(app)
+        app.store.register_workset("ws-new-99", "daylily-ws", "p/", actor="discovery")
+        generation = app.refresh_generation
+        app._wake.set()  # a timer tick while paused reads nothing
+        await pilot.pause(0.5)
+        assert app.refresh_generation == generation and "ws-new-99" not in app.rows
+        await pilot.press("p")
+        await settle(pilot, app, generation + 1)
+        assert "ws-new-99" in app.rows
+
+
+async def test_new_firing_alert_toasts_and_rings_on_any_screen(tmp_path):
+    app = make_app(tmp_path, bell=True)
+    rings = []
+    app.bell = lambda: rings.append(1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        assert not rings  # alerts already firing at start are not news
+        app.switch_mode("clusters")
+        await pilot.pause()
+        now = app.clock.now()
+        app.store.put_alert(Alert(alert_id="al-9", rule="engine_heartbeat", subject=MARKUP_ID,
+                                  severity=Severity.CRITICAL, state=AlertState.FIRING,
+                                  summary="no heartbeat [b]3 intervals[/b]", pending_since=now,
+                                  fired_at=now, updated_at=now))
+        await refresh(pilot, app)
+        assert rings == [1]
+        messages = [n.message for n in app._notifications]
+        assert any(MARKUP_ID in m and "[b]3 intervals[/b]" in m for m in messages)
+        assert app.return_code is None and app.is_running
+
+
+async def test_bell_off_in_settings(tmp_path):
+    app = make_app(tmp_path, bell=False)
+    rings = []
+    app.bell = lambda: rings.append(1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        now = app.clock.now()
+        app.store.put_alert(Alert(alert_id="al-9", rule="r", subject="s", severity=Severity.WARNING,
+                                  state=AlertState.FIRING, summary="x", pending_since=now,
+                                  fired_at=now, updated_at=now))
+        await refresh(pilot, app)
+        assert not rings and any("x" in n.message for n in app._notifications)
+
+
+async def test_store_failure_keeps_data_shows_banner_and_recovers(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        real = app.store.worksets_changed_since
+
+        def broken(*_a, **_k):
+            raise StoreUnavailable("connection refused")
+
+        app.store.worksets_changed_since = broken
+        await refresh(pilot, app)
+        assert app.store_error and "connection refused" in _screen_text(app)
+        assert len(app.screen.table.keys) == 12  # the last data stays
+        app.store.worksets_changed_since = real
+        await refresh(pilot, app)
+        assert app.store_error is None and "connection refused" not in _screen_text(app)
+
+
+async def test_keymap_rebinds_by_id(tmp_path):
+    app = make_app(tmp_path, keymap={"release": "x", "jump": "g"})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        app.screen.table.move_to_key("ws-locked-04")
+        await pilot.press("l")
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "QueueScreen"
+        await pilot.press("x")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "WorksetActionDialog",
+                       what="release dialog on x")
+        await pilot.press("escape", "g")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "JumpDialog", what="jump on g")
+
+
+async def test_unknown_keymap_id_is_reported(tmp_path):
+    app = make_app(tmp_path, keymap={"relase": "x"})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        assert any("relase" in n.message for n in app._notifications)
+
+
+async def test_palette_lists_actions_and_hides_them_read_only(tmp_path):
+    for read_only, expect in ((False, True), (True, False)):
+        app = make_app(tmp_path / str(read_only), read_only=read_only)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            provider = WsmonCommands(app.screen)
+            texts = [text for text, _, _ in provider._commands()]
+            assert any(t.startswith("Release") for t in texts) is expect
+            assert any(t.startswith("Retry") for t in texts) is expect
+            assert "Go to alerts" in texts and "Theme: wsmon-ansi" in texts
+
+
+async def test_markup_and_escape_sequences_render_literally(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, app)
+        table = app.screen.table
+        shot = _screen_text(app)
+        assert "[@click=app.quit]x" in shot and "[bold red" in shot
+        assert "evil-title" in shot and "\x1b]0;pwned" not in shot and "pwned" not in shot
+        cell = table.get_cell(ESCAPE_ID, "id")
+        assert "\x1b" not in cell.plain and "\x07" not in cell.plain
+        # clicking the row that carries the @click markup must do nothing but select it
+        table.move_to_key(MARKUP_ID)
+        await pilot.pause()
+        row = table.cursor_row
+        await pilot.click("#queue-table", offset=(8, row + 1 - int(table.scroll_y)))
+        await pilot.pause(0.2)
+        assert app.is_running and app.return_code is None
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "DetailScreen", what="detail")
+        await wait_for(pilot, lambda: app.screen.record is not None, what="detail loaded")
+        shot = _screen_text(app)
+        assert "[@click=app.quit]x" in shot
+        await pilot.click("#detail-content", offset=(2, 0))
+        await pilot.pause(0.2)
+        assert app.is_running and app.return_code is None
+
+
+async def test_detail_shows_every_part(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, app)
+        app.screen.table.move_to_key("ws-error-06")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: getattr(app.screen, "record", None) is not None, what="load")
+        shot = _screen_text(app)
+        for expected in ("s3://daylily-ws/worksets/ws-error-06/", "WS-RES-001", "remediation",
+                         "Validation findings", "WS-DAT-002", "Timeline", "step run failed",
+                         "attempts", "1 (max retries 3)"):
+            assert expected in shot, expected
+
+
+async def test_theme_choice_is_remembered(tmp_path):
+    from wsmon.themes import remembered_theme
+
+    app = make_app(tmp_path)
+    app._remember_theme = True
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        assert app.theme == "wsmon-dark"
+        app.theme = "wsmon-high-contrast"
+        await pilot.pause(0.2)
+    assert remembered_theme(tmp_path / "state") == "wsmon-high-contrast"
+    again = make_app(tmp_path / "again", store=app.store, clock=app.clock)
+    again.settings.state_dir = tmp_path / "state"
+    async with again.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, again)
+        assert again.theme == "wsmon-high-contrast"
+    explicit = make_app(tmp_path / "explicit", store=app.store, clock=app.clock, theme="wsmon-light")
+    explicit.settings.state_dir = tmp_path / "state"
+    async with explicit.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, explicit)
+        assert explicit.theme == "wsmon-light"  # --theme / config beat the remembered one
+
+
+HEARTBEAT = textwrap.dedent("""
+    import sys
+    from wsmon.engine.store import open_store
+    store = open_store(sys.argv[1])
+    store.record_monitor_heartbeat("engine-other-proc", host="other-host", pid=999,
+                                   version="0.1.0", role="engine")
+    store.close()
+""")
+
+
+@pytest.mark.slow
+async def test_attach_to_engine_heartbeating_from_another_process(tmp_path):
+    path = tmp_path / "shared.db"
+    url = f"sqlite:///{path}"
+    seed = open_store(url, clock=SystemClock())
+    seed.register_workset("ws-1", "b", "p/ws-1/", actor="discovery")
+    settings = Settings(state_dir=tmp_path / "state", store={"url": url})
+    now = SystemClock().now()
+    assert decide_engine(settings, seed, "auto", now) == (True, "engine in this process")
+    subprocess.run([sys.executable, "-c", HEARTBEAT, url], check=True, timeout=60)
+    start, text = decide_engine(settings, seed, "auto", SystemClock().now())
+    assert start is False and "other-host" in text and "999" in text
+    assert decide_engine(settings, seed, "attach", now)[0] is False
+    assert decide_engine(settings, seed, "engine", now)[0] is True
+    later = SystemClock().now() + timedelta(seconds=3 * 60 + 31)
+    assert decide_engine(settings, seed, "auto", later)[0] is True  # stale: start our own
+
+    app = make_app(tmp_path, store=seed, clock=SystemClock())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        assert app.engine_status.kind == "alive"
+        assert "alive on other-host pid 999" in _screen_text(app)
+
+
+def test_seeded_world_is_stable(tmp_path):
+    """The snapshots rely on the seed being deterministic."""
+    store_a, clock_a = seed_store(str(tmp_path / "a.db"))
+    store_b, clock_b = seed_store(str(tmp_path / "b.db"))
+    assert clock_a.now() == clock_b.now()
+    a = {(w.workset_id, w.state, w.updated_at) for w in store_a.iter_worksets()}
+    b = {(w.workset_id, w.state, w.updated_at) for w in store_b.iter_worksets()}
+    assert a == b and len(a) == 12
+    assert WorksetState.FAILED in {w.state for w in store_a.iter_worksets()}
+    _ = time

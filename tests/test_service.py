@@ -1,0 +1,210 @@
+"""Engine service behaviour on a SQLite store without S3: claiming limits, lease loss, shutdown,
+the sweep, and the --once exit codes."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from wsmon.config import Settings
+from wsmon.engine.runner import Aborted, BaseRunner
+from wsmon.engine.service import Engine, run_once
+from wsmon.engine.store import open_store
+from wsmon.models import WorksetState
+
+S = WorksetState
+
+
+def settings_for(tmp_path, **runner) -> Settings:
+    return Settings(
+        monitor_id="engine-t", state_dir=tmp_path / "state",
+        store={"url": f"sqlite:///{tmp_path / 'state.db'}"},
+        clusters={"static": [{"name": "c1", "max_vcpus": 1000, "max_memory_gb": 10000,
+                              "max_concurrent_worksets": 10}], "slurm_usage": False},
+        discovery={"ready_lock_backoff_seconds": 0},
+        runner={"kind": "simulated", "simulated_transient_failure_rate": 0,
+                "simulated_permanent_failure_rate": 0, "simulated_step_seconds": {},
+                **runner},
+        metrics={"sink": "none"},
+    )
+
+
+class BlockingRunner(BaseRunner):
+    """A runner whose one step waits until released or aborted."""
+
+    kind = "blocking"
+
+    def __init__(self, settings, clock) -> None:
+        super().__init__(settings, clock=clock)
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+        self.fail_with: Exception | None = None
+
+    def active_steps(self) -> list[str]:
+        return ["stage"]
+
+    def run_step(self, name, workset, job, book, state, previous):
+        rec = book.start(name, None)
+        self.entered.release()
+        while not self.release.is_set():
+            if job.abort.wait(0.05):
+                raise Aborted(job.abort_reason)
+        if self.fail_with is not None:
+            raise self.fail_with
+        book.finish(rec, "succeeded")
+        return None
+
+
+@pytest.fixture
+def env(tmp_path, clock):
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}", clock=clock)
+    yield tmp_path, clock, store
+    store.close()
+
+
+def register(store, *ids: str, **kw) -> None:
+    for wid in ids:
+        store.register_workset(wid, "b", f"p/{wid}/", estimate={"vcpus": 4, "memory_gb": 8}, **kw)
+
+
+def test_an_engine_claims_no_more_than_its_pool_and_says_why_the_rest_wait(env) -> None:
+    tmp_path, clock, store = env
+    register(store, "a", "b", "c", "d", "e")
+    runner = BlockingRunner(settings_for(tmp_path), clock)
+    engine = Engine(settings_for(tmp_path, max_parallel_worksets=2), store=store, clock=clock,
+                    runner=runner)
+    try:
+        claimed = engine.run_cycle()["started"]
+        assert len(claimed) == 2
+        waiting = [ws for ws in store.iter_worksets(state=S.READY)]
+        assert len(waiting) == 3
+        assert all(ws.schedule_reason.startswith("waiting: this engine is busy") for ws in waiting)
+        runner.release.set()
+        assert engine.wait_idle(10)
+        assert {store.get_workset(w).state for w in claimed} == {S.COMPLETE}
+    finally:
+        runner.release.set()
+        engine.stop(0)
+
+
+def test_a_lost_lease_stops_the_work_and_the_engine_overwrites_nothing(env) -> None:
+    tmp_path, clock, store = env
+    register(store, "w")
+    runner = BlockingRunner(settings_for(tmp_path), clock)
+    engine = Engine(settings_for(tmp_path), store=store, clock=clock, runner=runner)
+    try:
+        engine.run_cycle()
+        assert runner.entered.acquire(timeout=10)
+        store.force_release("w", "op@host", "operator wants it back")
+        engine.heartbeat()  # renewal fails with LeaseLost: the job is stopped
+        assert engine.wait_idle(10)
+        ws = store.get_workset("w")
+        assert ws.state is S.READY
+        assert [e.actor for e in store.events("w")][-1] == "op@host"
+    finally:
+        runner.release.set()
+        engine.stop(0)
+
+
+def test_shutdown_gives_a_short_step_back_uncounted_when_grace_runs_out(env) -> None:
+    tmp_path, clock, store = env
+    register(store, "w")
+    runner = BlockingRunner(settings_for(tmp_path), clock)
+    engine = Engine(settings_for(tmp_path, kill_grace_seconds=0), store=store, clock=clock, runner=runner)
+    engine.run_cycle()
+    assert runner.entered.acquire(timeout=10)
+    engine.stop(0)
+    ws = store.get_workset("w")
+    assert (ws.state, ws.attempts, ws.lock_owner) == (S.READY, 0, None)
+    assert [s.status for s in ws.steps] == ["interrupted"]
+    assert store.list_monitors() == []
+
+
+def test_a_runner_crash_does_not_strand_the_workset(env) -> None:
+    tmp_path, clock, store = env
+    register(store, "w")
+    runner = BlockingRunner(settings_for(tmp_path), clock)
+    runner.fail_with = RuntimeError("unexpected runner bug")
+    runner.release.set()
+    engine = Engine(settings_for(tmp_path), store=store, clock=clock, runner=runner)
+    try:
+        engine.run_cycle(wait=True, timeout=10)
+        ws = store.get_workset("w")
+        assert ws.state is S.RETRYING
+        assert "engine error: unexpected runner bug" in ws.error_details
+    finally:
+        engine.stop(0)
+
+
+def test_sweep_moves_due_retries_back_and_finishes_a_half_written_retry(env) -> None:
+    tmp_path, clock, store = env
+    register(store, "due", "later", "half")
+    for wid, after in (("due", 10), ("later", 1000)):
+        store.update_state(wid, S.ERROR, "failed", "x")
+        store.update_state(wid, S.RETRYING, "retry", "x", retry_after=clock.now() + timedelta(seconds=after))
+    store.update_state("half", S.ERROR, "failed", "x", retry_after=clock.now() + timedelta(seconds=5))
+    engine = Engine(settings_for(tmp_path), store=store, clock=clock)
+    try:
+        clock.advance(61)
+        result = engine.sweep()
+        assert result["due"] == ["due"]
+        assert store.get_workset("later").state is S.RETRYING
+        assert store.get_workset("half").state is S.RETRYING
+    finally:
+        engine.stop(0)
+
+
+def test_simulated_worksets_complete_and_retry_with_their_backoff(tmp_path, clock) -> None:
+    settings = settings_for(tmp_path, simulated_transient_failure_rate=1.0,
+                            simulated_step_seconds={"run": 30})
+    store = open_store(settings.store_url, clock=clock)
+    register(store, "w1", "w2")
+    engine = Engine(settings, store=store, clock=clock)
+    try:
+        engine.run_cycle(wait=True, timeout=10)
+        assert {store.get_workset(w).state for w in ("w1", "w2")} == {S.RETRYING}
+        ws = store.get_workset("w1")
+        failed_at = [e.at for e in store.events("w1") if e.to_state is S.ERROR][-1]
+        assert failed_at <= ws.retry_after <= failed_at + timedelta(seconds=60)  # base 60, first retry
+        clock.advance(61)
+        engine.run_cycle(wait=True, timeout=10)
+        assert [(store.get_workset(w).state, store.get_workset(w).attempts) for w in ("w1", "w2")] == [
+            (S.COMPLETE, 2), (S.COMPLETE, 2)]
+    finally:
+        engine.stop(0)
+        store.close()
+
+
+def test_once_exits_0_after_a_cycle_and_4_when_the_store_is_unusable(tmp_path) -> None:
+    settings = settings_for(tmp_path)
+    store = open_store(settings.store_url)
+    register(store, "w")
+    store.close()
+    assert run_once(settings, timeout=30) == 0
+    store = open_store(settings.store_url)
+    try:
+        assert store.get_workset("w").state is S.COMPLETE
+    finally:
+        store.close()
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"this is not a database" * 100)
+    bad = settings.model_copy(update={"store": settings.store.model_copy(update={"url": f"sqlite:///{broken}"})})
+    assert run_once(bad, timeout=5) == 4
+
+
+def test_cluster_usage_is_published_for_the_dashboard(env) -> None:
+    tmp_path, clock, store = env
+    register(store, "w")
+    runner = BlockingRunner(settings_for(tmp_path), clock)
+    engine = Engine(settings_for(tmp_path), store=store, clock=clock, runner=runner)
+    try:
+        engine.run_cycle()
+        assert runner.entered.acquire(timeout=10)
+        engine.schedule_pass()  # the next pass sees the running workset on c1
+        (c1,) = store.list_cluster_status()
+        assert (c1.name, c1.active_worksets, c1.vcpus_used, c1.memory_gb_used) == ("c1", 1, 4, 8.0)
+    finally:
+        runner.release.set()
+        engine.stop(0)

@@ -1,0 +1,164 @@
+"""A local moto DynamoDB endpoint that behaves enough like DynamoDB for races and benchmarks.
+
+Two differences from stock moto matter to the DynamoDB store:
+
+* moto makes ``TransactWriteItems`` rollback-safe by deep-copying every table the transaction
+  touches, on every call. A store that writes each transition as one transaction (the workset
+  update plus its event) then costs O(table size) per request, so 10,000 transitions take hours
+  and gigabytes. ``use_per_item_transaction_rollback`` snapshots only the items the transaction
+  names and restores them if it is cancelled: the same all-or-nothing result.
+* moto evaluates a condition and applies the write without a lock, so two concurrent requests can
+  both pass ``attribute_not_exists(...)``. DynamoDB serialises writes per item.
+  ``python -m wsmon.moto_local`` runs a server whose backend handles one request at a time
+  (connections are still accepted in parallel), which models that per-item atomicity.
+
+moto is a development dependency (the ``dev``/``demo`` extras); nothing in the engine imports this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+_patch_lock = threading.Lock()
+
+
+def use_per_item_transaction_rollback() -> None:
+    """Patch moto (in this process) so a transaction snapshots items, not whole tables."""
+    from moto.dynamodb import models
+
+    with _patch_lock:
+        backend = models.DynamoDBBackend
+        if getattr(backend.transact_write_items, "_wsmon_per_item", False):
+            return
+        original = backend.transact_write_items
+        table_type = models.Table
+        real_deepcopy = copy.deepcopy
+
+        class _CopyWithoutTables:
+            """``copy`` for moto's models module: tables are not copied (we snapshot items)."""
+
+            @staticmethod
+            def deepcopy(obj: Any, memo: Any = None) -> Any:
+                if isinstance(obj, table_type):
+                    return obj
+                return real_deepcopy(obj, memo)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(copy, name)
+
+        models.copy = _CopyWithoutTables()  # type: ignore[attr-defined]
+
+        def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+            before: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
+            for entry in transact_items:
+                try:
+                    op_type, op = next(iter(entry.items()))
+                    table_name = op["TableName"]
+                    table = self.get_table(table_name)
+                    if op_type == "Put":
+                        key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+                        if table.range_key_attr is not None:
+                            key[table.range_key_attr] = op["Item"][table.range_key_attr]
+                    else:
+                        key = op["Key"]
+                    prev = self.get_item(table_name, key)
+                    before.append((table_name, key,
+                                   None if prev is None else prev.to_json()["Attributes"]))
+                except Exception:  # noqa: BLE001 - moto reports a malformed request itself
+                    continue
+            try:
+                return original(self, transact_items)
+            except Exception:
+                for table_name, key, attrs in reversed(before):
+                    try:
+                        if attrs is None:
+                            self.delete_item(table_name, key)
+                        else:
+                            self.put_item(table_name, attrs)
+                    except Exception:  # noqa: BLE001 - the item was never written
+                        pass
+                raise
+
+        transact_write_items._wsmon_per_item = True  # type: ignore[attr-defined]
+        backend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def make_server(host: str = "127.0.0.1", port: int = 0, *, one_at_a_time: bool = True) -> Any:
+    """A werkzeug server running moto's backends; ``serve_forever()`` it, ``.port`` tells where."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server as werkzeug_server
+
+    use_per_item_transaction_rollback()
+    app = DomainDispatcherApplication(create_backend_app)
+    if not one_at_a_time:
+        return werkzeug_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    lock = threading.Lock()
+
+    def serialised(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        # The whole request, condition check and write, runs alone: DynamoDB's per-item
+        # atomicity, modelled coarsely as one request at a time.
+        with lock:
+            return list(app(environ, start_response))
+
+    return werkzeug_server(host, port, serialised, threaded=True,
+                           request_handler=MotoRequestHandler)
+
+
+@contextlib.contextmanager
+def serve_in_subprocess(timeout: float = 60.0) -> Iterator[str]:
+    """Run ``python -m wsmon.moto_local`` in its own process; yields its endpoint URL."""
+    env = dict(os.environ)
+    env.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    proc = subprocess.Popen([sys.executable, "-m", "wsmon.moto_local", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        ready: list[str] = []
+        reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()),  # type: ignore[union-attr]
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout)
+        line = ready[0].strip() if ready else ""
+        if not line.startswith("listening "):
+            raise RuntimeError(f"local moto server did not start (exit code {proc.poll()})")
+        yield line.split(" ", 1)[1]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="moto DynamoDB, one request at a time")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = make_server(args.host, args.port)
+    # The parent reads this line to learn the port (0 = chosen by the OS).
+    print(f"listening http://{args.host}:{server.port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
