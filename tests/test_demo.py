@@ -136,6 +136,7 @@ def _assert_left_nothing(out: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")  # two demos at once on two cores only slow each other down
 def test_headless_demo_completes_retries_fails_and_recovers_a_stale_lease(tmp_path: Path) -> None:
     code, out, err = _run_demo(tmp_path, "--demo-store", "sqlite", "--timeout", "22")
     assert code == 0, err[-3000:]
@@ -167,6 +168,7 @@ def test_headless_demo_completes_retries_fails_and_recovers_a_stale_lease(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")
 def test_ctrl_c_stops_the_default_dynamodb_demo_cleanly(tmp_path: Path) -> None:
     code, out, err = _run_demo(tmp_path, interrupt_after='"engine_started"')
     assert code == 0, err[-3000:]

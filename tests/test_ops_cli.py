@@ -251,6 +251,26 @@ def test_retry_of_complete_needs_rerun_and_ready_is_a_no_op(store_url: str) -> N
     assert ready.exit_code == 0 and "already ready" in ready.output
 
 
+def test_retry_refuses_when_the_record_changed_after_it_was_read(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsmon.commands import ops_cmd
+
+    real = ops_cmd._require_workset
+
+    def read_then_someone_else_acts(store, workset_id):
+        seen = real(store, workset_id)
+        other = reopen(store_url)
+        other.update_state(workset_id, "ignored", reason="someone else", actor="bob@elsewhere")
+        other.close()
+        return seen
+
+    monkeypatch.setattr(ops_cmd, "_require_workset", read_then_someone_else_acts)
+    result = run(store_url, "retry", "ws-error")
+    assert result.exit_code == EXIT_REFUSED
+    assert "changed meanwhile" in result.output
+    assert reopen(store_url).get_workset("ws-error").state is WorksetState.IGNORED
+
+
 def test_ignore_and_undo(store_url: str) -> None:
     assert run(store_url, "ignore", "ws-ready", "--reason", "duplicate upload").exit_code == 0
     store = reopen(store_url)
@@ -300,6 +320,13 @@ def test_ack_records_operator_note_and_expiry(store_url: str) -> None:
     assert timedelta(minutes=29) < alert.ack_expires_at - datetime.now(timezone.utc) <= timedelta(minutes=30)
     missing = run(store_url, "ack", "al-nope")
     assert missing.exit_code == EXIT_NOT_FOUND and "al-nope" in missing.output
+
+
+def test_ack_of_a_resolved_alert_is_refused(store_url: str) -> None:
+    result = run(store_url, "ack", "al-old")
+    assert result.exit_code == EXIT_REFUSED
+    assert "resolved" in result.output
+    assert reopen(store_url).get_alert("al-old").state is AlertState.RESOLVED
 
 
 def test_silence_creates_a_silence_and_alerts_lists_it(store_url: str) -> None:

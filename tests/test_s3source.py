@@ -677,3 +677,15 @@ def test_sentinels_written_by_any_wsmon_are_recognised_after_a_restart(world: Wo
     keys = world.keys("ws1")
     assert "daylily.error" in keys and "daylily.lock" not in keys  # our lock, found by its metadata
     assert world.get(f"{world.prefix}ws1/daylily.error").split("\t")[1].startswith("WS-RES-001: ")
+
+
+def test_reconciling_terminal_folders_reads_no_bodies(world: World) -> None:
+    for i in range(4):
+        world.put(f"{world.prefix}done{i}/daylily.ready", "20251016T111111")
+        world.put(f"{world.prefix}done{i}/daylily.complete", "20251017T111111")
+    src = world.source(reconcile_every=1)  # every terminal folder re-listed every poll
+    src.poll()
+    world.take_counts()
+    report = src.poll()
+    assert report.folders_listed == 4
+    assert world.take_counts() == Counter({"ListObjectsV2": 5})

@@ -167,7 +167,10 @@ def test_simulated_worksets_complete_and_retry_with_their_backoff(tmp_path, cloc
         assert {store.get_workset(w).state for w in ("w1", "w2")} == {S.RETRYING}
         ws = store.get_workset("w1")
         failed_at = [e.at for e in store.events("w1") if e.to_state is S.ERROR][-1]
-        assert failed_at <= ws.retry_after <= failed_at + timedelta(seconds=60)  # base 60, first retry
+        # first retry: full jitter under base (60 s); the decision is taken just before the
+        # error is written, and the other workset's simulated steps move the shared clock
+        assert ws.retry_after <= failed_at + timedelta(seconds=60)
+        assert "retry 1 of 3" in store.events("w1")[-1].reason
         clock.advance(61)
         engine.run_cycle(wait=True, timeout=10)
         assert [(store.get_workset(w).state, store.get_workset(w).attempts) for w in ("w1", "w2")] == [
@@ -208,3 +211,9 @@ def test_cluster_usage_is_published_for_the_dashboard(env) -> None:
     finally:
         runner.release.set()
         engine.stop(0)
+
+
+def test_an_ssh_runner_without_a_host_is_a_configuration_error(tmp_path) -> None:
+    settings = settings_for(tmp_path)
+    bad = settings.model_copy(update={"runner": settings.runner.model_copy(update={"kind": "ssh"})})
+    assert run_once(bad, timeout=5) == 2

@@ -160,6 +160,53 @@ def test_claim_and_transition_are_one_request_each(moto_endpoint: str, unique_na
     assert other_sent == {"TransactWriteItems": 1}
 
 
+def test_a_stale_view_never_writes_stale_state(moto_endpoint: str, unique_name: str,
+                                               clock: ManualClock) -> None:
+    """Two store instances (two hosts): each remembers what it last read. When the other moved
+    the record on, a write is retried on the current record, and the history stays exact."""
+    a = _store(moto_endpoint, unique_name, clock)
+    a.init_schema()
+    b = _store(moto_endpoint, unique_name, clock)
+    a.register_workset("ws-1", "bkt", "incoming/ws-1/")
+    assert a.get_workset("ws-1") is not None and b.get_workset("ws-1") is not None
+    lease = b.acquire_lock("ws-1", "engine-b")  # a still believes ws-1 is ready and free
+    assert lease is not None
+    assert a.acquire_lock("ws-1", "engine-a") is None
+    b.update_state("ws-1", "in_progress", "go", "engine-b", lease=lease, log_tail="step 1")
+    clock.advance(5)
+    # a's operator ignores it; a's view is two transitions old.
+    ws = a.update_state("ws-1", "ignored", "operator says no", "alice@ops")
+    assert ws.state.value == "ignored" and ws.log_tail == "step 1" and ws.lock_owner is None
+    assert ws == b.get_workset("ws-1")
+    assert [(e.from_state and e.from_state.value, e.to_state.value) for e in a.events("ws-1")] == [
+        (None, "ready"), ("ready", "locked"), ("locked", "in_progress"), ("in_progress", "ignored")]
+
+
+def test_pages_across_states_keep_the_queue_order(moto_endpoint: str, unique_name: str,
+                                                  clock: ManualClock) -> None:
+    """Without a state filter every state's partition is merged into one ordered listing."""
+    store = _store(moto_endpoint, unique_name, clock)
+    store.init_schema()
+    states = ["ready", "ignored", "failed", "complete"]
+    prios = ["low", "urgent", "normal"]
+    for i in range(14):
+        store.register_workset(f"ws-{i:02d}", "bkt", f"incoming/ws-{i:02d}/",
+                               priority=prios[i % 3], state=states[i % 4])
+        clock.advance(1)
+    everything = [w.workset_id for w in store.list_worksets().items]
+    rank = {"urgent": 0, "normal": 1, "low": 2}
+    assert everything == sorted(everything, key=lambda w: (rank[prios[int(w[3:]) % 3]], w))
+    for limit in (1, 2, 5):
+        seen, cursor = [], None
+        while True:
+            page = store.list_worksets(limit=limit, cursor=cursor)
+            seen += [w.workset_id for w in page.items]
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        assert seen == everything
+
+
 # -- the workset item stays bounded ----------------------------------------------------------
 
 

@@ -209,7 +209,8 @@ def demo_settings(*, endpoint: str, state_dir: Path, store_kind: str, topic_arn:
                    "cluster_full": {"for_seconds": 10.0}},
         "notify": {"deliver_interval_seconds": 3.0, "sns_topic_arn": topic_arn},
         "logging": {"level": "info"},
-        "ui": {"refresh_interval": 1.0, **(ui_overrides or {})},
+        # toasts still announce alerts; a bell for each of the first minute's would only annoy
+        "ui": {"refresh_interval": 1.0, "bell": False, **(ui_overrides or {})},
     }
     return Settings(**values)
 
@@ -408,14 +409,22 @@ def _run_headless(settings: Settings, timeout: float | None) -> int:
             previous[sig] = signal.signal(sig, on_signal)
         except ValueError:  # not the main thread (in-process tests): Ctrl-C is the caller's
             pass
+    clock = SystemClock()
+    deadline = None if timeout is None else clock.monotonic() + timeout
     store = open_demo_store(settings)
-    engine = Engine(settings, store=store, clock=None)
+    engine: Engine | None = None
     try:
+        engine = Engine(settings, store=store, clock=None)
         engine.start()
-        stop.wait(timeout)
+        # Wake up often: a signal the kernel hands to another thread only runs its Python
+        # handler when the main thread next executes bytecode, never inside an untimed wait.
+        while not stop.wait(0.5):
+            if deadline is not None and clock.monotonic() >= deadline:
+                break
     finally:
         try:
-            engine.stop(settings.runner.shutdown_grace_seconds)
+            if engine is not None:
+                engine.stop(settings.runner.shutdown_grace_seconds)
         finally:
             store.close()
             for sig, handler in previous.items():

@@ -71,9 +71,6 @@ def open_ops_store(obj: CliContext) -> Iterator[Store]:
     from wsmon.engine.store import (
         AlertNotFound,
         CorruptStore,
-        IllegalTransition,
-        LeaseLost,
-        StateConflict,
         StoreError,
         StoreNotInitialized,
         StoreUnavailable,
@@ -97,9 +94,7 @@ def open_ops_store(obj: CliContext) -> Iterator[Store]:
         raise OpsError(_safe(exc), EXIT_NOT_FOUND) from None
     except (StoreUnavailable, StoreNotInitialized, CorruptStore) as exc:
         raise OpsError(_safe(exc), EXIT_STORE) from None
-    except (IllegalTransition, StateConflict, LeaseLost) as exc:
-        raise OpsError(_safe(exc), EXIT_REFUSED) from None
-    except StoreError as exc:
+    except StoreError as exc:  # IllegalTransition, StateConflict, LeaseLost, and the rest
         raise OpsError(_safe(exc), EXIT_REFUSED) from None
     except Exception as exc:
         if _from_library(exc, "botocore", "boto3", "urllib3", "sqlite3"):

@@ -457,6 +457,8 @@ class SshHost(LocalHost):
 
 # -- the command runner ---------------------------------------------------------------------
 
+_TMUX_START_LOCK = threading.Lock()
+
 class CommandRunner(BaseRunner):
     """Real steps: subprocesses for stage/clone/export, tmux for the pipeline."""
 
@@ -538,7 +540,7 @@ class CommandRunner(BaseRunner):
         try:
             code, timed_out = self._run_process(argv, log_path, timeout, job, book.attempt, name)
         except Aborted:
-            book.finish(rec, "interrupted", detail=f"stopped: {job.abort_reason}")
+            book_safe_finish(book, rec, "interrupted", f"stopped: {job.abort_reason}")
             raise
         except OSError as exc:
             detail = f"{name}: command not found: {argv[0]}" if isinstance(exc, FileNotFoundError) \
@@ -666,14 +668,31 @@ class CommandRunner(BaseRunner):
         # recorded before tmux starts: a crash in between is re-adopted (and started), never
         # mistaken for someone else's session
         rec = book.start("run", log_path, f"tmux session {name}")
-        started = self._tmux_run("new-session", "-d", "-s", name, "-c", pipeline_dir,
-                                 "bash", "-c", script)
+        started = self._new_session(name, pipeline_dir, script)
         if started is None or started.returncode != 0:
             err = strip_control((started.stderr if started else "tmux did not answer").strip())
             detail = f"could not start tmux session {name}: {err}"
             book.finish(rec, "failed", detail=detail)
             return RunOutcome("failed", "run", detail)
         return self._watch(workset, job, book, rec, name, pipeline_dir, exit_file, log_path)
+
+    def _new_session(self, name: str, pipeline_dir: str,
+                     script: str) -> subprocess.CompletedProcess[str] | None:
+        """Start the detached session. Serialised in this process, and retried a few times:
+        clients racing to start the tmux server make it fail with "server exited unexpectedly"."""
+        started = None
+        for attempt in range(3):
+            with _TMUX_START_LOCK:
+                started = self._tmux_run("new-session", "-d", "-s", name, "-c", pipeline_dir,
+                                         "bash", "-c", script)
+            if started is not None and started.returncode == 0:
+                return started
+            if self.session_alive(name):
+                # no such session existed just before and we hold the workset's lease: the
+                # session is ours, created although the client reported an error
+                return subprocess.CompletedProcess(args=[], returncode=0)
+            time.sleep(0.2 * (attempt + 1))
+        return started
 
     def _pipeline_result(self, pipeline_dir: str, exit_file: str) -> tuple[str, int | None] | None:
         if self.host.exists(os.path.join(pipeline_dir, SUCCESS_SENTINEL)):

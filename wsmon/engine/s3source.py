@@ -369,7 +369,8 @@ class S3Source:
                 return objects, prefixes
             kwargs["ContinuationToken"] = token
 
-    def _inspect_folder(self, bucket: str, prefix: str, name: str, known: bool) -> FolderSnapshot:
+    def _inspect_folder(self, bucket: str, prefix: str, name: str, own: str | None) -> FolderSnapshot:
+        """List one folder; ``own`` is the sentinel of the store's state (None: unknown folder)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         from wsmon.aws import error_code
@@ -391,10 +392,15 @@ class S3Source:
                 if sname in PRECEDENCE:
                     found[sname] = (obj, etag)
             # Bodies that can decide something: the winning sentinel's; for a known workset also
-            # daylily.ready's (retry requests compare its time) and daylily.lock's (whether we
-            # wrote it). A masked one is read when it starts to matter.
+            # daylily.lock's (whether we wrote it) and, when the sentinel of its state is gone,
+            # daylily.ready's (a retry request compares its time). The rest are read if they
+            # start to matter.
             winner = sentinel_state(found)
-            wanted = {winner, "ready", "lock"} if known else {winner}
+            wanted = {winner}
+            if own is not None:
+                wanted.add("lock")
+                if own not in found:
+                    wanted.add("ready")
             for sname, (obj, etag) in found.items():
                 previous = cached.get(sname)
                 changed = previous is None or previous.etag != etag
@@ -476,9 +482,11 @@ class S3Source:
             return False
         return "/" not in ws.prefix[len(src_prefix):-1]
 
-    def _owns(self, name: str, bucket: str, prefix: str) -> bool:
+    def _own_sentinel(self, name: str, bucket: str, prefix: str) -> str | None:
         ws = self._known.get(name)
-        return ws is not None and ws.bucket == bucket and ws.prefix == prefix
+        if ws is None or ws.bucket != bucket or ws.prefix != prefix:
+            return None
+        return STATE_SENTINEL[ws.state]
 
     def _must_list(self, key: str, ws: Workset | None) -> bool:
         """Listed every poll: unknown, non-terminal, missing, or never seen by this cache."""
@@ -544,7 +552,7 @@ class S3Source:
             with ThreadPoolExecutor(max_workers=min(self.discovery.list_workers, len(to_list)),
                                     thread_name_prefix="wsmon-list") as pool:
                 listed = list(pool.map(
-                    lambda f: self._inspect_folder(bucket, f[0], f[1], self._owns(f[1], bucket, f[0])),
+                    lambda f: self._inspect_folder(bucket, f[0], f[1], self._own_sentinel(f[1], bucket, f[0])),
                     to_list))
             report.folders_listed += len(listed)
             for snap in listed:

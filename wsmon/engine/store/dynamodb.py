@@ -1,44 +1,52 @@
-"""DynamoDB state store: ``dynamodb://TABLE?region=REGION[&endpoint_url=URL]``.
+"""DynamoDB state store: ``dynamodb://TABLE?region=REGION[&endpoint_url=URL][&profile=NAME]``.
 
-Tables (all created by ``init_schema`` / ``wsmon store init``, on-demand billing):
+Tables (all created by ``init_schema`` / ``wsmon store init``: idempotent, on-demand billing,
+waiting until ACTIVE):
 
 ``TABLE``            one item per workset, key ``workset_id`` (the seed's table). GSIs, all
                      partitioned by ``state`` so no index has a single hot partition:
                      ``state-priority-index`` (range ``queue_order`` = "rank#created_at#workset_id",
-                     so a Query returns the queue in dispatch order), ``created-at-index`` (range
-                     ``created_at``, as in the seed) and ``updated-at-index`` (range ``updated_at``,
-                     for the dashboard's ``worksets_changed_since``).
+                     projection ALL: a Query returns the queue in dispatch order),
+                     ``created-at-index`` (range ``created_at`` as in the seed, projecting only
+                     ``priority``: ``queue_stats`` reads it) and ``updated-at-index`` (range
+                     ``updated_at``, projection ALL: the dashboard's ``worksets_changed_since``).
 ``TABLE-events``     the full history: key ``workset_id`` + ``seq`` (a Number, so it sorts as a
-                     number; no zero-padding needed). The workset item keeps only the last
-                     ``RECENT_EVENTS_KEPT`` events, in a fixed ring (``recent_events`` map keyed by
-                     ``seq % RECENT_EVENTS_KEPT``), so its size never grows with its history.
+                     number without zero-padding). The workset item keeps only the last
+                     ``RECENT_EVENTS_KEPT`` events, in a fixed ring (``recent_events``: a map from
+                     ``seq % RECENT_EVENTS_KEPT`` to the event as compact JSON), so its size never
+                     grows with its history.
 ``TABLE-meta``       small records keyed ``pk``/``sk``: monitors (``monitor``), key/value state
                      (``kv#NAMESPACE``), named leases (``lease``), cluster status (``cluster``),
-                     silences (``silence``), the active alert per (rule, subject)
+                     silences (``silence``), the one active alert per (rule, subject)
                      (``alert-active``), outbox dedup/coalesce guards and the metric-name registry.
 ``TABLE-alerts``     key ``alert_id``; GSI ``state-updated-index`` (state, updated_at).
 ``TABLE-outbox``     key ``entry_id``; GSI ``status-due-index`` (status, next_attempt_at).
-``TABLE-metrics``    key ``name`` + ``sk`` ("at#random"), so a chart is one Query on a time range.
+``TABLE-metrics``    key ``name`` + ``sk`` = "at#hash(dimensions)": a chart is one Query on a time
+                     range, and the same series at the same instant is one sample.
 
 Concurrency. Every workset write is conditional on the item's ``version`` (bumped by every
-write) and, for a lease holder, on its ``fence``; claims are additionally conditional on
-"ready and unowned, or lease expired more than ``max_clock_skew`` ago". A transition's event
-must be written with the next ``seq``, which cannot be known without knowing the item, so the
-store keeps the last version it saw of each item (a bounded LRU fed by every read and write).
-With that, a claim or a transition is exactly one ``TransactWriteItems`` request (the
-conditional Update of the workset plus the Put of its event) and the returned record is
-computed locally, exactly, because the condition pinned the version it was computed from. A
-stale or missing cache entry costs a read (or a failed write whose ``ALL_OLD`` item refreshes
-the cache) and a retry: the failure path, never the correctness.
+write) and, for a lease holder, on its ``fence`` and owner; a claim is also conditional on the
+claim rule itself ("ready and unowned, or lease expired more than ``max_clock_skew`` ago"). A
+transition's event must be written under the next ``seq``, which cannot be known without knowing
+the item, so the store keeps the last version it saw of each item (a bounded LRU fed by every
+read and write). With that, a claim or a transition is exactly one ``TransactWriteItems`` request
+(the conditional Update of the workset plus the Put of its event, atomically) and the returned
+record is computed locally and exactly, because the condition pinned the version it was
+computed from. A stale cache entry costs a failed write, whose ``ALL_OLD`` item refreshes the
+cache, and a retry; a record this instance never read costs one GetItem first. That is the
+failure path, never the correctness: nothing is written unless the condition holds.
 
-No Scan anywhere: every per-poll and per-refresh path is a Query or a GetItem. The only paths
-that touch many items are ``prune_metric_history`` (Query per registered metric name, then
-batched deletes) and ``init_schema``.
+No Scan anywhere. Every path that runs per poll or per screen refresh (``list_worksets``,
+``queue_stats``, ``expired_leases``, ``worksets_changed_since``, ``list_alerts``,
+``due_notifications``, ``metric_history``, ``list_monitors``, ``events``) is a Query or a
+GetItem. The only path that reads many items at once is the rare ``prune_metric_history``
+(a Query per registered metric name, then batched deletes).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import math
@@ -285,7 +293,8 @@ def _event_from(item: Mapping[str, Any], workset_id: str) -> Event:
 
 
 def _workset_from(item: Mapping[str, Any]) -> Workset:
-    data = {k: v for k, v in item.items() if k in _WORKSET_FIELDS and v is not None}
+    # A deep copy: the item may be the cached one, and callers may mutate what they get.
+    data = {k: copy.deepcopy(v) for k, v in item.items() if k in _WORKSET_FIELDS and v is not None}
     ring = item.get("recent_events") or {}
     events = sorted((_event_from(json.loads(e), item["workset_id"]) for e in ring.values()),
                     key=lambda e: e.seq)
@@ -385,7 +394,8 @@ class DynamoDBStore(Store):
     # calling DynamoDB: every request goes through _call so errors read the same everywhere
     # ---------------------------------------------------------------------------------------
 
-    def _call(self, operation: str, table: str, **kwargs: Any) -> dict[str, Any]:
+    def _call(self, operation: str, table: str, *, passthrough: frozenset[str] = frozenset(),
+              **kwargs: Any) -> dict[str, Any]:
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
@@ -402,6 +412,8 @@ class DynamoDBStore(Store):
         try:
             return method(**kwargs)
         except ClientError as exc:
+            if aws.error_code(exc) in passthrough:
+                raise
             if operation == "TransactWriteItems":
                 return self._raise_mapped_transaction_error(exc, kwargs["TransactItems"])
             raise self._map_client_error(exc, operation, table) from exc
@@ -564,22 +576,20 @@ class DynamoDBStore(Store):
         from botocore.exceptions import ClientError
 
         lines: list[str] = []
-        created: list[str] = []
+        to_wait: list[str] = []
         for spec in self._table_specs():
             name = spec["TableName"]
             try:
-                self._call("CreateTable", name, BillingMode="PAY_PER_REQUEST", **spec)
-                created.append(name)
+                self._call("CreateTable", name, BillingMode="PAY_PER_REQUEST",
+                           passthrough=frozenset({"ResourceInUseException"}), **spec)
+                to_wait.append(name)
                 lines.append(f"created table {name}")
-            except ClientError as exc:  # pragma: no cover - _call maps ClientError
-                raise self._map_client_error(exc, "CreateTable", name) from exc
-            except StoreError as exc:
-                if "ResourceInUseException" not in str(exc):
-                    raise
+            except ClientError:  # ResourceInUseException: it exists (maybe still CREATING)
                 self._check_indexes(spec)
+                to_wait.append(name)  # it may still be CREATING: "exists" must mean usable
                 lines.append(f"exists table {name}")
         waiter = self._client.get_waiter("table_exists")
-        for name in created:
+        for name in to_wait:
             # CreateTable returns while the table is CREATING; usable only once ACTIVE.
             try:
                 waiter.wait(TableName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 150})
@@ -1328,7 +1338,7 @@ class DynamoDBStore(Store):
         from botocore.exceptions import ClientError
 
         now = self.clock.now()
-        expires = isoformat(now + timedelta(seconds=lease_seconds))
+        expires = isoformat(now + timedelta(seconds=self._lease_seconds(lease_seconds)))
         cutoff = isoformat(now - self.max_clock_skew)
         key = {"pk": _av("lease"), "sk": _av(name)}
         # Renew first: the holder renews every tick, a takeover is the rare case.

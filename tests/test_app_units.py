@@ -1,0 +1,81 @@
+"""Pure parts of the dashboard: themes (files and built-ins agree), operator ops against the store,
+the snapshot reader's incremental diff, formatting."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from app_seed import seed_store
+
+from wsmon.models import WorksetState
+from wsmon.screens import ops
+from wsmon.screens.snapshot import SnapshotReader, engine_status
+from wsmon.themes import BUILTIN_THEMES, REPO_THEMES_DIR, build_themes, choose_theme, read_theme_file
+from wsmon.themes import remember_theme
+from wsmon.widgets.format import bar, compact_age, duration
+
+
+def test_theme_files_match_the_built_in_definitions():
+    files = {p.stem: read_theme_file(p) for p in REPO_THEMES_DIR.glob("*.toml")}
+    assert set(files) == set(BUILTIN_THEMES) == {
+        "wsmon-dark", "wsmon-light", "wsmon-high-contrast", "wsmon-ansi"}
+    for name, spec in files.items():
+        assert spec == BUILTIN_THEMES[name], name
+
+
+def test_every_theme_builds_and_ansi_uses_the_terminal_palette():
+    themes = {t.name: t for t in build_themes()}
+    assert {"wsmon-dark", "wsmon-light", "wsmon-high-contrast", "wsmon-ansi"} <= set(themes)
+    assert themes["wsmon-ansi"].ansi and not themes["wsmon-dark"].ansi
+    assert themes["wsmon-light"].dark is False
+
+
+def test_theme_choice_order(tmp_path):
+    available = {"wsmon-dark", "wsmon-light", "wsmon-ansi"}
+    assert choose_theme(None, tmp_path, available) == "wsmon-dark"
+    remember_theme(tmp_path, "wsmon-ansi")
+    assert choose_theme(None, tmp_path, available) == "wsmon-ansi"
+    assert choose_theme("wsmon-light", tmp_path, available) == "wsmon-light"
+    assert choose_theme("no-such", tmp_path, available) == "wsmon-ansi"
+    (tmp_path / "ui.json").write_text("{broken")
+    assert choose_theme(None, tmp_path, available) == "wsmon-dark"
+
+
+def test_ops_refuse_stale_records(tmp_path):
+    store, _ = seed_store(str(tmp_path / "s.db"))
+    shown = store.get_workset("ws-error-06")
+    store.update_state("ws-error-06", "retrying", "engine", "engine-x")
+    outcome = ops.retry(store, shown, "op@host")
+    assert outcome.conflict and "now retrying (was error)" in outcome.conflict
+    assert store.get_workset("ws-error-06").state == WorksetState.RETRYING
+    outcome = ops.retry(store, outcome.current, "op@host")
+    assert outcome.done and store.events("ws-error-06")[-1].actor == "op@host"
+    assert ops.release(store, store.get_workset("ws-urgent-tumor-01"), "op@host").error
+
+
+def test_reader_sends_only_what_changed(tmp_path):
+    store, clock = seed_store(str(tmp_path / "s.db"))
+    reader = SnapshotReader(store, clock, stale_after=210)
+    first = reader.read()
+    assert first.full and len(first.changed) == 12
+    second = reader.read()
+    assert not second.changed and not second.removed
+    clock.advance(1)
+    store.set_priority("ws-done-10", "urgent", "op@host")
+    third = reader.read()
+    assert set(third.changed) == {"ws-done-10"}
+    assert third.changed["ws-done-10"].priority == "urgent"
+
+
+def test_engine_status_alive_stale_none(tmp_path):
+    store, clock = seed_store(str(tmp_path / "s.db"))
+    monitors = store.list_monitors()
+    assert engine_status(monitors, clock.now(), 210).kind == "alive"
+    assert engine_status(monitors, clock.now() + timedelta(minutes=10), 210).kind == "stale"
+    assert engine_status([], clock.now(), 210).kind == "none"
+
+
+def test_formatting_reads_without_colour():
+    assert compact_age(59) == "59s" and compact_age(3600 * 5) == "5h" and compact_age(86400 * 3) == "3d"
+    assert duration(3725) == "1h02m" and duration(65) == "1m05s"
+    assert bar(1, 4, 8) == "██░░░░░░  25%"
