@@ -60,6 +60,8 @@ async def run(n: int, refreshes: int) -> None:
     app = WsmonApp(store, settings, clock=clock, actor="bench@host", remember_theme=False)
     async with app.run_test(size=(160, 48)) as pilot:
         while app.refresh_generation < 1:
+            if not app.is_running:
+                raise SystemExit("the app stopped before its first refresh")
             await asyncio.sleep(0.005)
         await pilot.pause()  # the frame with every row
         first_frame = time.perf_counter() - started
@@ -81,11 +83,13 @@ async def run(n: int, refreshes: int) -> None:
                 store.set_priority(key, new, "bench@host")
             target = app.refresh_generation + 1
             app.refresh_now()
-            cpu_before = time.thread_time()  # CPU of this (the UI) thread only
             while app.refresh_generation < target:
+                if not app.is_running:
+                    raise SystemExit("the app stopped")
                 await asyncio.sleep(0.001)
-            await pilot.pause()  # the diff applied and the frame drawn
-            settles.append(time.thread_time() - cpu_before)
+            cpu_before = time.thread_time()  # CPU of this (the UI) thread only
+            await pilot.pause()  # the frame with the diff drawn
+            settles.append(app.last_apply_cpu_seconds + time.thread_time() - cpu_before)
             applies.append(app.last_apply_seconds)
             cpu_applies.append(app.last_apply_cpu_seconds)
             reads.append(app.reader_last_seconds)

@@ -24,6 +24,10 @@ class DiffTable(DataTable):
     DEFAULT_CSS = """
     DiffTable { height: 1fr; }
     """
+    # class-level defaults: DataTable.__init__ already reads ordered_rows via its watchers
+    _structure_version = 0
+    _ordered_cache: tuple[tuple[int, int], list[Row]] | None = None
+    _offsets_cache: tuple[tuple[int, int], list[tuple[RowKey, int]]] | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("cursor_type", "row")
@@ -34,9 +38,6 @@ class DiffTable(DataTable):
         # Row order/offset caches keyed by structure (rows added, removed or reordered) rather
         # than by DataTable's _update_count, which every cell update bumps: recomputing them is
         # O(rows) and a refresh that changes 100 cells of 10,000 rows must not pay that.
-        self._structure_version = 0
-        self._ordered_cache: tuple[tuple[int, int], list[Row]] | None = None
-        self._offsets_cache: tuple[tuple[int, int], list[tuple[RowKey, int]]] | None = None
 
     def set_columns(self, columns: Sequence[tuple[str, str, int]]) -> None:
         for key, label, width in columns:

@@ -416,7 +416,10 @@ class DynamoDBStore(Store):
                 raise
             if operation == "TransactWriteItems":
                 return self._raise_mapped_transaction_error(exc, kwargs["TransactItems"])
-            raise self._map_client_error(exc, operation, table) from exc
+            mapped = self._map_client_error(exc, operation, table)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         except (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError,
                 ReadTimeoutError) as exc:
             where = self._safe_endpoint() or f"the {self.region or 'default'} region endpoint"
@@ -684,8 +687,7 @@ class DynamoDBStore(Store):
         if event is not None:
             slot = str(event["seq"] % RECENT_EVENTS_KEPT)
             set_parts.append(f"{expr.path('recent_events', slot)} = {expr.v(_ring_entry(event))}")
-            sets_event_seq = event["seq"]
-            set_parts.append(f"{expr.n('event_seq')} = {expr.v(sets_event_seq)}")
+            set_parts.append(f"{expr.n('event_seq')} = {expr.v(event['seq'])}")
         removes = [r for r in removes if r not in sets]
         update = "SET " + ", ".join(set_parts)
         if removes:
