@@ -391,6 +391,28 @@ def test_poll_reconciles_a_transition_whose_write_never_happened(world: World) -
     assert world.store.get_workset("ws1").state is S.IGNORED  # our own ignore is not new intent
 
 
+def test_poll_never_mirrors_its_stale_view_over_a_claim_made_meanwhile(world: World) -> None:
+    """An engine claims and starts a workset while a poll is running. The poll read the store
+    before the claim, so its view says ready; it must not write daylily.ready over the run."""
+    world.workset("ws1")
+    src = world.source()
+    src.poll()
+    engine = world.source()
+    read_store_at_poll_start = src._refresh_known
+
+    def claim_right_after_the_poll_read_the_store() -> None:
+        read_store_at_poll_start()
+        lease = world.store.acquire_lock("ws1", "mon-2", 300)
+        started = world.store.update_state("ws1", S.IN_PROGRESS, "started", "mon-2", lease=lease)
+        engine.mirror_state(started)
+
+    src._refresh_known = claim_right_after_the_poll_read_the_store  # type: ignore[method-assign]
+    report = src.poll()
+    assert report.sentinel_writes == 0
+    assert sentinel_state(k.removeprefix("daylily.") for k in world.keys("ws1")) == "in_progress"
+    assert world.store.get_workset("ws1").state is S.IN_PROGRESS
+
+
 def test_operator_retry_in_store_removes_masking_error_sentinel(world: World) -> None:
     world.workset("ws1", work="dy-r: a; b\n")
     src = world.source()

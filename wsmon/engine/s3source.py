@@ -812,7 +812,16 @@ class S3Source:
         our_stale_lock = ws.state != S.LOCKED and (snap.sentinels.get("lock") or SentinelInfo(
             "lock", "", "", 0)).ours
         if snap.state != desired or our_stale_lock:
-            self._mirror_quietly(ws, report)
+            # ``ws`` was read when the poll started; an engine may have claimed or finished the
+            # workset since. Mirroring that stale view would write e.g. daylily.ready over a
+            # running workset, so decide again on the current record (one read, mismatches only).
+            current = self._remember(self.store.get_workset(ws.workset_id))
+            if current is None:
+                return
+            desired = STATE_SENTINEL[current.state]
+            our_stale_lock = current.state != S.LOCKED and our_stale_lock
+            if snap.state != desired or our_stale_lock:
+                self._mirror_quietly(current, report)
 
     # -- write-back -------------------------------------------------------------------------
     def _mirror_quietly(self, ws: Workset, report: PollReport | None) -> None:
