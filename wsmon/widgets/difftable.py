@@ -87,6 +87,7 @@ class DiffTable(DataTable):
             column_keys = [c.key for c in columns]
             data, locations, rows = self._data, self._row_locations, self.rows
             was_empty = not data
+            touched: set[RowKey] = set()
             for key, cells in upserts.items():
                 new_plain = plain[key]
                 old_plain = self._plain.get(key)
@@ -97,10 +98,12 @@ class DiffTable(DataTable):
                     rows[row_key] = Row(row_key, 1, None, False)
                     added += 1
                 elif old_plain != new_plain:
-                    row_data = data[RowKey(key)]
+                    row_key = RowKey(key)
+                    row_data = data[row_key]
                     for i, column_key in enumerate(column_keys):
                         if old_plain[i] != new_plain[i]:
                             row_data[column_key] = cells[i]
+                    touched.add(row_key)
                     updated += 1
                 else:
                     continue
@@ -111,15 +114,29 @@ class DiffTable(DataTable):
                 self.cursor_coordinate = self.cursor_coordinate
                 if was_empty and self.show_cursor and self.cursor_type != "none":
                     self._highlight_cursor()
-            if added or updated:
+            if added or (updated and (removed or reorder)):
                 self._update_count += 1
                 self.check_idle()
+                self.refresh()
+            elif updated:
+                # Only cells changed: forget just those rows' renders instead of bumping
+                # _update_count, which would re-render every visible cell of the table.
+                self._forget_rendered(touched)
                 self.refresh()
             if order is not None and (added or reorder):
                 self.order_rows(order, reverse)
             if cursor_key is not None and (added or removed or reorder):
                 self._restore_cursor(cursor_key, cursor_offset)
         return updated, added, removed
+
+    def _forget_rendered(self, row_keys: set[RowKey]) -> None:
+        for cache in (self._cell_render_cache, self._row_render_cache):
+            for cache_key in [k for k in cache.keys() if k[0] in row_keys]:
+                cache.discard(cache_key)
+        indices = {self._row_locations.get(k) for k in row_keys}
+        for cache_key in [k for k in self._row_renderable_cache.keys() if k[1] in indices]:
+            self._row_renderable_cache.discard(cache_key)
+        self._line_cache.clear()
 
     def order_rows(self, order: Callable[[str], Any], reverse: bool = False) -> None:
         ordered = sorted(self._data, key=lambda rk: order(rk.value), reverse=reverse)
