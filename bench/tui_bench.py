@@ -63,14 +63,18 @@ async def run(n: int, refreshes: int, change: str = "state") -> None:
             if not app.is_running:
                 raise SystemExit("the app stopped before its first refresh")
             await asyncio.sleep(0.005)
-        await pilot.pause()  # the frame with every row
+        await pilot.pause()  # the first complete screen: header figures and the top of the queue
         first_frame = time.perf_counter() - started
         first_cpu = time.thread_time() - started_cpu
+        while not app.loaded:
+            await asyncio.sleep(0.005)
+        await pilot.pause()  # every row in the table
+        all_rows = time.perf_counter() - started
         table = app.screen.table
         assert table.row_count == n, table.row_count
-        print(f"first full frame: {first_frame * 1000:.0f} ms wall, UI-thread CPU "
-              f"{first_cpu * 1000:.0f} ms ({table.row_count} rows; first apply "
-              f"{app.last_apply_seconds * 1000:.0f} ms)")
+        print(f"first full frame: {first_frame * 1000:.0f} ms wall (UI-thread CPU "
+              f"{first_cpu * 1000:.0f} ms); all {table.row_count} rows in the table after "
+              f"{all_rows * 1000:.0f} ms (applying them: {app.last_apply_seconds * 1000:.0f} ms)")
 
         keys = sorted(app.rows)
         rng = random.Random(11)

@@ -129,7 +129,7 @@ async def settle(pilot, app, generation: int = 1, timeout: float = 10.0) -> None
     import time as _time
 
     deadline = _time.monotonic() + timeout
-    while app.refresh_generation < generation:
+    while app.refresh_generation < generation or not app.loaded:
         if _time.monotonic() > deadline:
             raise AssertionError(f"no refresh #{generation} within {timeout}s")
         await pilot.pause(0.02)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from datetime import timedelta
 
 import pytest
@@ -318,4 +317,3 @@ def test_seeded_world_is_stable(tmp_path):
     b = {(w.workset_id, w.state, w.updated_at) for w in store_b.iter_worksets()}
     assert a == b and len(a) == 12
     assert WorksetState.FAILED in {w.state for w in store_a.iter_worksets()}
-    _ = time

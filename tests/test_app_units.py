@@ -79,3 +79,21 @@ def test_formatting_reads_without_colour():
     assert compact_age(59) == "59s" and compact_age(3600 * 5) == "5h" and compact_age(86400 * 3) == "3d"
     assert duration(3725) == "1h02m" and duration(65) == "1m05s"
     assert bar(1, 4, 8) == "██░░░░░░  25%"
+
+
+def test_log_tail_comes_from_the_failed_step_and_is_size_capped(tmp_path):
+    from wsmon.models import StepRecord
+    from wsmon.screens.detail import LOG_TAIL_BYTES, read_log_tail
+
+    store, _ = seed_store(str(tmp_path / "s.db"))
+    log = tmp_path / "run.log"
+    log.write_bytes(b"x" * (LOG_TAIL_BYTES * 3) + b"\nlast line \x1b[31mred\x1b[0m\n")
+    ws = store.get_workset("ws-error-06").model_copy(update={"steps": [
+        StepRecord(name="stage", status="succeeded"),
+        StepRecord(name="run", status="failed", log_path=str(log)),
+    ], "log_tail": None})
+    source, text = read_log_tail(ws)
+    assert "run log" in source and len(text) <= LOG_TAIL_BYTES and text.endswith("[0m\n")
+    gone = ws.model_copy(update={"steps": [StepRecord(name="run", status="failed",
+                                                      log_path=str(tmp_path / "missing.log"))]})
+    assert "not readable" in read_log_tail(gone)[1]

@@ -12,8 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +80,8 @@ class WsmonCommands(Provider):
         seen: set[tuple[int, str]] = set()
         for active in screen.active_bindings.values():
             binding = active.binding
-            if binding.system or not active.enabled:
+            # wsmon's own actions carry ids; widget navigation (cursor keys) is not an action
+            if binding.system or not active.enabled or not binding.id:
                 continue
             ident = (id(active.node), binding.action)
             if ident in seen:
@@ -108,12 +108,6 @@ class WsmonCommands(Provider):
             score = matcher.match(text)
             if score > 0:
                 yield Hit(score, matcher.highlight(text), callback, help=help_text)
-
-
-@dataclass
-class WorksetActionRequest:
-    kind: str
-    keys: list[str]
 
 
 class WsmonApp(App[int]):
@@ -170,6 +164,7 @@ class WsmonApp(App[int]):
         self.store_error_since: datetime | None = None
         self.paused = False
         self.refresh_generation = 0
+        self.loaded = False  # the first full read has been applied
         self.last_apply_seconds = 0.0
         self.last_apply_cpu_seconds = 0.0
         self.reader_last_seconds = 0.0
@@ -235,6 +230,10 @@ class WsmonApp(App[int]):
     def _refresh_loop(self) -> None:
         worker = get_current_worker()
         first = True
+        try:
+            self.post_message(SnapshotReady(self.reader.read_preview()))
+        except Exception as exc:  # the full read below reports it
+            log.info("store_preview_failed", error=str(exc))
         while not worker.is_cancelled:
             if first or not self.paused or self._manual:
                 self._manual = False
@@ -276,6 +275,8 @@ class WsmonApp(App[int]):
         if snap.charts is not None:
             self.charts = snap.charts
         self.last_refresh_at = snap.at
+        if not snap.preview:
+            self.loaded = True
         self.reader_last_seconds = snap.read_seconds
         self.store_error = None
         self.store_error_since = None

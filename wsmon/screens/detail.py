@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from typing import Any
 
 from rich.table import Table
@@ -260,5 +259,3 @@ class DetailScreen(WsmonScreen):
     def action_priority(self) -> None:
         self.wsmon.request_workset_action("priority", [self.workset_id])
 
-
-_ = datetime

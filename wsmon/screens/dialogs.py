@@ -63,7 +63,7 @@ def describe_workset(kind: str, ws: Workset, now) -> Text:
     out = Text()
     out.append(strip_control(ws.workset_id), style="bold")
     out.append(f"  {state_label(ws.state)}  {ws.priority.value}\n")
-    if kind == "release":
+    if kind == "release" and ws.state.holds_lease:
         held = duration((now - ws.lock_acquired_at).total_seconds()) if ws.lock_acquired_at else "?"
         if ws.lock_expires_at is None:
             expires = "lease expiry unknown"

@@ -16,8 +16,15 @@ from rich.markup import escape
 
 from wsmon.clock import Clock
 from wsmon.engine.store.base import Store
-from wsmon.models import Alert, AlertState, ClusterStatus, MonitorInfo, QueueStats, Silence, Workset
-from wsmon.models import WorksetState
+from wsmon.models import (
+    Alert,
+    ClusterStatus,
+    MonitorInfo,
+    QueueStats,
+    Silence,
+    Workset,
+    WorksetState,
+)
 from wsmon.textsafe import strip_control
 from wsmon.widgets.format import STATE_ORDER, age_since, state_label
 
@@ -101,6 +108,7 @@ class Snapshot:
     charts: dict[str, list[tuple[datetime, float]]] | None = None
     read_seconds: float = 0.0
     changed_records: set[str] = field(default_factory=set)
+    preview: bool = False  # the first page only, so the first screen is drawn before all rows
 
 
 def engine_status(monitors: list[MonitorInfo], now: datetime, stale_after: float) -> EngineStatus:
@@ -237,6 +245,32 @@ class SnapshotReader:
             clusters=store.list_cluster_status(), alerts=alerts,
             silences=store.list_silences(active_at=now), charts=charts,
             read_seconds=time.perf_counter() - started, changed_records=changed_records,
+        )
+
+    def read_preview(self, limit: int = 200) -> Snapshot:
+        """The top of the queue (store order = the default sort) and the header figures, so the
+        first screen appears before thousands of rows are read; ``read`` follows at once."""
+        started = time.perf_counter()
+        store = self.store
+        page = store.list_worksets(limit=limit)
+        now = self.clock.now()
+        changed: dict[str, QueueRow] = {}
+        for ws in page.items:
+            st = _static(ws)
+            ages = _ages(st, now)
+            self._statics[ws.workset_id] = st
+            self._ages[ws.workset_id] = ages
+            row = _row(ws.workset_id, st, ages)
+            self._rows[ws.workset_id] = row
+            changed[ws.workset_id] = row
+        monitors = store.list_monitors()
+        return Snapshot(
+            at=now, full=False, changed=changed, removed=set(), stats=store.queue_stats(),
+            monitors=monitors, engine=engine_status(monitors, now, self.stale_after),
+            clusters=store.list_cluster_status(),
+            alerts=store.list_alerts(resolved_since=now - timedelta(hours=RESOLVED_ALERTS_HOURS)),
+            silences=store.list_silences(active_at=now), read_seconds=time.perf_counter() - started,
+            changed_records=set(changed), preview=True,
         )
 
     def read_charts(self, now: datetime) -> dict[str, list[tuple[datetime, float]]]:

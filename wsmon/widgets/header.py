@@ -41,6 +41,13 @@ class StatusHeader(Static):
         line = Text()
         line.append("wsmon ", style=role_style(app, "primary", bold=True))
         line.append(self.screen_title, style="bold")
+        # markers first, so a narrow terminal never cuts them off
+        if app.paused:
+            line.append(" ")
+            line.append("⏸ PAUSED", style=role_style(app, "warning", bold=True, reverse=True))
+        if app.read_only:
+            line.append(" ")
+            line.append("READ-ONLY", style=role_style(app, "accent", bold=True, reverse=True))
         engine = app.engine_status
         role = {"alive": "success", "stale": "warning", "none": "error"}
         symbol = {"alive": "●", "stale": "◌", "none": "✗"}.get(engine.kind, "?")
@@ -48,12 +55,6 @@ class StatusHeader(Static):
         line.append(f"{symbol} {engine.text}", style=role_style(app, role.get(engine.kind, "foreground")))
         if app.last_refresh_at is not None:
             line.append(f" │ {app.last_refresh_at.strftime('%H:%M:%S')}")
-        if app.paused:
-            line.append(" ")
-            line.append("⏸ PAUSED", style=role_style(app, "warning", bold=True, reverse=True))
-        if app.read_only:
-            line.append(" ")
-            line.append("READ-ONLY", style=role_style(app, "accent", bold=True, reverse=True))
         counts = Text()
         stats = app.stats
         for state in STATE_KEYS:
