@@ -48,3 +48,25 @@ def test_migration_guide_maps_every_daylily_key() -> None:
         assert f"`{key.key}`" in text, f"docs/migration.md has no row for {key.key}"
         if key.target is not None:
             assert f"`{key.target_dotted}`" in text, f"{key.key} should map to {key.target_dotted}"
+
+
+SNAPSHOTS = DOCS.parent / "tests" / "__snapshots__" / "test_app_snapshots"
+# docs image -> the snapshot test's SVG it is a copy of
+SCREENSHOTS = {
+    "queue.svg": "test_screen[queue-160x48].svg",
+    "detail.svg": "test_detail_of_running_workset_with_log_tail.svg",
+    "clusters.svg": "test_screen[clusters-160x48].svg",
+    "alerts.svg": "test_screen[alerts-160x48].svg",
+    "release-dialog.svg": "test_screen[release-80x24].svg",
+    "store-banner.svg": "test_store_failure_banner.svg",
+}
+
+
+@pytest.mark.parametrize("image", sorted(SCREENSHOTS))
+def test_screenshots_are_the_current_snapshots(image: str) -> None:
+    """The guide shows what the dashboard renders today: each image is its snapshot test's SVG."""
+    snapshot = SNAPSHOTS / SCREENSHOTS[image]
+    if not snapshot.exists():
+        pytest.skip(f"snapshot {snapshot.name} not generated in this checkout")
+    assert (DOCS / "images" / image).read_bytes() == snapshot.read_bytes(), (
+        f"docs/images/{image} is out of date: cp '{snapshot.relative_to(DOCS.parent)}' docs/images/{image}")

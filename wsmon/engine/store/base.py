@@ -390,7 +390,33 @@ class Store(abc.ABC):
         """Count an attempt; ``next_attempt_at`` None means give up (status dead)."""
 
     @abc.abstractmethod
-    def list_notifications(self, status: str | None = None, limit: int = 500) -> list[OutboxEntry]: ...
+    def list_notifications(self, status: str | None = None, limit: int = 500,
+                           since: datetime | None = None) -> list[OutboxEntry]:
+        """Entries (of ``status`` when given). Without ``since``: oldest first by ``created_at``.
+
+        With ``since``: only entries whose last activity is at or after it, NEWEST activity
+        first, so a caller asking for "the last hour" sees the recent ones however many older
+        ones there are. An entry's last activity is when it became delivered (``delivered_at``)
+        or was given up (the store's clock when it went dead) and, while pending, its
+        ``next_attempt_at``; never earlier than ``created_at``."""
+
+    @abc.abstractmethod
+    def prune_notifications(self, before: datetime) -> int:
+        """Delete delivered and dead entries whose last activity (see ``list_notifications``) is
+        older than ``before``; returns how many entries. Pending entries are never touched.
+
+        Dedup records go with their entry, never earlier: the record of an entry, and those of
+        the entries that were coalesced into it, are deleted together with it. So a dedup id
+        is remembered for as long as the notification carrying it is pending, and for the whole
+        retention after it was delivered or given up; the producers only ever re-emit an id
+        when an engine re-processes a transition it already saw (a restart, a race between two
+        engines), which happens within minutes, far inside any retention. Once pruned, the
+        same id is accepted again. Coalescing guards of pruned entries go too."""
+
+    @abc.abstractmethod
+    def prune_alerts(self, before: datetime) -> int:
+        """Delete resolved alerts whose ``resolved_at`` is older than ``before``; returns how
+        many. Alerts that are not resolved (pending, firing, acknowledged) are never touched."""
 
     # -- metrics history (the dashboard's charts) -------------------------------------------
     @abc.abstractmethod

@@ -18,9 +18,18 @@ waiting until ACTIVE):
 ``TABLE-meta``       small records keyed ``pk``/``sk``: monitors (``monitor``), key/value state
                      (``kv#NAMESPACE``), named leases (``lease``), cluster status (``cluster``),
                      silences (``silence``), the one active alert per (rule, subject)
-                     (``alert-active``), outbox dedup/coalesce guards and the metric-name registry.
+                     (``alert-active``), outbox dedup/coalesce guards, the dedup ids of entries
+                     coalesced into a newer one (``outbox-folded#ENTRY_ID``, so pruning that
+                     entry finds them) and the metric-name registry.
 ``TABLE-alerts``     key ``alert_id``; GSI ``state-updated-index`` (state, updated_at).
-``TABLE-outbox``     key ``entry_id``; GSI ``status-due-index`` (status, next_attempt_at).
+``TABLE-outbox``     key ``entry_id``; GSI ``status-due-index`` (status, next_attempt_at). The
+                     item's ``next_attempt_at`` attribute is its time in that index: the next
+                     attempt while pending, and once delivered or given up the time it got there
+                     (the document keeps the model's own fields). So the same index, with no
+                     new GSI and nothing to migrate on existing tables, answers "due now",
+                     "recent, newest first" (``since``) and "final and old" (pruning). Items
+                     written before this rule keep their last scheduled attempt there, which is
+                     at most a backoff interval earlier: they are pruned that much sooner.
 ``TABLE-metrics``    key ``name`` + ``sk`` = "at#hash(dimensions)": a chart is one Query on a time
                      range, and the same series at the same instant is one sample.
 
@@ -38,9 +47,11 @@ failure path, never the correctness: nothing is written unless the condition hol
 
 No Scan anywhere. Every path that runs per poll or per screen refresh (``list_worksets``,
 ``queue_stats``, ``expired_leases``, ``worksets_changed_since``, ``list_alerts``,
-``due_notifications``, ``metric_history``, ``list_monitors``, ``events``) is a Query or a
-GetItem. The only path that reads many items at once is the rare ``prune_metric_history``
-(a Query per registered metric name, then batched deletes).
+``due_notifications``, ``list_notifications``, ``metric_history``, ``list_monitors``,
+``events``) is a Query or a GetItem. The only paths that read many items at once are the hourly
+prunes: ``prune_metric_history`` (a Query per registered metric name, then batched deletes),
+``prune_notifications`` (a range Query per final status on ``status-due-index``) and
+``prune_alerts`` (a range Query on ``state-updated-index``).
 """
 
 from __future__ import annotations

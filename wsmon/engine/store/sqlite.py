@@ -75,8 +75,10 @@ from wsmon.models import (
 
 log = structlog.get_logger(__name__)
 
-#: Bump when the schema changes, and add a step to ``_MIGRATIONS``.
-SCHEMA_VERSION = 1
+#: Bump when the schema changes. Every change so far is additive (``CREATE ... IF NOT EXISTS``
+#: in ``_SCHEMA``), so opening an older wsmon file simply runs ``init_schema`` again.
+#: 2: ``outbox_folded`` (which dedup ids were coalesced into which entry, for pruning).
+SCHEMA_VERSION = 2
 
 #: How long a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -194,6 +196,9 @@ _SCHEMA: list[tuple[str, str, str]] = [
             ends_at     TEXT NOT NULL,
             body        TEXT NOT NULL
         )"""),
+    # ``next_attempt_at`` is the entry's time in the (status, time) index: the next attempt while
+    # pending, and once delivered or given up the time it got there. One index then serves
+    # delivery (pending and due), the newest-first ``since`` view and pruning (old and final).
     ("table", "outbox", """
         CREATE TABLE IF NOT EXISTS outbox (
             entry_id         TEXT PRIMARY KEY,
@@ -216,6 +221,16 @@ _SCHEMA: list[tuple[str, str, str]] = [
             channel   TEXT NOT NULL,
             dedup_id  TEXT NOT NULL,
             PRIMARY KEY (channel, dedup_id)
+        ) WITHOUT ROWID"""),
+    # The dedup ids of entries folded into a newer one: ``into_entry_id`` names the entry that
+    # took over (a chain of folds is a chain of rows), so pruning that entry can drop them too.
+    ("table", "outbox_folded", """
+        CREATE TABLE IF NOT EXISTS outbox_folded (
+            into_entry_id  TEXT NOT NULL,
+            entry_id       TEXT NOT NULL,
+            channel        TEXT NOT NULL,
+            dedup_id       TEXT NOT NULL,
+            PRIMARY KEY (into_entry_id, entry_id)
         ) WITHOUT ROWID"""),
     ("table", "metric_samples", """
         CREATE TABLE IF NOT EXISTS metric_samples (
@@ -355,7 +370,7 @@ class SqliteStore(Store):
                 f"understands ({SCHEMA_VERSION}); upgrade wsmon"
             )
         if version < SCHEMA_VERSION:
-            if not create:
+            if not create and version == 0:
                 raise StoreNotInitialized(
                     f"the state store {self.path} has no wsmon schema; run `wsmon store init`"
                 )
@@ -1194,6 +1209,14 @@ class SqliteStore(Store):
                 isoformat(entry.created_at), isoformat(entry.next_attempt_at),
                 _dumps(entry.model_dump(mode="json")))
 
+    @staticmethod
+    def _outbox_index_at(entry: OutboxEntry, now: datetime) -> str:
+        """The entry's time in the (status, time) index (see the ``outbox`` table)."""
+        if entry.status == "pending":
+            return isoformat(entry.next_attempt_at)
+        final = entry.delivered_at if entry.status == "delivered" and entry.delivered_at else now
+        return isoformat(max(final, entry.created_at))
+
     def enqueue_notification(self, entry: OutboxEntry) -> bool:
         with self._write() as conn:
             cur = conn.execute(
@@ -1203,14 +1226,19 @@ class SqliteStore(Store):
             if cur.rowcount != 1:
                 return False
             folded = conn.execute(
-                "SELECT entry_id, body FROM outbox WHERE channel = ? AND coalesce_key = ? "
-                "AND status = 'pending'", (entry.channel, entry.coalesce_key),
+                "SELECT entry_id, dedup_id, body FROM outbox WHERE channel = ? AND "
+                "coalesce_key = ? AND status = 'pending'", (entry.channel, entry.coalesce_key),
             ).fetchall()
             coalesced = entry.coalesced
             for row in folded:
                 coalesced += 1 + int(json.loads(row["body"]).get("coalesced", 0))
                 conn.execute("DELETE FROM outbox WHERE entry_id = ? AND status = 'pending'",
                              (row["entry_id"],))
+                conn.execute(
+                    "INSERT OR IGNORE INTO outbox_folded (into_entry_id, entry_id, channel, "
+                    "dedup_id) VALUES (?, ?, ?, ?)",
+                    (entry.entry_id, row["entry_id"], entry.channel, row["dedup_id"]),
+                )
             new = entry.model_copy(update={"coalesced": coalesced})
             conn.execute(
                 "INSERT INTO outbox (entry_id, channel, dedup_id, coalesce_key, status, "
@@ -1243,8 +1271,8 @@ class SqliteStore(Store):
             new = change(OutboxEntry.model_validate(json.loads(row["body"])))
             conn.execute(
                 "UPDATE outbox SET status = ?, next_attempt_at = ?, body = ? WHERE entry_id = ?",
-                (new.status, isoformat(new.next_attempt_at), _dumps(new.model_dump(mode="json")),
-                 entry_id),
+                (new.status, self._outbox_index_at(new, self._now()),
+                 _dumps(new.model_dump(mode="json")), entry_id),
             )
 
     def mark_notification_delivered(self, entry_id: str, at: datetime) -> None:
@@ -1265,17 +1293,70 @@ class SqliteStore(Store):
 
         self._change_entry(entry_id, change)
 
-    def list_notifications(self, status: str | None = None, limit: int = 500) -> list[OutboxEntry]:
-        sql = "SELECT body FROM outbox"
+    def list_notifications(self, status: str | None = None, limit: int = 500,
+                           since: datetime | None = None) -> list[OutboxEntry]:
+        clauses: list[str] = []
         params: list[Any] = []
         if status is not None:
-            sql += " WHERE status = ?"
+            clauses.append("status = ?")
             params.append(status)
-        sql += " ORDER BY created_at, entry_id LIMIT ?"
+        if since is not None:
+            clauses.append("next_attempt_at >= ?")
+            params.append(isoformat(since))
+        sql = "SELECT body FROM outbox"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += (" ORDER BY next_attempt_at DESC, entry_id" if since is not None
+                else " ORDER BY created_at, entry_id")
+        sql += " LIMIT ?"
         params.append(limit)
         with self._translate():
             rows = self._conn().execute(sql, params).fetchall()
         return [OutboxEntry.model_validate(json.loads(r["body"])) for r in rows]
+
+    #: Entries pruned per write transaction, so a large first prune never holds the write lock
+    #: for long (claims from the engine and the dashboard wait on it).
+    _PRUNE_BATCH = 500
+
+    def prune_notifications(self, before: datetime) -> int:
+        cutoff = isoformat(before)
+        removed = 0
+        while True:
+            with self._write() as conn:
+                doomed = conn.execute(
+                    "SELECT entry_id, channel, dedup_id, coalesce_key FROM outbox "
+                    "WHERE status IN ('delivered', 'dead') AND next_attempt_at < ? LIMIT ?",
+                    (cutoff, self._PRUNE_BATCH),
+                ).fetchall()
+                for row in doomed:
+                    self._prune_entry(conn, row)
+            removed += len(doomed)
+            if len(doomed) < self._PRUNE_BATCH:
+                return removed
+
+    @staticmethod
+    def _prune_entry(conn: sqlite3.Connection, row: sqlite3.Row) -> None:
+        dedup = [(row["channel"], row["dedup_id"])]
+        owners = [row["entry_id"]]
+        while owners:  # the entries folded into this one, and into those, ...
+            owner = owners.pop()
+            folded = conn.execute(
+                "SELECT entry_id, channel, dedup_id FROM outbox_folded WHERE into_entry_id = ?",
+                (owner,),
+            ).fetchall()
+            conn.execute("DELETE FROM outbox_folded WHERE into_entry_id = ?", (owner,))
+            dedup += [(f["channel"], f["dedup_id"]) for f in folded]
+            owners += [f["entry_id"] for f in folded]
+        conn.executemany("DELETE FROM outbox_dedup WHERE channel = ? AND dedup_id = ?", dedup)
+        conn.execute("DELETE FROM outbox WHERE entry_id = ?", (row["entry_id"],))
+
+    def prune_alerts(self, before: datetime) -> int:
+        with self._write() as conn:
+            cur = conn.execute(
+                "DELETE FROM alerts WHERE state = 'resolved' "
+                "AND COALESCE(resolved_at, updated_at) < ?", (isoformat(before),),
+            )
+            return cur.rowcount
 
     # -- metric history --------------------------------------------------------------------------
     def record_metric_samples(self, samples: Iterable[MetricSample]) -> None:
