@@ -108,6 +108,29 @@ def test_a_lost_lease_stops_the_work_and_the_engine_overwrites_nothing(env) -> N
         engine.stop(0)
 
 
+def test_an_operator_ignoring_a_running_workset_stops_its_work(env) -> None:
+    """The fence does not move on an ignore, but the last event is the operator's, not ours:
+    the heartbeat must treat it as a lost lease, not as the job's own finish."""
+    tmp_path, clock, store = env
+    register(store, "w")
+    runner = BlockingRunner(settings_for(tmp_path), clock)
+    engine = Engine(settings_for(tmp_path), store=store, clock=clock, runner=runner)
+    try:
+        engine.run_cycle()
+        assert runner.entered.acquire(timeout=10)
+        current = store.get_workset("w").state
+        store.update_state("w", S.IGNORED, "operator: bad sample sheet", "op@host",
+                           expected_state=current)
+        engine.heartbeat()
+        assert engine.wait_idle(10)
+        ws = store.get_workset("w")
+        assert ws.state is S.IGNORED
+        assert [e.actor for e in store.events("w")][-1] == "op@host"
+    finally:
+        runner.release.set()
+        engine.stop(0)
+
+
 def test_shutdown_gives_a_short_step_back_uncounted_when_grace_runs_out(env) -> None:
     tmp_path, clock, store = env
     register(store, "w")

@@ -12,7 +12,8 @@ own ``misfire_grace_time``; a job that raises logs and runs again next tick):
 * clusters   cluster discovery (pcluster) and Slurm usage, on their own interval
 * sweep      leases expired by more than the clock skew go back to ready (or are re-adopted when
              they are this monitor's own); ``retrying`` worksets whose ``retry_after`` passed go
-             back to ready
+             back to ready; once an hour, delivered/dead notifications and resolved alerts past
+             their retention are deleted (metric history prunes itself in the metrics job)
 * metrics, alerts, outbox: flush CloudWatch metrics and sample history, evaluate alert rules,
   deliver notifications
 
@@ -54,6 +55,7 @@ log = structlog.get_logger(__name__)
 S = WorksetState
 REASON_WRITES_PER_PASS = 500  # waiting reasons written per scheduling pass (bounded store cost)
 HALF_WRITTEN_RETRY_SECONDS = 60.0  # an `error` left between the two writes of a retry decision
+RETENTION_EVERY = timedelta(hours=1)  # how often the sweep prunes old notifications and alerts
 EXIT_CONFIG = 2  # docs/cli.md: usage or configuration error
 EXIT_STORE = 4  # docs/cli.md: the store cannot be opened or reached
 
@@ -101,6 +103,7 @@ class Engine:
         self._started_at = self.clock.now()
         self._adopted = False
         self._stopped = False
+        self._last_retention: datetime | None = None
         self.host = socket.gethostname()
         self.metrics, self.notifier, self.alerts = self._wire_observability()
 
@@ -546,10 +549,17 @@ class Engine:
     # -- heartbeat ------------------------------------------------------------------------
     def heartbeat(self) -> None:
         """Renew the leases of every workset this engine drives, then record the heartbeat."""
-        for job, _ in self._snapshot_jobs():
+        for job, future in self._snapshot_jobs():
+            if future.done():
+                continue
             try:
                 job.set_lease(self.store.renew_lock(job.get_lease(), self.settings.store.lease_seconds))
             except LeaseLost as exc:
+                if self._finished_by_us(job.workset_id):
+                    # the job's own last transition ended the lease a moment before its thread
+                    # returned; nothing was taken from us
+                    log.debug("lease_ended_by_own_transition", workset=job.workset_id)
+                    continue
                 log.warning("lease_lost", workset=job.workset_id, detail=strip_control(str(exc)))
                 job.stop("lease lost: another holder or an operator took it")
             except StoreError as exc:
@@ -561,6 +571,14 @@ class Engine:
                                             role="engine", details=details,
                                             started_at=self._started_at)
         self._incr("EngineHeartbeat")
+
+    def _finished_by_us(self, workset_id: str) -> bool:
+        try:
+            ws = self.store.get_workset(workset_id)
+        except StoreError:
+            return False
+        return (ws is not None and not ws.state.holds_lease and bool(ws.recent_events)
+                and ws.recent_events[-1].actor == self.monitor_id)
 
     # -- adoption and sweep -----------------------------------------------------------------
     def adopt_own_leases(self) -> list[str]:
@@ -631,7 +649,33 @@ class Engine:
                                             self.monitor_id, expected_state=S.ERROR)
                 except (StateConflict, WorksetNotFound):
                     continue
+        try:
+            self.prune_history()
+        except StoreError as exc:  # worksets first: a failed prune waits for the next hour
+            log.warning("history_prune_failed", error=strip_control(str(exc))[:300])
         return result
+
+    def prune_history(self) -> dict[str, int] | None:
+        """At most once per ``RETENTION_EVERY`` (by the engine's clock): delete delivered and
+        given-up notifications older than ``notify.outbox_retention_days`` and alerts resolved
+        more than ``alerts.resolved_retention_days`` ago, so the store stops growing with age.
+        Returns what was removed, or None when it was not time yet."""
+        now = self.clock.now()
+        if self._last_retention is not None and now - self._last_retention < RETENTION_EVERY:
+            return None
+        self._last_retention = now  # also on failure: retry next hour, not every sweep
+        s = self.settings
+        removed = {
+            "notifications": self.store.prune_notifications(
+                now - timedelta(days=s.notify.outbox_retention_days)),
+            "alerts": self.store.prune_alerts(
+                now - timedelta(days=s.alerts.resolved_retention_days)),
+        }
+        if any(removed.values()):
+            log.info("history_pruned", **removed,
+                     outbox_retention_days=s.notify.outbox_retention_days,
+                     resolved_retention_days=s.alerts.resolved_retention_days)
+        return removed
 
     # -- observability jobs -------------------------------------------------------------------
     def flush_metrics(self) -> None:
