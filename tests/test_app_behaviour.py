@@ -317,3 +317,13 @@ def test_seeded_world_is_stable(tmp_path):
     b = {(w.workset_id, w.state, w.updated_at) for w in store_b.iter_worksets()}
     assert a == b and len(a) == 12
     assert WorksetState.FAILED in {w.state for w in store_a.iter_worksets()}
+
+
+async def test_ctrl_c_quits_even_from_the_filter_input(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("slash", "x")
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: app.return_code is not None, what="exit on ctrl+c")
+    assert app.return_code is not None

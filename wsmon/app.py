@@ -121,6 +121,9 @@ class WsmonApp(App[int]):
                 tooltip="Pause or resume refresh"),
         Binding("ctrl+r", "refresh_now", "Refresh", id="refresh", show=False),
         Binding("q", "quit", "Quit", id="quit", show=False),
+        # Over SSH at 3 a.m. Ctrl-C is how people leave a program; Textual's default only
+        # explains Ctrl-Q. Priority so a focused input cannot swallow it.
+        Binding("ctrl+c", "quit", "Quit", id="quit-ctrl-c", show=False, priority=True),
     ]
 
     def __init__(self, store: Store, settings: Settings, *, clock: Clock | None = None,
