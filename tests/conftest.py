@@ -32,15 +32,12 @@ def clock() -> ManualClock:
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A real HTTP endpoint (moto server) for S3, DynamoDB, SNS, CloudWatch in this process."""
-    from moto.server import ThreadedMotoServer
+    from wsmon.moto_local import serve_in_thread
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    # One request at a time inside moto's backends: they are not thread-safe, and the engine and
+    # the S3 poll make concurrent requests by design (see wsmon/moto_local.py).
+    with serve_in_thread("127.0.0.1", 0) as url:
+        yield url
 
 
 @pytest.fixture

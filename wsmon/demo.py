@@ -92,43 +92,6 @@ def dummy_aws_credentials() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _serialized_moto_server(ip_address: str, port: int) -> Any:
-    """moto's threaded server with one request at a time inside its backends.
-
-    moto's backends are not thread-safe: a DynamoDB TransactWriteItems deep-copies a table while
-    another request thread writes to it and fails with "dictionary changed size during
-    iteration". The engine makes concurrent requests by design (worker threads, parallel S3
-    listings), so the demo serialises the backend calls; connections are still served in parallel.
-    """
-    from moto.server import ThreadedMotoServer
-
-    try:
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
-        from werkzeug.serving import make_server
-    except ImportError:  # a moto that moved its internals: run it as it comes
-        return ThreadedMotoServer(ip_address=ip_address, port=port, verbose=False)
-
-    class SerializedMotoServer(ThreadedMotoServer):
-        def _server_entry(self) -> None:
-            app = DomainDispatcherApplication(create_backend_app)
-            lock = threading.Lock()
-
-            def one_at_a_time(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-                with lock:
-                    return list(app(environ, start_response))
-
-            self._server = make_server(self._ip_address, self._port, one_at_a_time, True,
-                                       request_handler=MotoRequestHandler)
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    return SerializedMotoServer(ip_address=ip_address, port=port, verbose=False)
-
-
 def _quiet_werkzeug() -> None:
     """werkzeug logs every request (and moto's internal errors) to stderr, which would scribble
     over the dashboard; the stand-in's own chatter is not the system's."""
@@ -150,14 +113,11 @@ def embedded_aws() -> Iterator[str]:
         raise DemoUnavailable(
             "the demo needs moto's server: pip install 'wsmon[demo]' (or 'moto[server]')"
         ) from None
+    from wsmon.moto_local import serve_in_thread
+
     _quiet_werkzeug()
-    server = _serialized_moto_server("127.0.0.1", 0)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with serve_in_thread("127.0.0.1", 0) as url:
+        yield url
 
 
 def store_url_for(kind: str, endpoint: str, state_dir: Path) -> str:

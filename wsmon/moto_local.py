@@ -118,6 +118,25 @@ def make_server(host: str = "127.0.0.1", port: int = 0, *, one_at_a_time: bool =
 
 
 @contextlib.contextmanager
+def serve_in_thread(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """``make_server`` in a thread of this process; yields its URL and always shuts it down.
+
+    The demo and the tests' shared endpoint use this: the engine makes concurrent requests by
+    design, and stock moto's backends are not thread-safe (a TransactWriteItems deep-copies a
+    table while another request writes to it: "dictionary changed size during iteration").
+    """
+    server = make_server(host, port, one_at_a_time=True)
+    thread = threading.Thread(target=server.serve_forever, name="wsmon-moto", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextlib.contextmanager
 def serve_in_subprocess(timeout: float = 60.0) -> Iterator[str]:
     """Run ``python -m wsmon.moto_local`` in its own process; yields its endpoint URL."""
     env = dict(os.environ)
