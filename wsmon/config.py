@@ -217,7 +217,7 @@ class EngineHeartbeatRule(AlertRuleSettings):
 
 class ChannelFailingRule(AlertRuleSettings):
     threshold: float = Field(3, ge=1, description="Consecutive failed deliveries on a channel after which the alert fires.")
-    window_seconds: float = Field(3600.0, gt=0, description="A dead (given up) notification created within this window keeps the alert firing.")
+    window_seconds: float = Field(3600.0, gt=0, description="A notification given up (dead) within this window keeps the alert firing.")
 
 
 class BackendErrorsRule(AlertRuleSettings):
@@ -231,6 +231,7 @@ class AlertsSettings(Section):
     keep_firing_for_seconds: float = Field(300.0, ge=0, description="How long a condition must stay clear before its alert resolves.")
     repeat_interval_seconds: float = Field(0.0, ge=0, description="Notify again while an alert keeps firing unacknowledged, this often (0: never).")
     max_alerts_per_rule: int = Field(10, ge=1, description="Subjects one rule may open alerts for; further ones are grouped into one alert (subject \"*\") so an incident is one message, not hundreds.")
+    resolved_retention_days: int = Field(30, ge=1, description="Days a resolved alert is kept (alert history) before the engine deletes it.")
     queue_depth: QueueDepthRule = Field(default_factory=QueueDepthRule, description="Too many ready worksets of one priority.")
     urgent_waiting: UrgentWaitingRule = Field(default_factory=UrgentWaitingRule, description="An urgent workset waiting too long.")
     long_running: LongRunningRule = Field(default_factory=LongRunningRule, description="A workset in progress far beyond its estimate or a maximum.")
@@ -274,6 +275,7 @@ class NotifySettings(Section):
     backoff_base_seconds: float = Field(30.0, gt=0, description="Delay after the first failed delivery; doubles per attempt.")
     backoff_cap_seconds: float = Field(900.0, gt=0, description="Longest delay between delivery attempts.")
     batch_size: int = Field(200, ge=1, description="Outbox entries handled per delivery run.")
+    outbox_retention_days: int = Field(7, ge=1, description="Days a delivered or given-up notification (and its dedup id) is kept before the engine deletes it; pending ones are never deleted.")
 
 
 class UISettings(Section):

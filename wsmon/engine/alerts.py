@@ -135,6 +135,8 @@ class _Context:
 def _minutes(seconds: float) -> str:
     if seconds >= 5400:
         return f"{seconds / 3600:.1f} h"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min"
 
 
@@ -337,11 +339,11 @@ def rule_channel_failing(ctx: _Context, cfg: Any) -> list[Observation]:
     since = ctx.now - timedelta(seconds=cfg.window_seconds)
     dead: dict[str, int] = {}
     last_error: dict[str, str] = {}
-    for entry in ctx.store.list_notifications(status="dead", limit=1000):
-        # a dead entry keeps the next_attempt_at of its last try: roughly when it was given up
-        if max(entry.created_at, entry.next_attempt_at) >= since:
-            dead[entry.channel] = dead.get(entry.channel, 0) + 1
-            last_error.setdefault(entry.channel, entry.last_error or "?")
+    # Given up within the window, newest first: however many older dead entries the outbox
+    # still keeps, the recent ones are what this rule reads (and the first error is the latest).
+    for entry in ctx.store.list_notifications(status="dead", limit=1000, since=since):
+        dead[entry.channel] = dead.get(entry.channel, 0) + 1
+        last_error.setdefault(entry.channel, entry.last_error or "?")
     for channel, count in dead.items():
         if channel in out:
             out[channel].description += f" {count} notification(s) were given up."

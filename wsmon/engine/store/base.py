@@ -415,8 +415,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def prune_alerts(self, before: datetime) -> int:
-        """Delete resolved alerts whose ``resolved_at`` is older than ``before``; returns how
-        many. Alerts that are not resolved (pending, firing, acknowledged) are never touched."""
+        """Delete resolved alerts whose ``resolved_at`` (and last change, ``updated_at``) is
+        older than ``before``; returns how many. Alerts that are not resolved (pending, firing,
+        acknowledged) are never touched."""
 
     # -- metrics history (the dashboard's charts) -------------------------------------------
     @abc.abstractmethod

@@ -1619,9 +1619,9 @@ class DynamoDBStore(Store):
     # notification outbox
     # ---------------------------------------------------------------------------------------
 
-    def _outbox_item(self, entry: OutboxEntry) -> dict[str, Any]:
+    def _outbox_item(self, entry: OutboxEntry, index_at: str | None = None) -> dict[str, Any]:
         return {"entry_id": entry.entry_id, "status": entry.status,
-                "next_attempt_at": isoformat(entry.next_attempt_at),
+                "next_attempt_at": index_at or isoformat(entry.next_attempt_at),
                 "created_at": isoformat(entry.created_at), "channel": entry.channel,
                 "doc": entry.model_dump_json()}
 
@@ -1660,6 +1660,10 @@ class DynamoDBStore(Store):
                     "ConditionExpression": "#s = :p",
                     "ExpressionAttributeNames": {"#s": "status"},
                     "ExpressionAttributeValues": {":p": _av("pending")}}})
+                # The folded entry's dedup id now lives as long as this entry (see pruning).
+                items.append({"Put": {"TableName": self.meta_table, "Item": _item_av({
+                    "pk": f"outbox-folded#{entry.entry_id}", "sk": folded.entry_id,
+                    "channel": folded.channel, "dedup_id": folded.dedup_id})}})
             guard_cond: dict[str, Any]
             if guard:
                 guard_cond = {"ConditionExpression": "#e = :e",
@@ -1718,7 +1722,8 @@ class DynamoDBStore(Store):
             new = change(entry)
             try:
                 self._call("PutItem", self.outbox_table, TableName=self.outbox_table,
-                           Item=_item_av(self._outbox_item(new)),
+                           Item=_item_av(self._outbox_item(
+                               new, _outbox_index_at(new, self.clock.now()))),
                            ConditionExpression="#d = :d",
                            ExpressionAttributeNames={"#d": "doc"},
                            ExpressionAttributeValues={":d": _av(entry.model_dump_json())})
@@ -1745,8 +1750,11 @@ class DynamoDBStore(Store):
 
         self._update_entry(entry_id, change)
 
-    def list_notifications(self, status: str | None = None, limit: int = 500) -> list[OutboxEntry]:
+    def list_notifications(self, status: str | None = None, limit: int = 500,
+                           since: datetime | None = None) -> list[OutboxEntry]:
         statuses = [status] if status is not None else ["pending", "delivered", "dead"]
+        if since is not None:
+            return self._recent_notifications(statuses, limit, isoformat(since))
         out: list[OutboxEntry] = []
         for st in statuses:
             for item in self._query(self.outbox_table, IndexName=OUTBOX_DUE_INDEX,
@@ -1756,6 +1764,110 @@ class DynamoDBStore(Store):
                 out.append(OutboxEntry.model_validate_json(item["doc"]))
         out.sort(key=lambda e: (e.created_at, e.entry_id))
         return out[:limit]
+
+    def _recent_notifications(self, statuses: list[str], limit: int,
+                              since: str) -> list[OutboxEntry]:
+        """Newest first: a descending range Query per status, each stopping after ``limit``."""
+        if limit <= 0:
+            return []
+        found: dict[str, tuple[str, OutboxEntry]] = {}
+        for st in statuses:
+            for n, item in enumerate(self._query(
+                    self.outbox_table, IndexName=OUTBOX_DUE_INDEX, ScanIndexForward=False,
+                    Limit=min(limit, 1000),
+                    KeyConditionExpression="#s = :s AND #t >= :t",
+                    ExpressionAttributeNames={"#s": "status", "#t": "next_attempt_at"},
+                    ExpressionAttributeValues={":s": _av(st), ":t": _av(since)})):
+                if n >= limit:
+                    break
+                entry = OutboxEntry.model_validate_json(item["doc"])
+                # The index may briefly hold an entry under its old status too: the final wins.
+                seen = found.get(entry.entry_id)
+                if seen is None or seen[1].status == "pending":
+                    found[entry.entry_id] = (item["next_attempt_at"], entry)
+        ordered = sorted(found.values(), key=lambda t: t[1].entry_id)
+        ordered.sort(key=lambda t: t[0], reverse=True)  # stable: ties by entry_id
+        return [entry for _, entry in ordered[:limit]]
+
+    def prune_notifications(self, before: datetime) -> int:
+        """Hourly: a range Query per final status on ``status-due-index``; then, per entry, its
+        dedup guards (its own and those of entries folded into it) in batches, its coalescing
+        guard if it still points at it, and the entry itself last, so a prune interrupted half
+        way finds the entry again next time instead of leaving guards nobody can find."""
+        cutoff = isoformat(before)
+        removed = 0
+        for st in ("delivered", "dead"):
+            old = list(self._query(
+                self.outbox_table, IndexName=OUTBOX_DUE_INDEX,
+                KeyConditionExpression="#s = :s AND #t < :c",
+                ExpressionAttributeNames={"#s": "status", "#t": "next_attempt_at"},
+                ExpressionAttributeValues={":s": _av(st), ":c": _av(cutoff)}))
+            for item in old:
+                removed += self._prune_entry(OutboxEntry.model_validate_json(item["doc"]), st,
+                                             cutoff)
+        return removed
+
+    def _prune_entry(self, entry: OutboxEntry, status: str, cutoff: str) -> int:
+        from botocore.exceptions import ClientError
+
+        keys: dict[tuple[str, str], None] = {(f"outbox-dedup#{entry.channel}", entry.dedup_id): None}
+        owners = [entry.entry_id]
+        while owners:  # the entries folded into this one, and into those, ...
+            pk = f"outbox-folded#{owners.pop()}"
+            for rec in self._meta_query(pk):
+                keys[(pk, rec["sk"])] = None
+                keys[(f"outbox-dedup#{rec['channel']}", rec["dedup_id"])] = None
+                owners.append(rec["sk"])
+        self._batch_write(self.meta_table, [
+            {"DeleteRequest": {"Key": {"pk": _av(pk), "sk": _av(sk)}}} for pk, sk in keys])
+        conditional = [
+            (self.meta_table, {"pk": _av(f"outbox-coalesce#{entry.channel}"),
+                               "sk": _av(entry.coalesce_key)},
+             "#e = :e", {"#e": "entry_id"}, {":e": _av(entry.entry_id)}),
+            (self.outbox_table, {"entry_id": _av(entry.entry_id)},
+             "#s = :s AND #t < :c", {"#s": "status", "#t": "next_attempt_at"},
+             {":s": _av(status), ":c": _av(cutoff)}),
+        ]
+        deleted = False
+        for table, key, condition, names, values in conditional:
+            try:
+                self._call("DeleteItem", table, TableName=table, Key=key,
+                           ConditionExpression=condition, ExpressionAttributeNames=names,
+                           ExpressionAttributeValues=values)
+                deleted = table == self.outbox_table
+            except ClientError as exc:  # a newer entry owns the guard / the entry changed
+                if aws.error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+        return int(deleted)
+
+    def prune_alerts(self, before: datetime) -> int:
+        """Hourly: one range Query on ``state-updated-index`` (a resolved alert's ``updated_at``
+        is at or after its ``resolved_at``), then a conditional delete per alert."""
+        from botocore.exceptions import ClientError
+
+        removed = 0
+        cutoff = isoformat(before)
+        old = list(self._query(
+            self.alerts_table, IndexName=ALERT_STATE_INDEX,
+            KeyConditionExpression="#s = :s AND #u < :c",
+            ExpressionAttributeNames={"#s": "state", "#u": "updated_at"},
+            ExpressionAttributeValues={":s": _av(AlertState.RESOLVED.value), ":c": _av(cutoff)}))
+        for item in old:
+            alert = Alert.model_validate_json(item["doc"])
+            if alert.state != AlertState.RESOLVED or (alert.resolved_at or alert.updated_at) >= utc(before):
+                continue
+            try:
+                self._call("DeleteItem", self.alerts_table, TableName=self.alerts_table,
+                           Key={"alert_id": _av(alert.alert_id)},
+                           ConditionExpression="#s = :s AND #u = :u",
+                           ExpressionAttributeNames={"#s": "state", "#u": "updated_at"},
+                           ExpressionAttributeValues={":s": _av(AlertState.RESOLVED.value),
+                                                      ":u": _av(isoformat(alert.updated_at))})
+                removed += 1
+            except ClientError as exc:  # changed since the read (re-opened by hand?): keep it
+                if aws.error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+        return removed
 
     # ---------------------------------------------------------------------------------------
     # metrics history
@@ -1834,6 +1946,14 @@ class DynamoDBStore(Store):
                 self._batch_write(self.metrics_table, keys)
                 removed += len(keys)
         return removed
+
+
+def _outbox_index_at(entry: OutboxEntry, now: datetime) -> str:
+    """The entry's time in ``status-due-index`` (see the module docstring)."""
+    if entry.status == "pending":
+        return isoformat(entry.next_attempt_at)
+    final = entry.delivered_at if entry.status == "delivered" and entry.delivered_at else now
+    return isoformat(max(utc(final), entry.created_at))
 
 
 def _dims_json(dimensions: Mapping[str, str]) -> str:

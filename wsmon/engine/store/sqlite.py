@@ -1353,8 +1353,8 @@ class SqliteStore(Store):
     def prune_alerts(self, before: datetime) -> int:
         with self._write() as conn:
             cur = conn.execute(
-                "DELETE FROM alerts WHERE state = 'resolved' "
-                "AND COALESCE(resolved_at, updated_at) < ?", (isoformat(before),),
+                "DELETE FROM alerts WHERE state = 'resolved' AND updated_at < ? "
+                "AND COALESCE(resolved_at, updated_at) < ?", (isoformat(before),) * 2,
             )
             return cur.rowcount
 
