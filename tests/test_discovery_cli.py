@@ -128,4 +128,4 @@ def test_scan_without_sources_says_what_to_configure(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/x.db"\n')
     code, out = run("--config", str(config), "scan")
-    assert code == 1 and "discovery.sources" in out
+    assert code == 2 and "discovery.sources" in out

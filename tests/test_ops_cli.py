@@ -213,6 +213,33 @@ def test_release_with_yes_force_releases_and_records_the_operator(store_url: str
     assert last.actor == actor() and "engine-1 hung" in last.reason
 
 
+def test_release_records_the_operator_reason_once(store_url: str) -> None:
+    assert run(store_url, "release", "ws-live", "--yes", "--reason", "hung").exit_code == 0
+    reason = reopen(store_url).events("ws-live")[-1].reason
+    assert reason == f"force release by {actor()}: hung (was held by engine-1, fence 1)"
+
+
+def test_release_refuses_when_the_lock_changed_hands_while_asking(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import click
+
+    from wsmon.commands import ops_cmd
+
+    def someone_else_takes_it_meanwhile(*_args: object, **_kwargs: object) -> bool:
+        other = reopen(store_url)
+        other.force_release("ws-stale", "other@host", "mine now")
+        assert other.acquire_lock("ws-stale", "engine-2", lease_seconds=3600) is not None
+        return True
+
+    monkeypatch.setattr(ops_cmd, "_stdin_is_tty", lambda: True)
+    monkeypatch.setattr(click, "confirm", someone_else_takes_it_meanwhile)
+    result = run(store_url, "release", "ws-stale")
+    assert result.exit_code == EXIT_REFUSED
+    assert "changed meanwhile" in result.output and "now held by engine-2" in result.output
+    after = reopen(store_url).get_workset("ws-stale")
+    assert after.state is WorksetState.LOCKED and after.lock_owner == "engine-2"
+
+
 def test_release_of_an_unlocked_workset_is_refused(store_url: str) -> None:
     result = run(store_url, "release", "ws-ready", "--yes")
     assert result.exit_code == EXIT_REFUSED

@@ -240,3 +240,65 @@ def test_an_ssh_runner_without_a_host_is_a_configuration_error(tmp_path) -> None
     settings = settings_for(tmp_path)
     bad = settings.model_copy(update={"runner": settings.runner.model_copy(update={"kind": "ssh"})})
     assert run_once(bad, timeout=5) == 2
+
+
+@pytest.mark.parametrize("where", ["closed port", "missing bucket"])
+def test_once_exits_5_when_a_discovery_source_cannot_be_listed(tmp_path, moto_endpoint, unique_name,
+                                                               capsys, where) -> None:
+    endpoint = "http://127.0.0.1:9" if where == "closed port" else moto_endpoint
+    settings = settings_for(tmp_path).model_copy(update={
+        "aws": Settings(aws={"endpoint_url": endpoint, "region": "us-west-2",
+                             "max_attempts": 1}).aws,
+        "discovery": Settings(discovery={"sources": [{"bucket": unique_name, "prefix": "ws/"}],
+                                         "ready_lock_backoff_seconds": 0}).discovery,
+    })
+    store = open_store(settings.store_url)
+    register(store, "w")
+    store.close()
+    assert run_once(settings, timeout=30) == 5
+    out = capsys.readouterr().out
+    assert "cycle_source_unreachable" in out and f"s3://{unique_name}/ws/" in out
+    store = open_store(settings.store_url)
+    try:  # the rest of the cycle still ran
+        assert store.get_workset("w").state is S.COMPLETE
+    finally:
+        store.close()
+
+
+def test_an_operator_force_release_is_notified_once_by_one_engine(env) -> None:
+    import json
+
+    tmp_path, clock, store = env
+    settings = settings_for(tmp_path).model_copy(update={"notify": Settings(notify={
+        "slack_webhook_url": "http://127.0.0.1:9/services/T000/B000/XXXXXXXX",
+        "allow_inline_secrets": True}).notify})
+    register(store, "w", "dead")
+    assert store.acquire_lock("w", "engine-x", lease_seconds=3600) is not None
+    assert store.acquire_lock("dead", "crashed", lease_seconds=10) is not None
+    store.force_release("w", "op@host", "node died", expected_fence=1)
+    clock.advance(60)  # "dead"'s lease is long expired: the sweep recovers it, no operator did
+
+    def force_release_notes() -> list:
+        return [e for e in store.list_notifications() if e.event_type == "lock_force_released"]
+
+    engine = Engine(settings, store=store, clock=clock)
+    other = Engine(settings, store=store, clock=clock, monitor_id="engine-other")
+    try:
+        swept = engine.sweep()
+        assert swept["recovered"] == ["dead"] and swept["force_released"] == ["w"]
+        (note,) = force_release_notes()
+        payload = json.dumps(note.payload)
+        assert "op@host" in payload and "engine-x" in payload and "node died" in payload
+        clock.advance(1)
+        assert engine.sweep()["force_released"] == []
+        assert other.notice_force_releases() == []  # the first engine holds the notice lease
+    finally:
+        engine.stop(0)
+    restarted = Engine(settings, store=store, clock=clock)
+    try:
+        clock.advance(1)
+        assert restarted.sweep()["force_released"] == []
+        assert len(force_release_notes()) == 1
+    finally:
+        restarted.stop(0)
+        other.stop(0)

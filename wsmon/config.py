@@ -94,7 +94,7 @@ class ClusterConfig(Section):
 
 class ClustersSettings(Section):
     static: list[ClusterConfig] = Field(default_factory=list, description="Clusters declared in config.")
-    pcluster_discovery: bool = Field(False, description="Discover clusters with the pcluster CLI.")
+    pcluster_discovery: bool = Field(True, description="Discover clusters with the pcluster CLI when it is installed (missing: a status, not an error).")
     pcluster_tag_filter: dict[str, str] = Field(default_factory=dict, description="Only discovered clusters carrying these tags.")
     slurm_usage: bool = Field(True, description="Read live usage from sinfo/squeue when they are on PATH.")
     create_cluster_command: list[str] | None = Field(None, description="argv that creates a cluster when nothing fits (off when unset).")
@@ -267,7 +267,7 @@ class NotifySettings(Section):
     linear_team_id: str | None = Field(None, description="Linear team issues are opened in (Linear is off unless this and the API key are set).")
     linear_api_url: str = Field("https://api.linear.app/graphql", description="Linear GraphQL endpoint.")
     linear_resolved_state_id: str | None = Field(None, description="Linear workflow state an issue is moved to when its alert resolves (None: comment only).")
-    linear_filter: ChannelFilter = Field(default_factory=lambda: ChannelFilter(event_types=["alert_firing", "alert_acknowledged", "alert_resolved", "dead_lettered", "validation_failed"]), description="Which events go to Linear (default: alerts, dead letters, validation failures).")
+    linear_filter: ChannelFilter = Field(default_factory=lambda: ChannelFilter(event_types=["alert_firing", "alert_acknowledged", "alert_resolved", "validation_failed"]), description="Which events go to Linear (default: alerts and validation failures; a dead letter arrives as its dead_lettered alert, so one issue, not two).")
     slack_filter: ChannelFilter = Field(default_factory=ChannelFilter, description="Which events go to the Slack webhook (Slack is off unless the webhook URL is set).")
     dashboard_url: str | None = Field(None, description="Link template for a workset in messages, with {workset_id} {bucket} {prefix} (None: the S3 console).")
     request_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one HTTP request to Linear or Slack, and of an SNS publish.")
@@ -283,7 +283,6 @@ class UISettings(Section):
     theme: str = Field("wsmon-dark", description="Theme name: wsmon-dark, wsmon-light, wsmon-high-contrast, wsmon-ansi.")
     bell: bool = Field(True, description="Ring the terminal bell when a new alert fires.")
     read_only: bool = Field(False, description="Hide every action that changes state.")
-    keymap: dict[str, str] = Field(default_factory=dict, description="Rebind keys: binding id = key(s), e.g. release = \"ctrl+r\".")
 
 
 class LoggingSettings(Section):
@@ -314,6 +313,7 @@ class Settings(BaseSettings):
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     ui: UISettings = Field(default_factory=UISettings)
+    keymap: dict[str, str] = Field(default_factory=dict, description="Rebind dashboard keys: binding id = key(s) (ids are listed by ? in the dashboard), e.g. release = \"ctrl+l\".")
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     _load_info: LoadInfo | None = PrivateAttr(default=None)

@@ -72,8 +72,8 @@ linear_api_key_file = "/etc/wsmon/linear_api_key"
 
 The Linear API key and the Slack webhook URL come from the environment (`WSMON_LINEAR_API_KEY`,
 `WSMON_SLACK_WEBHOOK_URL`) or from a file named in the config (`notify.linear_api_key_file`,
-`notify.slack_webhook_url_file`; the first non-blank line is the secret, read each time it is
-needed, so rotating the file is enough). Writing them inline in the TOML file is an error unless
+`notify.slack_webhook_url_file`; the first non-blank line is the secret, read when the engine
+builds its notification channels at start, so restart the service after rotating it). Writing them inline in the TOML file is an error unless
 `notify.allow_inline_secrets = true`. AWS credentials are never configuration: wsmon uses the
 standard credential chain (`aws.profile`, instance role, environment). Secrets never appear in logs,
 notifications or `config show`.

@@ -15,7 +15,9 @@ def launch(obj: CliContext, *, headless: bool, once: bool, timeout: float | None
         from wsmon.demo import run_demo
 
         return run_demo(obj, headless=headless, store_kind=demo_store, timeout=timeout)
-    settings = obj.settings()
+    from wsmon.commands.exits import command_settings
+
+    settings = command_settings(obj)  # a broken config exits 2, as for every subcommand
     if headless:
         from wsmon.engine.service import run_headless, run_once
 

@@ -14,11 +14,12 @@ from wsmon.clock import ManualClock
 from wsmon.engine.store import (
     IllegalTransition,
     LeaseLost,
+    LockChanged,
     StateConflict,
     Store,
     WorksetNotFound,
 )
-from wsmon.engine.store.base import TRANSITIONS
+from wsmon.engine.store.base import TRANSITIONS, parse_force_release_reason
 from wsmon.models import RECENT_EVENTS_KEPT, Lease, Priority, StepRecord, Workset, WorksetState
 
 from .conftest import DEFAULT_LEASE_SECONDS, MAX_CLOCK_SKEW
@@ -612,6 +613,61 @@ def test_force_release_fences_out_the_holder(store: Store, clock: ManualClock) -
     b = store.acquire_lock("ws-1", "B")
     assert b is not None and b.fence > ws.fence
     _assert_fenced_out(store, a)
+
+
+def test_force_release_records_each_detail_once(store: Store) -> None:
+    register(store, "ws-1")
+    assert store.acquire_lock("ws-1", "engine-a") is not None
+    store.force_release("ws-1", "alice@ops-host", "node died")
+    event = store.events("ws-1")[-1]
+    assert event.reason == ("force release by alice@ops-host: node died "
+                            "(was held by engine-a, fence 1)")
+    # what the engine reads back to notify about it
+    assert parse_force_release_reason(event) == ("node died", "engine-a")
+    assert parse_force_release_reason(store.events("ws-1")[-2]) is None  # the claim
+
+
+def test_force_release_with_the_fence_shown_releases(store: Store) -> None:
+    register(store, "ws-1")
+    a = store.acquire_lock("ws-1", "A")
+    assert a is not None
+    ws = store.force_release("ws-1", "op@host", "stuck", expected_fence=a.fence)
+    assert ws.state is S.READY and ws.fence == a.fence + 1
+    _assert_fenced_out(store, a)
+
+
+def test_force_release_refuses_when_the_lease_changed_hands(store: Store,
+                                                            clock: ManualClock) -> None:
+    register(store, "ws-1")
+    a = store.acquire_lock("ws-1", "A", LEASE)
+    assert a is not None
+    shown = store.get_workset("ws-1")
+    assert shown is not None
+    # Meanwhile A's lease expires and B takes over: the operator's dialog still shows A.
+    clock.advance(LEASE + MAX_CLOCK_SKEW + 1)
+    b = store.acquire_lock("ws-1", "B")
+    assert b is not None and b.fence != shown.fence
+    before = store.get_workset("ws-1")
+    events_before = len(store.events("ws-1"))
+    with pytest.raises(LockChanged) as caught:
+        store.force_release("ws-1", "op@host", "stuck", expected_fence=shown.fence)
+    assert isinstance(caught.value, StateConflict)
+    message = str(caught.value)
+    assert "changed meanwhile" in message
+    assert f"now held by B (fence {b.fence})" in message
+    assert store.get_workset("ws-1") == before
+    assert len(store.events("ws-1")) == events_before
+    assert store.renew_lock(b).fence == b.fence  # B still holds it
+
+
+def test_force_release_refuses_when_someone_released_it_first(store: Store) -> None:
+    register(store, "ws-1")
+    a = store.acquire_lock("ws-1", "A")
+    assert a is not None
+    store.force_release("ws-1", "first@host", "stuck", expected_fence=a.fence)
+    with pytest.raises(LockChanged, match="changed meanwhile: now ready, not held"):
+        store.force_release("ws-1", "second@host", "stuck", expected_fence=a.fence)
+    assert [e.actor for e in store.events("ws-1")].count("second@host") == 0
 
 
 def test_force_release_of_a_locked_workset(store: Store) -> None:

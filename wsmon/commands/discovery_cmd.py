@@ -1,9 +1,9 @@
 """``wsmon scan`` and ``wsmon validate``: discovery by hand.
 
 ``scan`` runs one discovery pass (the same ``S3Source.poll`` the engine schedules) and prints
-what it found and changed; it never claims a workset. ``validate`` runs every check on one
-workset folder, in S3 or on disk, so operators can check before uploading; exit 0 only when
-valid. Text output passes untrusted values (folder names, YAML values) through ``strip_control``.
+what it found and changed; it never claims a workset (exit 5 when a source could not be listed).
+``validate`` runs every check on one workset folder, in S3 or on disk, so operators can check
+before uploading; exit 0 only when valid. Text output passes untrusted values (folder names, YAML values) through ``strip_control``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,15 @@ from typing import Any
 import click
 
 from wsmon.cli import CliContext
+from wsmon.commands.exits import (
+    EXIT_CODES_HELP,
+    EXIT_REFUSED,
+    EXIT_SOURCE,
+    EXIT_USAGE,
+    CommandError,
+    command_settings,
+    open_command_store,
+)
 from wsmon.textsafe import strip_control
 
 
@@ -31,38 +40,43 @@ def _safe(value: object) -> str:
     return strip_control(value)
 
 
-@click.command("scan")
+@click.command("scan", epilog=EXIT_CODES_HELP + "\n5 an S3 discovery source could not be listed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the poll report as JSON.")
 @click.pass_obj
 def scan(obj: CliContext, as_json: bool) -> None:
     """One S3 discovery pass: register new worksets, import sentinel states, report changes."""
     from wsmon.engine.s3source import S3Source
+    from wsmon.engine.store import StoreError
 
-    settings = obj.settings()
+    settings = command_settings(obj)
     if not settings.discovery.sources:
-        raise click.ClickException("no discovery sources configured: set [[discovery.sources]] "
-                                   "bucket/prefix in the config file")
+        raise CommandError("no discovery sources configured: set [[discovery.sources]] "
+                           "bucket/prefix in the config file", EXIT_USAGE)
     try:
         from wsmon.logging import configure_logging
 
         configure_logging(settings, "cli")  # log lines go to stderr, the report to stdout
     except ImportError:  # pragma: no cover - logging module not in this checkout
         pass
-    store = obj.open_store()
-    try:
-        source = S3Source(settings, store, s3_client=_s3_client(settings),
-                          monitor_id=settings.effective_monitor_id)
-        report = source.poll()
-    except Exception as exc:  # botocore config/credential problems: a message, not a traceback
-        from wsmon.aws import describe_client_error
+    with open_command_store(obj, create=True) as store:
+        try:
+            source = S3Source(settings, store, s3_client=_s3_client(settings),
+                              monitor_id=settings.effective_monitor_id)
+            report = source.poll()
+        except StoreError:
+            raise  # the store's own exit code (4 unreachable, 1 refused)
+        except Exception as exc:  # botocore config/credential problems: a message, not a traceback
+            from wsmon.aws import describe_client_error
 
-        raise click.ClickException(f"scan failed: {_safe(describe_client_error(exc))}") from None
+            aws_side = type(exc).__module__.startswith(("botocore", "boto3"))
+            raise CommandError(f"scan failed: {_safe(describe_client_error(exc))}",
+                               EXIT_SOURCE if aws_side else EXIT_REFUSED) from None
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         _print_report(report)
-    if report.errors and not report.folders_seen:
-        raise click.exceptions.Exit(1)
+    if any(src.get("error") for src in report.sources):
+        raise click.exceptions.Exit(EXIT_SOURCE)
 
 
 def _print_report(report: Any) -> None:

@@ -110,10 +110,12 @@ def iam_policy(obj: CliContext, account: str, with_init: bool) -> None:
     Attach it to the role the engine runs as. The export step's own tool (e.g.
     daylily-export-fsx-to-s3) runs with its own credentials and is not covered.
     """
-    settings = obj.settings()
+    from wsmon.commands.exits import EXIT_USAGE, CommandError, command_settings
+
+    settings = command_settings(obj)
     policy = build_policy(settings, account=account, with_init=with_init)
     if not policy["Statement"]:
-        raise click.ClickException(
+        raise CommandError(
             "nothing to grant: no discovery sources, no DynamoDB store, no SNS topic and no "
-            "CloudWatch metrics are configured")
+            "CloudWatch metrics are configured", EXIT_USAGE)
     click.echo(json.dumps(policy, indent=2))

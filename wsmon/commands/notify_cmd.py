@@ -2,7 +2,9 @@
 
 ``wsmon notify test`` sends a test message straight through each configured channel (not via
 the outbox, so the answer is immediate) and prints one line per channel. Linear is checked (API key
-and team) rather than sent to, so a test never opens an issue. Exit code 1 when any channel failed.
+and team) rather than sent to, so a test never opens an issue. Exit code 1 when any channel failed,
+2 for a configuration problem (none configured, unknown channel, unreadable secret file) and 4 when
+the store cannot be opened or reached (``notify status``), as every command (wsmon/commands/exits.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,14 @@ import json
 import click
 
 from wsmon.cli import CliContext, actor
+from wsmon.commands.exits import (
+    EXIT_CODES_HELP,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    CommandError,
+    command_settings,
+    open_command_store,
+)
 from wsmon.textsafe import strip_control
 
 
@@ -20,7 +30,7 @@ def notify() -> None:
     """Notification channels (SNS, Linear, Slack webhook)."""
 
 
-@notify.command("test")
+@notify.command("test", epilog=EXIT_CODES_HELP)
 @click.option("--channel", "channel", metavar="NAME", help="Only this channel (sns, linear, slack).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.pass_obj
@@ -29,19 +39,21 @@ def test(obj: CliContext, channel: str | None, as_json: bool) -> None:
     from wsmon.config import ConfigError
     from wsmon.engine.notify import build_channels, test_channels
 
-    settings = obj.settings()
+    settings = command_settings(obj)
     try:
         channels = build_channels(settings, None)
     except ConfigError as exc:
-        raise click.ClickException("configuration problems:\n  " + "\n  ".join(exc.problems)) from None
+        raise CommandError("configuration problems:\n  " + "\n  ".join(exc.problems),
+                           EXIT_USAGE) from None
     if not channels:
-        raise click.ClickException(
+        raise CommandError(
             "no notification channel is configured: set notify.sns_topic_arn, notify.linear_team_id "
             "with WSMON_LINEAR_API_KEY (or notify.linear_api_key_file), or WSMON_SLACK_WEBHOOK_URL "
-            "(or notify.slack_webhook_url_file)")
+            "(or notify.slack_webhook_url_file)", EXIT_USAGE)
     if channel is not None and channel not in channels:
-        raise click.ClickException(
-            f"channel {strip_control(channel)!r} is not configured; configured: {', '.join(sorted(channels))}")
+        raise CommandError(
+            f"channel {strip_control(channel)!r} is not configured; configured: {', '.join(sorted(channels))}",
+            EXIT_USAGE)
     try:
         results = test_channels(channels, channel, actor=actor())
     finally:
@@ -57,23 +69,19 @@ def test(obj: CliContext, channel: str | None, as_json: bool) -> None:
             click.echo(f"{r.channel:<{width}}  {status:<6}  {strip_control(r.detail)}")
     failed = [r.channel for r in results if not r.ok]
     if failed:
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(EXIT_REFUSED)
 
 
-@notify.command("status")
+@notify.command("status", epilog=EXIT_CODES_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.pass_obj
 def status(obj: CliContext, as_json: bool) -> None:
     """Outbox entries per channel and status, and each channel's last delivery outcome."""
     from wsmon.engine.notify import HEALTH_NAMESPACE, outbox_summary
-    from wsmon.engine.store import StoreError
 
-    store = obj.open_store(create=False)
-    try:
+    with open_command_store(obj) as store:
         counts = outbox_summary(store)
         health = store.kv_get_all(HEALTH_NAMESPACE) or {}
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
     names = sorted(set(counts) | set(health))
     if as_json:
         click.echo(json.dumps({n: {"outbox": counts.get(n, {}), "health": health.get(n)} for n in names},

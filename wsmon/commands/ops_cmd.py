@@ -5,7 +5,7 @@ operator as ``user@host`` (``wsmon.cli.actor()``), so the history shows who did 
 they used. Text output is for people (untrusted text passes ``strip_control``); ``--json`` prints
 raw values for scripts (``json.dumps`` escapes every control character).
 
-Exit codes are part of the interface and documented in docs/cli.md:
+Exit codes are part of the interface (wsmon/commands/exits.py, documented in docs/cli.md):
 0 ok, 1 refused or failed, 2 usage, 3 not found, 4 store cannot be opened or reached.
 """
 
@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -23,24 +22,22 @@ import click
 from click.shell_completion import CompletionItem
 
 from wsmon.cli import CliContext, actor
+from wsmon.commands.exits import (  # noqa: F401  (EXIT_OK, EXIT_STORE: the documented set)
+    EXIT_CODES_HELP,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_STORE,
+    EXIT_USAGE,
+)
+from wsmon.commands.exits import CommandError as OpsError
+from wsmon.commands.exits import open_command_store as open_ops_store
 from wsmon.models import Priority, WorksetState
 from wsmon.textsafe import strip_control, truncate
 
 if TYPE_CHECKING:
     from wsmon.engine.store import Store
     from wsmon.models import Alert, Event, MonitorInfo, Workset
-
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_STORE = 4
-
-EXIT_CODES_HELP = (
-    "\b\nExit codes: 0 ok; 1 refused or failed (illegal transition, changed meanwhile, aborted);\n"
-    "2 usage or configuration error; 3 workset or alert not found;\n"
-    "4 store cannot be opened or reached (or is not initialised)."
-)
 
 STATE_NAMES = [s.value for s in WorksetState]
 PRIORITY_NAMES = [p.value for p in Priority]
@@ -49,62 +46,8 @@ RETRYABLE_STATES = frozenset({WorksetState.ERROR, WorksetState.FAILED, WorksetSt
                               WorksetState.IGNORED})
 
 
-class OpsError(click.ClickException):
-    """A failure worded for the operator, with one of the documented exit codes."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_REFUSED) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 def _safe(value: object) -> str:
     return strip_control("" if value is None else value)
-
-
-def _from_library(exc: BaseException, *prefixes: str) -> bool:
-    return any(type(exc).__module__.startswith(p) for p in prefixes)
-
-
-@contextmanager
-def open_ops_store(obj: CliContext) -> Iterator[Store]:
-    """The configured store, with every store failure turned into a message and an exit code."""
-    from wsmon.engine.store import (
-        AlertNotFound,
-        CorruptStore,
-        StoreError,
-        StoreNotInitialized,
-        StoreUnavailable,
-        WorksetNotFound,
-    )
-
-    try:
-        obj.settings()
-    except click.ClickException as exc:
-        raise OpsError(exc.message, EXIT_USAGE) from None
-    try:
-        # create=False: reading an empty, freshly created SQLite file would only hide a typo
-        store = obj.open_store(create=False)
-    except click.ClickException as exc:
-        raise OpsError(exc.message, EXIT_STORE) from None
-    except Exception as exc:  # a backend that leaked a library error must still not trace back
-        raise OpsError(f"cannot open the store: {_safe(exc)}", EXIT_STORE) from None
-    try:
-        yield store
-    except (WorksetNotFound, AlertNotFound) as exc:
-        raise OpsError(_safe(exc), EXIT_NOT_FOUND) from None
-    except (StoreUnavailable, StoreNotInitialized, CorruptStore) as exc:
-        raise OpsError(_safe(exc), EXIT_STORE) from None
-    except StoreError as exc:  # IllegalTransition, StateConflict, LeaseLost, and the rest
-        raise OpsError(_safe(exc), EXIT_REFUSED) from None
-    except Exception as exc:
-        if _from_library(exc, "botocore", "boto3", "urllib3", "sqlite3"):
-            raise OpsError(f"store unreachable: {_safe(exc)}", EXIT_STORE) from None
-        raise
-    finally:
-        try:
-            store.close()
-        except Exception:  # closing a broken connection must not mask the real outcome
-            pass
 
 
 def _require_workset(store: Store, workset_id: str) -> Workset:
@@ -430,7 +373,14 @@ def release(obj: CliContext, workset_id: str, reason: str, yes: bool) -> None:
             )
             if not click.confirm("Release?", default=False):
                 raise OpsError("not released", EXIT_REFUSED)
-        after = store.force_release(workset_id, actor=actor(), reason=reason)
+        from wsmon.engine.store import LockChanged
+
+        try:
+            # The fence shown (or checked) above: if the lease changed hands since, release nothing.
+            after = store.force_release(workset_id, actor=actor(), reason=reason,
+                                        expected_fence=workset.fence)
+        except LockChanged as exc:
+            raise OpsError(f"not released: {_safe(exc)}", EXIT_REFUSED) from None
         click.echo(f"released {_safe(workset_id)} (was held by {_safe(workset.lock_owner)}); "
                    f"now {after.state.value}, fence {after.fence}")
 

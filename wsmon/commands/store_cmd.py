@@ -1,4 +1,7 @@
-"""``wsmon store init`` and ``wsmon store info``: create or inspect the state store."""
+"""``wsmon store init`` and ``wsmon store info``: create or inspect the state store.
+
+Exit codes as every command's (wsmon/commands/exits.py): 2 for a configuration problem, 4 when the
+store cannot be opened or reached (or, for ``info``, is not initialised)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import json
 import click
 
 from wsmon.cli import CliContext
+from wsmon.commands.exits import EXIT_CODES_HELP, open_command_store
 
 
 @click.group()
@@ -14,45 +18,36 @@ def store() -> None:
     """Create or inspect the state store."""
 
 
-@store.command("init")
+@store.command("init", epilog=EXIT_CODES_HELP)
 @click.pass_obj
 def init(obj: CliContext) -> None:
     """Create the store's tables and indexes (safe to run again)."""
-    from wsmon.engine.store import StoreError
-
     # open_store(create=True) already creates a SQLite schema; init_schema() is idempotent and
     # is what creates DynamoDB tables, so run it for every backend and print what it did.
-    st = obj.open_store(create=True)
-    try:
+    with open_command_store(obj, create=True) as st:
         lines = st.init_schema()
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    for line in lines:
-        click.echo(line)
-    click.echo(f"store ready: {st.url}")
+        for line in lines:
+            click.echo(line)
+        click.echo(f"store ready: {st.url}")
 
 
-@store.command("info")
+@store.command("info", epilog=EXIT_CODES_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.pass_obj
 def info(obj: CliContext, as_json: bool) -> None:
     """Where the store is and how many worksets it holds in each state."""
-    from wsmon.engine.store import StoreError
-
     # Never create anything here: "info" on a mistyped path must say so, not make a new store.
-    st = obj.open_store(create=False)
-    try:
+    with open_command_store(obj, create=False) as st:
         stats = st.queue_stats()
         monitors = st.list_monitors()
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
+        url = st.url
     per_state = {state: sum(by_prio.values()) for state, by_prio in stats.counts.items()}
     if as_json:
-        click.echo(json.dumps({"url": st.url, "total": stats.total(), "states": per_state,
+        click.echo(json.dumps({"url": url, "total": stats.total(), "states": per_state,
                                "by_state_and_priority": stats.counts,
                                "monitors": len(monitors)}, indent=2, sort_keys=True))
         return
-    click.echo(f"store:    {st.url}")
+    click.echo(f"store:    {url}")
     click.echo(f"worksets: {stats.total()}")
     for state, count in per_state.items():
         click.echo(f"  {state:<12} {count}")

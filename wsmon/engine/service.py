@@ -37,13 +37,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from wsmon import __version__
-from wsmon.clock import Clock, SystemClock
+from wsmon.clock import Clock, SystemClock, isoformat, parse_iso
 from wsmon.engine.clusters import ClusterRegistry
 from wsmon.engine.retry import RetryPolicy
 from wsmon.engine.runner import Aborted, BaseRunner, Job, RunOutcome, make_runner
 from wsmon.engine.scheduler import RunningWork, SchedulingPolicy, schedule
 from wsmon.engine.store import LeaseLost, StateConflict, StoreError, WorksetNotFound, open_store
-from wsmon.models import Lease, Workset, WorksetState
+from wsmon.engine.store.base import parse_force_release_reason
+from wsmon.models import RECENT_EVENTS_KEPT, Lease, Workset, WorksetState
 from wsmon.textsafe import strip_control, truncate
 
 if TYPE_CHECKING:
@@ -56,8 +57,16 @@ S = WorksetState
 REASON_WRITES_PER_PASS = 500  # waiting reasons written per scheduling pass (bounded store cost)
 HALF_WRITTEN_RETRY_SECONDS = 60.0  # an `error` left between the two writes of a retry decision
 RETENTION_EVERY = timedelta(hours=1)  # how often the sweep prunes old notifications and alerts
+# Operators' force releases are found in the store's history (they happen on any host) and
+# notified by one engine per store; the watermark of that look survives restarts in the kv store.
+FORCE_RELEASE_NOTICE_LEASE = "force-release-notifier"
+FORCE_RELEASE_KV = ("engine", "force_release_watermark")
+FORCE_RELEASE_FIRST_LOOKBACK = timedelta(minutes=10)  # how far back an engine's first ever look goes
+FORCE_RELEASE_MAX_LOOKBACK = timedelta(days=1)  # after a long outage, older releases are old news
+LEASE_RECOVERED_REASON = "recovered: lease of"  # the engine's own force release (not an operator's)
 EXIT_CONFIG = 2  # docs/cli.md: usage or configuration error
 EXIT_STORE = 4  # docs/cli.md: the store cannot be opened or reached
+EXIT_SOURCE = 5  # docs/cli.md: an S3 discovery source could not be listed (--once)
 
 
 def _one_line(text: str | None, limit: int = 200) -> str:
@@ -94,6 +103,8 @@ class Engine:
         self.policy = SchedulingPolicy.from_settings(settings)
         self._s3_client = s3_client
         self._sources: list[Any] | None = None
+        # sources whose listing failed in the last poll ({"source", "code", "message"})
+        self.last_poll_failures: list[dict[str, str]] = []
         self._pool = ThreadPoolExecutor(max_workers=settings.runner.max_parallel_worksets,
                                         thread_name_prefix="wsmon-ws")
         self._jobs: dict[str, tuple[Job, Future]] = {}
@@ -120,11 +131,12 @@ class Engine:
                                 owner_id=self.monitor_id)
         return metrics, notifier, alerts
 
-    def _emit(self, event_type: str, workset: Workset | None = None, **details: Any) -> None:
+    def _emit(self, event_type: str, workset: Workset | None = None, **details: Any) -> list[Any]:
         try:
-            self.notifier.emit(event_type, workset=workset, **details)
+            return self.notifier.emit(event_type, workset=workset, **details)
         except Exception as exc:  # a notification problem never stops a workset
             log.warning("notify_emit_failed", event_type=event_type, error=type(exc).__name__)
+            return []
 
     def _incr(self, name: str, value: float = 1.0, **dims: Any) -> None:
         try:
@@ -272,7 +284,8 @@ class Engine:
         polled = self.poll()
         self.sweep()
         started = self.schedule_pass()
-        summary = {"polled": polled, "started": started}
+        summary = {"polled": polled, "started": started,
+                   "source_failures": list(self.last_poll_failures)}
         if wait:
             summary["finished"] = self.wait_idle(timeout)
         return summary
@@ -294,7 +307,10 @@ class Engine:
 
     # -- poll -----------------------------------------------------------------------------
     def poll(self) -> list[str]:
-        """Poll every source this engine holds the poll lease for; returns those polled."""
+        """Poll every source this engine holds the poll lease for; returns those polled.
+
+        Sources that could not be listed are kept in ``last_poll_failures``."""
+        self.last_poll_failures = []
         if not self._claiming or not self.settings.discovery.sources:
             return []
         if self._sources is None:
@@ -311,7 +327,10 @@ class Engine:
             except Exception as exc:
                 self._health("s3", False, str(exc))
                 log.error("poll_failed", source=name, error=strip_control(str(exc)))
+                self.last_poll_failures.append({"source": name, "code": type(exc).__name__,
+                                                "message": strip_control(str(exc))})
                 continue
+            self.last_poll_failures.extend(e for e in report.errors if "source" in e)
             self._health("s3", not report.errors,
                          "; ".join(str(e) for e in report.errors[:3]) if report.errors else "")
             for wid in report.registered:
@@ -623,7 +642,7 @@ class Engine:
             try:
                 self.store.force_release(
                     ws.workset_id, self.monitor_id,
-                    f"recovered: lease of {ws.lock_owner} expired at "
+                    f"{LEASE_RECOVERED_REASON} {ws.lock_owner} expired at "
                     f"{ws.lock_expires_at:%Y-%m-%d %H:%M:%S}Z")
             except (StateConflict, LeaseLost, WorksetNotFound):
                 continue
@@ -650,10 +669,62 @@ class Engine:
                 except (StateConflict, WorksetNotFound):
                     continue
         try:
+            result["force_released"] = [wid for wid, _ in self.notice_force_releases()]
+        except StoreError as exc:  # the watermark stays: the next sweep looks again
+            log.warning("force_release_notice_failed", error=strip_control(str(exc))[:300])
+        try:
             self.prune_history()
         except StoreError as exc:  # worksets first: a failed prune waits for the next hour
             log.warning("history_prune_failed", error=strip_control(str(exc))[:300])
         return result
+
+    def notice_force_releases(self) -> list[tuple[str, int]]:
+        """Notify ``lock_force_released`` for every operator force release recorded since the
+        last look; returns (workset, event seq) of those newly notified.
+
+        Operators release through the store (dashboard on any host, ``wsmon release``), never
+        through an engine, so the engine reads it back from the history. One engine per store
+        looks (a named lease); the dedup id per (workset, event seq) keeps a restart or a lease
+        handover from notifying twice."""
+        if not self.notifier.channels:
+            return []  # nobody to tell: spare the store the reads
+        lease_seconds = max(90.0, 3 * max(1.0, min(self.settings.discovery.poll_interval_seconds,
+                                                   self.settings.store.heartbeat_seconds)))
+        if self.store.acquire_named_lease(FORCE_RELEASE_NOTICE_LEASE, self.monitor_id,
+                                          lease_seconds) is None:
+            return []
+        stored = self.store.kv_get(*FORCE_RELEASE_KV)
+        now = self.clock.now()
+        since = (max(parse_iso(stored), now - FORCE_RELEASE_MAX_LOOKBACK) if stored
+                 else now - FORCE_RELEASE_FIRST_LOOKBACK)
+        changed, watermark = self.store.worksets_changed_since(since)
+        found: list[tuple[str, int]] = []
+        for ws in changed:
+            for event in self._events_since(ws, since):
+                parsed = parse_force_release_reason(event)
+                if parsed is None:
+                    continue
+                reason, holder = parsed
+                if reason.startswith(LEASE_RECOVERED_REASON):
+                    continue  # an engine recovering a dead holder's lease: the sweep logs that
+                queued = self._emit("lock_force_released", ws, actor=event.actor,
+                                    previous_holder=holder, reason=reason or None,
+                                    dedup_id=f"lock_force_released:{ws.workset_id}:{event.seq}")
+                if not queued:
+                    continue  # already notified (seen again inside the watermark's lag), or no channel
+                found.append((ws.workset_id, event.seq))
+                log.info("force_release_noticed", workset=strip_control(ws.workset_id),
+                         actor=strip_control(event.actor), previous_holder=strip_control(holder or ""))
+        self.store.kv_put(*FORCE_RELEASE_KV, isoformat(watermark))
+        return found
+
+    def _events_since(self, ws: Workset, since: datetime) -> list[Any]:
+        recent = ws.recent_events
+        if (len(recent) >= RECENT_EVENTS_KEPT and min(e.seq for e in recent) > 1
+                and min(e.at for e in recent) >= since):
+            # busier than the inline history: what happened before it is only in the full one
+            recent = self.store.events(ws.workset_id)
+        return [e for e in recent if e.at >= since]
 
     def prune_history(self) -> dict[str, int] | None:
         """At most once per ``RETENTION_EVERY`` (by the engine's clock): delete delivered and
@@ -746,7 +817,8 @@ def run_headless(settings: Settings) -> int:
 def run_once(settings: Settings, timeout: float | None = None) -> int:
     """``wsmon --headless --once``: poll, schedule, start, wait for what started (or timeout).
 
-    0 when the cycle ran; 4 (the CLI's "store cannot be opened or reached") when it could not.
+    0 when the cycle ran; 4 (the CLI's "store cannot be opened or reached") when it could not;
+    5 when it ran but an S3 discovery source could not be listed (so new worksets were missed).
     """
     _configure_logging(settings)
     engine, code = _open_engine(settings)
@@ -757,6 +829,12 @@ def run_once(settings: Settings, timeout: float | None = None) -> int:
         finished = engine.wait_idle(timeout)
         log.info("cycle_done", started=summary["started"], polled=summary["polled"],
                  all_finished=finished)
+        failures = summary["source_failures"]
+        if failures:
+            log.error("cycle_source_unreachable", sources=[f["source"] for f in failures],
+                      code=failures[0].get("code"), error=failures[0].get("message"),
+                      hint="check aws.endpoint_url / region / credentials and that the bucket exists")
+            code = EXIT_SOURCE
     except StoreError as exc:
         log.error("cycle_failed", error=strip_control(str(exc)))
         code = EXIT_STORE

@@ -14,6 +14,7 @@ from wsmon.engine.store.base import (
     CorruptStore,
     IllegalTransition,
     LeaseLost,
+    LockChanged,
     StateConflict,
     Store,
     StoreError,
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from wsmon.clock import Clock
 
 __all__ = [
-    "AlertNotFound", "CorruptStore", "IllegalTransition", "LeaseLost", "StateConflict", "Store",
+    "AlertNotFound", "CorruptStore", "IllegalTransition", "LeaseLost", "LockChanged", "StateConflict", "Store",
     "StoreError", "StoreNotInitialized", "StoreUnavailable", "WorksetNotFound", "check_transition",
     "open_store", "SUPPORTED_SCHEMES",
 ]

@@ -21,6 +21,7 @@ Contract, in short (tests/contract/ checks all of it against every backend):
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -122,6 +123,26 @@ class StateConflict(StoreError):
         self.actual = actual
 
 
+class LockChanged(StateConflict):
+    """A force release named the fence the operator saw and the lease has moved on since.
+    Nothing was changed."""
+
+    def __init__(self, workset_id: str, expected_fence: int, actual: WorksetState,
+                 current_holder: str | None, current_fence: int) -> None:
+        now = (f"now held by {current_holder}" if current_holder
+               else f"now {actual.value}, not held")
+        StoreError.__init__(
+            self, f"workset {workset_id!r} changed meanwhile: {now} (fence {current_fence}), "
+                  f"not fence {expected_fence} as shown"
+        )
+        self.workset_id = workset_id
+        self.expected = None
+        self.actual = actual
+        self.expected_fence = expected_fence
+        self.current_holder = current_holder
+        self.current_fence = current_fence
+
+
 class LeaseLost(StoreError):
     """The caller's lease is no longer the current one: its fence moved on. Nothing was changed."""
 
@@ -131,6 +152,37 @@ class LeaseLost(StoreError):
         self.workset_id = workset_id
         self.fence = fence
         self.current_fence = current_fence
+
+
+# Every operator force release records a reason starting with this, so the engine can tell it
+# apart from a holder's own release when it reads the history (to notify about it).
+FORCE_RELEASE_REASON_PREFIX = "force release by "
+
+
+def force_release_reason(actor: str, reason: str, holder: str | None, fence: int) -> str:
+    """The event reason both backends record for ``force_release``: says each thing once."""
+    why = f"{FORCE_RELEASE_REASON_PREFIX}{actor}"
+    if reason:
+        why += f": {reason}"
+    if holder:
+        why += f" (was held by {holder}, fence {fence})"
+    return why
+
+
+def parse_force_release_reason(event: Event) -> tuple[str, str | None] | None:
+    """(operator reason, previous holder) of a ``force_release`` event; None for any other."""
+    prefix = f"{FORCE_RELEASE_REASON_PREFIX}{event.actor}"
+    if (not event.reason.startswith(prefix) or event.to_state is not S.READY
+            or event.from_state not in (S.LOCKED, S.IN_PROGRESS)):
+        return None
+    rest = event.reason[len(prefix):]
+    holder = None
+    held = re.search(r" \(was held by (.*), fence \d+\)$", rest)
+    if held:
+        holder, rest = held.group(1), rest[:held.start()]
+    if rest and not rest.startswith(": "):
+        return None  # an actor whose name merely starts like this one
+    return rest[2:], holder
 
 
 def check_transition(from_state: WorksetState | str, to_state: WorksetState | str) -> None:
@@ -268,9 +320,13 @@ class Store(abc.ABC):
         is bumped so any older process of this owner is fenced out. ``LeaseLost`` otherwise."""
 
     @abc.abstractmethod
-    def force_release(self, workset_id: str, actor: str, reason: str) -> Workset:
-        """The operator's release: bump the fence, back to ready, record an event.
+    def force_release(self, workset_id: str, actor: str, reason: str, *,
+                      expected_fence: int | None = None) -> Workset:
+        """The operator's release: bump the fence, back to ready, record an event whose reason
+        is ``force_release_reason(...)``.
 
+        ``expected_fence``: the fence the operator was shown; if the lease changed hands since
+        (the fence differs), raise ``LockChanged`` and change nothing.
         ``IllegalTransition`` from a state that cannot go back to ready (i.e. ready itself)."""
 
     @abc.abstractmethod

@@ -83,6 +83,7 @@ from wsmon.clock import Clock, isoformat, parse_iso, utc
 from wsmon.engine.store.base import (
     AlertNotFound,
     LeaseLost,
+    LockChanged,
     StateConflict,
     Store,
     StoreError,
@@ -92,6 +93,7 @@ from wsmon.engine.store.base import (
     TRANSITIONS,
     check_fields,
     check_transition,
+    force_release_reason,
 )
 from wsmon.models import (
     RECENT_EVENTS_KEPT,
@@ -1229,19 +1231,23 @@ class DynamoDBStore(Store):
     def release_lock(self, lease: Lease, reason: str = "released") -> Workset:
         return self.update_state(lease.workset_id, S.READY, reason, lease.owner_id, lease=lease)
 
-    def force_release(self, workset_id: str, actor: str, reason: str) -> Workset:
+    def force_release(self, workset_id: str, actor: str, reason: str, *,
+                      expected_fence: int | None = None) -> Workset:
         def plan(item: dict[str, Any], fresh: bool) -> _Plan:
             current = WorksetState.parse(item["state"])
+            fence = int(item.get("fence", 0))
+            if expected_fence is not None and fence != expected_fence:
+                _need_fresh(fresh)
+                raise LockChanged(workset_id, expected_fence, current, item.get("lock_owner"),
+                                  fence)
             if S.READY not in TRANSITIONS[current]:
                 _need_fresh(fresh)
                 check_transition(current, S.READY)
             now = self.clock.now()
-            sets = {"state": S.READY.value, "fence": int(item.get("fence", 0)) + 1,
+            sets = {"state": S.READY.value, "fence": fence + 1,
                     "updated_at": now, "state_changed_at": now}
             removes = ["lock_owner", "lock_acquired_at", "lock_expires_at"]
-            held = (f" (held by {item['lock_owner']}, fence {item.get('fence', 0)})"
-                    if item.get("lock_owner") else "")
-            why = f"force release{held}: {reason}" if reason else f"force release{held}"
+            why = force_release_reason(actor, reason, item.get("lock_owner"), fence)
             return _Plan(sets, removes, self._event(item, now, actor, current, S.READY, why))
 
         item = self._mutate(workset_id, plan)

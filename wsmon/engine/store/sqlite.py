@@ -45,6 +45,7 @@ from wsmon.engine.store.base import (
     AlertNotFound,
     CorruptStore,
     LeaseLost,
+    LockChanged,
     StateConflict,
     Store,
     StoreError,
@@ -53,6 +54,7 @@ from wsmon.engine.store.base import (
     WorksetNotFound,
     check_fields,
     check_transition,
+    force_release_reason,
 )
 from wsmon.models import (
     RECENT_EVENTS_KEPT,
@@ -862,9 +864,12 @@ class SqliteStore(Store):
         return Lease(workset_id=lease.workset_id, owner_id=lease.owner_id, fence=new.fence,
                      expires_at=expires)
 
-    def force_release(self, workset_id: str, actor: str, reason: str) -> Workset:
+    def force_release(self, workset_id: str, actor: str, reason: str, *,
+                      expected_fence: int | None = None) -> Workset:
         with self._write() as conn:
             row, ws = self._load_for_write(conn, workset_id, None, None)
+            if expected_fence is not None and ws.fence != expected_fence:
+                raise LockChanged(workset_id, expected_fence, ws.state, ws.lock_owner, ws.fence)
             check_transition(ws.state, WorksetState.READY)
             now = self._now()
             new = ws.model_copy(update={
@@ -873,10 +878,8 @@ class SqliteStore(Store):
                 "state_changed_at": now,
             })
             seq = row["event_seq"] + 1
-            held = f" (held by {ws.lock_owner}, fence {ws.fence})" if ws.lock_owner else ""
             new = self._append_event(conn, new, seq, now, actor, ws.state, WorksetState.READY,
-                                     f"force release{held}: {reason}" if reason
-                                     else f"force release{held}")
+                                     force_release_reason(actor, reason, ws.lock_owner, ws.fence))
             self._write_back(conn, row, new, seq)
         return new
 
