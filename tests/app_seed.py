@@ -15,6 +15,7 @@ START = datetime(2026, 3, 2, 6, 0, 0, tzinfo=timezone.utc)
 MARKUP_ID = "[@click=app.quit]x"
 ESCAPE_ID = "\x1b]0;pwned\x07evil-title"
 ENGINE = "head-node-1-wsmon"
+WAIT_REASON = "waiting: cluster-a full 3/3, cluster-b full 3/3"
 
 
 def seed_store(path: str, clock: ManualClock | None = None):
@@ -68,6 +69,8 @@ def seed_store(path: str, clock: ManualClock | None = None):
                        retry_after=clock.now() + timedelta(minutes=20))
     store.update_state("ws-failed-08", "failed", "retries exhausted", ENGINE)
     store.update_state("ws-ignored-09", "ignored", "daylily.ignore sentinel", "discovery")
+    store.update_fields("ws-normal-cohort-02", actor=ENGINE, schedule_reason=WAIT_REASON)
+    store.update_fields("ws-low-reanalysis-03", actor="discovery", s3_missing=True)
     clock.advance(minutes=20)
 
     for name, az, used, act in (("cluster-a", "us-west-2d", 96, 1), ("cluster-b", "us-west-2c", 16, 0)):
@@ -117,7 +120,9 @@ def make_app(tmp_path, *, store=None, clock=None, **ui):
     if store is None:
         store, clock = seed_store(str(tmp_path / "s.db"))
     ui.setdefault("bell", False)
-    settings = Settings(state_dir=tmp_path / "state", ui={"refresh_interval": 3600, **ui})
+    keymap = ui.pop("keymap", {})
+    settings = Settings(state_dir=tmp_path / "state", ui={"refresh_interval": 3600, **ui},
+                        keymap=keymap)
     app = WsmonApp(store, settings, clock=clock, actor="tester@host",
                    engine_mode_text="attach mode: no engine here", remember_theme=False)
     app.store_url = "sqlite:///seed.db"  # the temp path differs per run; snapshots must not

@@ -112,6 +112,25 @@ async def test_acknowledge_alert_with_note(tmp_path):
     assert alert.acknowledged_by == ACTOR and alert.ack_note == "on it"
 
 
+async def test_acknowledge_alert_with_an_expiry(tmp_path):
+    app = make_app(tmp_path)
+    now = app.clock.now()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        app.switch_mode("alerts")
+        await pilot.pause()
+        await _open(pilot, app, ("a",), AckDialog)
+        await pilot.press("tab", *"soon", "enter")
+        warning = app.screen.query_one("#dialog-warning")
+        await wait_for(pilot, lambda: "not a duration" in str(warning.render()), what="refused")
+        assert app.store.get_alert("al-1").state == AlertState.FIRING
+        await pilot.press(*["backspace"] * 4, *"4h", "enter")
+        await _closed(pilot, app, AckDialog)
+    alert = app.store.get_alert("al-1")
+    assert alert.state == AlertState.ACKNOWLEDGED and alert.acknowledged_by == ACTOR
+    assert alert.ack_expires_at == now + timedelta(hours=4)
+
+
 async def test_silence_alert_for_a_duration(tmp_path):
     app = make_app(tmp_path)
     now = app.clock.now()

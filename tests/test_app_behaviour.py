@@ -327,3 +327,86 @@ async def test_ctrl_c_quits_even_from_the_filter_input(tmp_path):
         await pilot.press("ctrl+c")
         await wait_for(pilot, lambda: app.return_code is not None, what="exit on ctrl+c")
     assert app.return_code is not None
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_every_queue_column_is_visible(tmp_path, size):
+    app = make_app(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot, app)
+        table = app.screen.table
+        shown = sum(c.get_render_width(table) for c in table.columns.values())
+        assert shown <= size[0] - 1  # nothing needs horizontal scrolling
+        header = _screen_text(app).splitlines()[4]
+        labels = (["workset", "state", "prio", "cust", "cluster", "age", "try", "holder",
+                   "event/why"] if size[0] == 80 else
+                  ["workset", "state", "prio", "customer", "cluster", "age", "try",
+                   "lease holder", "last event / why waiting"])
+        for label in labels:
+            assert label in header, (label, header)
+        locked = _screen_text(app).splitlines()[4 + 1 + table.ordered_keys().index("ws-locked-04")]
+        if size[0] == 80:  # symbol and word, long values cut with an ellipsis
+            assert "◔ locked" in locked and "head-no…" in locked and "20m claimed" in locked
+        else:
+            assert "head-node-1-wsmon 20m claimed · head-node-1-wsmon" in locked
+
+
+async def test_queue_shows_why_a_ready_workset_waits_and_folders_gone_from_s3(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, app)
+        table = app.screen.table
+        rows = _screen_text(app).splitlines()
+        ordered = table.ordered_keys()
+        waiting = rows[5 + ordered.index("ws-normal-cohort-02")]
+        assert "waiting: cluster-a full 3/3, cluster-b full 3/3" in waiting
+        gone = rows[5 + ordered.index("ws-low-reanalysis-03")]
+        assert "⚠ gone from S3 · 1h registered · discovery" in gone
+        # once claimed, the row tells what happened instead of the stale reason
+        app.store.acquire_lock("ws-normal-cohort-02", "engine-x")
+        await refresh(pilot, app)
+        assert "claimed · engine-x" in app.rows["ws-normal-cohort-02"].cells[-1]
+        await pilot.press("slash", *"gone from s3")
+        await pilot.pause()
+        assert table.keys == {"ws-low-reanalysis-03"}
+
+
+async def test_palette_and_ctrl_q_have_ids_and_can_be_rebound(tmp_path):
+    app = make_app(tmp_path, keymap={"palette": "ctrl+k", "quit-ctrl-q": "ctrl+o"})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        assert {"palette", "quit-ctrl-q"} <= app.binding_ids()
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "QueueScreen"
+        await pilot.press("ctrl+k")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "CommandPalette", what="palette")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "QueueScreen", what="closed")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HelpScreen", what="help")
+        rows = {row[2]: row[0] for row in app.screen.rows}
+        assert rows["palette"] == "^k" and rows["quit-ctrl-q"] == "^o"
+        await pilot.press("escape", "ctrl+o")
+        await wait_for(pilot, lambda: app.return_code is not None, what="quit on the new key")
+
+
+async def test_unknown_theme_warns_and_names_the_available_ones(tmp_path):
+    app = make_app(tmp_path, theme="solarized-night")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        assert app.theme == "wsmon-dark"
+        (message,) = [n.message for n in app._notifications if "theme" in n.message]
+        assert "'solarized-night'" in message and "wsmon-high-contrast" in message
+
+
+async def test_columns_follow_a_terminal_resize(tmp_path):
+    app = make_app(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, app)
+        assert "▶ in_progress" in _screen_text(app) and "lease holder" in _screen_text(app)
+        await pilot.resize_terminal(80, 24)
+        await wait_for(pilot, lambda: "▶ running" in _screen_text(app), what="compact layout")
+        assert "holder" in _screen_text(app) and "event/why" in _screen_text(app)
+        await pilot.resize_terminal(160, 48)
+        await wait_for(pilot, lambda: "▶ in_progress" in _screen_text(app), what="roomy again")

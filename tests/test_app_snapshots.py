@@ -47,80 +47,98 @@ def _dialog(key: str | None, press: tuple[str, ...], expect: str, mode: str = "q
     return run
 
 
+def _bulk(press: str, keys: tuple[str, ...]):
+    async def run(pilot):
+        app = pilot.app
+        await settle(pilot, app)
+        for key in keys:
+            await _to_row(pilot, app, key)
+            await pilot.press("space")
+        await pilot.press(press)
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "WorksetActionDialog")
+        await pilot.pause(0.1)
+    return run
+
+
+async def _changed_meanwhile(pilot):
+    app = pilot.app
+    await _dialog("ws-error-06", ("r",), "WorksetActionDialog")(pilot)
+    app.store.update_state("ws-error-06", "retrying", "engine retry", "engine-x")
+    await pilot.press("y")
+    await wait_for(pilot, lambda: "changed meanwhile" in str(
+        app.screen.query_one("#dialog-warning").render()), what="conflict shown")
+
+
+async def _store_failing(pilot):
+    app = pilot.app
+    await settle(pilot, app)
+
+    def broken(*_a, **_k):
+        raise StoreUnavailable("database is locked (retrying)")
+
+    app.store.worksets_changed_since = broken
+    target = app.refresh_generation + 1
+    app.refresh_now()
+    await settle(pilot, app, target)
+
+
+async def _palette(pilot):
+    app = pilot.app
+    await settle(pilot, app)
+    await pilot.press("ctrl+p")
+    await wait_for(pilot, lambda: type(app.screen).__name__ == "CommandPalette", what="palette")
+    await pilot.press(*"re")  # a query, so the hits (and their order) do not depend on history
+    await wait_for(pilot, lambda: "Retry" in str(app.export_screenshot()), what="hits")
+    await pilot.pause(0.3)
+
+
+# name -> (what to do before the snapshot, make_app options)
 CASES = {
-    "queue": _goto("queue"),
-    "clusters": _goto("clusters"),
-    "alerts": _goto("alerts"),
-    "detail": _dialog("ws-error-06", ("enter",), "DetailScreen"),
-    "help": _dialog(None, ("question_mark",), "HelpScreen"),
-    "jump": _dialog(None, ("colon",), "JumpDialog"),
-    "release": _dialog("ws-locked-04", ("l",), "WorksetActionDialog"),
-    "retry": _dialog("ws-error-06", ("r",), "WorksetActionDialog"),
-    "ignore": _dialog("ws-normal-cohort-02", ("i",), "WorksetActionDialog"),
-    "priority": _dialog("ws-low-reanalysis-03", ("P",), "PriorityDialog"),
-    "ack": _dialog(None, ("a",), "AckDialog", mode="alerts"),
-    "silence": _dialog(None, ("s",), "SilenceDialog", mode="alerts"),
+    "queue": (_goto("queue"), {}),
+    "clusters": (_goto("clusters"), {}),
+    "alerts": (_goto("alerts"), {}),
+    "detail": (_dialog("ws-error-06", ("enter",), "DetailScreen"), {}),
+    "running-detail": (_dialog("ws-running-05", ("enter",), "DetailScreen"), {}),
+    "help": (_dialog(None, ("question_mark",), "HelpScreen"), {}),
+    "jump": (_dialog(None, ("colon",), "JumpDialog"), {}),
+    "palette": (_palette, {}),
+    "release": (_dialog("ws-locked-04", ("l",), "WorksetActionDialog"), {}),
+    "retry": (_dialog("ws-error-06", ("r",), "WorksetActionDialog"), {}),
+    "ignore": (_dialog("ws-normal-cohort-02", ("i",), "WorksetActionDialog"), {}),
+    "unignore": (_dialog("ws-ignored-09", ("i",), "WorksetActionDialog"), {}),
+    "priority": (_dialog("ws-low-reanalysis-03", ("P",), "PriorityDialog"), {}),
+    "bulk-release": (_bulk("l", ("ws-locked-04", "ws-running-05", "ws-urgent-tumor-01")), {}),
+    "bulk-retry": (_bulk("r", ("ws-error-06", "ws-failed-08", "ws-retrying-07")), {}),
+    "changed-meanwhile": (_changed_meanwhile, {}),
+    "ack": (_dialog(None, ("a",), "AckDialog", mode="alerts"), {}),
+    "silence": (_dialog(None, ("s",), "SilenceDialog", mode="alerts"), {}),
+    "read-only-queue": (_goto("queue"), {"read_only": True}),
 }
 
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("case", list(CASES))
 def test_screen(snap_compare, tmp_path, case, size):
-    assert snap_compare(make_app(tmp_path), terminal_size=size, run_before=CASES[case])
+    run_before, options = CASES[case]
+    assert snap_compare(make_app(tmp_path, **options), terminal_size=size, run_before=run_before)
 
 
+# docs/images/detail.svg and store-banner.svg are copies of these two (tests/test_docs.py)
 def test_detail_of_running_workset_with_log_tail(snap_compare, tmp_path):
     assert snap_compare(make_app(tmp_path), terminal_size=(100, 48),
                         run_before=_dialog("ws-running-05", ("enter",), "DetailScreen"))
 
 
-def test_bulk_release_dialog(snap_compare, tmp_path):
-    async def run(pilot):
-        app = pilot.app
-        await settle(pilot, app)
-        for key in ("ws-locked-04", "ws-running-05", "ws-urgent-tumor-01"):
-            await _to_row(pilot, app, key)
-            await pilot.press("space")
-        await pilot.press("l")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "WorksetActionDialog")
-        await pilot.pause(0.1)
-
-    assert snap_compare(make_app(tmp_path), terminal_size=(80, 24), run_before=run)
-
-
-def test_dialog_after_record_changed_meanwhile(snap_compare, tmp_path):
-    async def run(pilot):
-        app = pilot.app
-        await _dialog("ws-error-06", ("r",), "WorksetActionDialog")(pilot)
-        app.store.update_state("ws-error-06", "retrying", "engine retry", "engine-x")
-        await pilot.press("y")
-        await wait_for(pilot, lambda: "changed meanwhile" in str(
-            app.screen.query_one("#dialog-warning").render()), what="conflict shown")
-
-    assert snap_compare(make_app(tmp_path), terminal_size=(80, 24), run_before=run)
-
-
 def test_store_failure_banner(snap_compare, tmp_path):
-    async def run(pilot):
-        app = pilot.app
-        await settle(pilot, app)
-
-        def broken(*_a, **_k):
-            raise StoreUnavailable("database is locked (retrying)")
-
-        app.store.worksets_changed_since = broken
-        target = app.refresh_generation + 1
-        app.refresh_now()
-        await settle(pilot, app, target)
-
-    assert snap_compare(make_app(tmp_path), terminal_size=(80, 24), run_before=run)
+    assert snap_compare(make_app(tmp_path), terminal_size=(80, 24), run_before=_store_failing)
 
 
-def test_read_only_queue(snap_compare, tmp_path):
-    assert snap_compare(make_app(tmp_path, read_only=True), terminal_size=(80, 24),
-                        run_before=_goto("queue"))
+def test_store_failure_banner_160x48(snap_compare, tmp_path):
+    assert snap_compare(make_app(tmp_path), terminal_size=(160, 48), run_before=_store_failing)
 
 
+# Themes change colours only, never layout, so one size each shows them; the layouts are covered
+# at both sizes in the default theme above.
 @pytest.mark.parametrize("theme", ["wsmon-light", "wsmon-high-contrast", "wsmon-ansi"])
 def test_theme(snap_compare, tmp_path, theme):
     assert snap_compare(make_app(tmp_path, theme=theme), terminal_size=(80, 24),

@@ -53,6 +53,39 @@ def test_ops_refuse_stale_records(tmp_path):
     assert ops.release(store, store.get_workset("ws-urgent-tumor-01"), "op@host").error
 
 
+def test_release_never_frees_a_lease_that_changed_hands_after_the_re_read(tmp_path):
+    """The lease moves between the dialog's re-read and the write: the fence the operator saw
+    no longer matches, so nothing is released and the operator is told."""
+    store, _ = seed_store(str(tmp_path / "s.db"))
+    shown = store.get_workset("ws-locked-04")
+    real_get = store.get_workset
+    reads = []
+
+    def re_read_then_lease_moves(workset_id):
+        reads.append(workset_id)
+        if len(reads) == 1:
+            current = real_get(workset_id)
+            store.force_release(workset_id, "someone@else", "manual")
+            store.acquire_lock(workset_id, "other-engine")
+            return current
+        return real_get(workset_id)
+
+    store.get_workset = re_read_then_lease_moves
+    outcome = ops.release(store, shown, "op@host")
+    store.get_workset = real_get
+    assert outcome.conflict and "changed meanwhile" in outcome.conflict
+    assert store.get_workset("ws-locked-04").lock_owner == "other-engine"
+    assert store.events("ws-locked-04")[-1].actor != "op@host"
+
+
+def test_release_records_the_holder_once(tmp_path):
+    store, _ = seed_store(str(tmp_path / "s.db"))
+    shown = store.get_workset("ws-locked-04")
+    assert ops.release(store, shown, "op@host").done
+    reason = store.events("ws-locked-04")[-1].reason
+    assert reason.count(shown.lock_owner) == 1 and "op@host" in reason
+
+
 def test_reader_sends_only_what_changed(tmp_path):
     store, clock = seed_store(str(tmp_path / "s.db"))
     reader = SnapshotReader(store, clock, stale_after=210)
@@ -97,3 +130,18 @@ def test_log_tail_comes_from_the_failed_step_and_is_size_capped(tmp_path):
     gone = ws.model_copy(update={"steps": [StepRecord(name="run", status="failed",
                                                       log_path=str(tmp_path / "missing.log"))]})
     assert "not readable" in read_log_tail(gone)[1]
+
+
+def test_columns_fit_the_width_compact_below_the_roomy_total():
+    from wsmon.screens.snapshot import QUEUE_COLUMNS
+    from wsmon.widgets.difftable import ColumnSpec, fit_columns
+
+    gaps = sum(s.gap for s in QUEUE_COLUMNS)
+    narrow = fit_columns(QUEUE_COLUMNS, 79)
+    assert narrow.compact and sum(narrow.widths) + gaps == 79
+    assert "cust" in narrow.labels and "customer" not in narrow.labels
+    wide = fit_columns(QUEUE_COLUMNS, 159)
+    assert not wide.compact and sum(wide.widths) + gaps == 159
+    assert all(w >= s.width for w, s in zip(wide.widths, QUEUE_COLUMNS))
+    specs = [ColumnSpec("a", "a", 5, grow=1, max=6), ColumnSpec("b", "b", 5, grow=1)]
+    assert fit_columns(specs, 22).widths == (6, 14)  # a stops at its max, b takes the rest

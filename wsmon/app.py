@@ -21,6 +21,8 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
+from textual.markup import escape as escape_markup
 from textual.message import Message
 from textual.signal import Signal
 from textual.worker import get_current_worker
@@ -96,18 +98,25 @@ class WsmonCommands(Provider):
         yield ("Pause or resume refresh", app.action_toggle_pause, "stop reading the store")
         for name in sorted(app.available_themes):
             if name.startswith("wsmon-"):
-                yield (f"Theme: {name}", partial(setattr, app, "theme", name), "remembered")
+                yield (f"Theme: {strip_control(name)}", partial(setattr, app, "theme", name),
+                       "remembered")
 
+    # The palette parses a str prompt (and Matcher.highlight's input, and help) as markup; theme
+    # names come from user files, so prompts are built as plain Content and help is escaped.
     async def discover(self) -> Hits:
         for text, callback, help_text in self._commands():
-            yield DiscoveryHit(text, callback, help=help_text)
+            yield DiscoveryHit(Content(text), callback, text=text, help=escape_markup(help_text))
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for text, callback, help_text in self._commands():
-            score = matcher.match(text)
+            score, offsets = matcher.fuzzy_search.match(matcher.query, text)
             if score > 0:
-                yield Hit(score, matcher.highlight(text), callback, help=help_text)
+                prompt = Content(text)
+                for offset in offsets:
+                    if not text[offset].isspace():
+                        prompt = prompt.stylize(matcher.match_style, offset, offset + 1)
+                yield Hit(score, prompt, callback, text=text, help=escape_markup(help_text))
 
 
 class WsmonApp(App[int]):
@@ -121,6 +130,12 @@ class WsmonApp(App[int]):
                 tooltip="Pause or resume refresh"),
         Binding("ctrl+r", "refresh_now", "Refresh", id="refresh", show=False),
         Binding("q", "quit", "Quit", id="quit", show=False),
+        # Textual's own ctrl+p and ctrl+q carry no id, so they could not be rebound (tmux and
+        # terminals often claim them); defined here with ids they go through [keymap] too.
+        Binding("ctrl+p", "command_palette", "Palette", id="palette", show=False, priority=True,
+                tooltip="Command palette: every action, screen and theme"),
+        Binding("ctrl+q", "quit", "Quit", id="quit-ctrl-q", show=False, priority=True,
+                tooltip="Quit (also from an input)"),
         # Over SSH at 3 a.m. Ctrl-C is how people leave a program; Textual's default only
         # explains Ctrl-Q. Priority so a focused input cannot swallow it.
         Binding("ctrl+c", "quit", "Quit", id="quit-ctrl-c", show=False, priority=True),
@@ -186,20 +201,27 @@ class WsmonApp(App[int]):
         for theme in build_themes():
             self.register_theme(theme)
         explicit = self.settings.ui.theme if "theme" in self.settings.ui.model_fields_set else None
-        self.theme = choose_theme(explicit, self.settings.state_dir, set(self.available_themes))
+        available = set(self.available_themes)
+        self.theme = choose_theme(explicit, self.settings.state_dir, available)
+        if explicit and explicit not in available:
+            ours = sorted(name for name in available if name.startswith("wsmon-"))
+            self.notify(f"unknown theme {strip_control(explicit)!r} (from --theme or config); "
+                        f"using {self.theme}. Available: {', '.join(ours)}",
+                        severity="warning", markup=False, timeout=10)
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
         self._apply_keymap()
         self.switch_mode("queue")
         self._refresh_loop()
 
     def _apply_keymap(self) -> None:
-        keymap = dict(self.settings.ui.keymap)
+        keymap = dict(self.settings.keymap)
         if not keymap:
             return
         known = self.binding_ids()
         unknown = sorted(set(keymap) - known)
         if unknown:
-            self.notify(f"unknown binding id(s) in [ui.keymap]: {', '.join(unknown)}; "
+            self.notify(f"unknown binding id(s) in [keymap]: "
+                        f"{', '.join(strip_control(u) for u in unknown)}; "
                         f"known: {', '.join(sorted(known))}", severity="warning", markup=False,
                         timeout=10)
         self.set_keymap({k: v for k, v in keymap.items() if k in known})

@@ -14,12 +14,14 @@ otherwise ``wsmon-dark``.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from wsmon.config import xdg_dir
+from wsmon.textsafe import strip_control
 
 try:
     import tomllib
@@ -29,6 +31,7 @@ except ModuleNotFoundError:  # Python 3.10
 log = structlog.get_logger(__name__)
 
 DEFAULT_THEME = "wsmon-dark"
+THEME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 REPO_THEMES_DIR = Path(__file__).resolve().parent.parent / "themes"
 
 _ANSI_VARIABLES = {
@@ -107,6 +110,10 @@ def build_themes(extra_dirs: list[Path] | None = None) -> list[Any]:
 
     themes = []
     for name, spec in theme_definitions(extra_dirs).items():
+        if not THEME_NAME.fullmatch(name):
+            # names are shown in the palette, the help and toasts: plain words only
+            log.warning("theme_name_refused", theme=strip_control(name))
+            continue
         try:
             themes.append(Theme(**spec))
         except (TypeError, ValueError) as exc:

@@ -13,7 +13,7 @@ from wsmon.models import Alert, AlertState
 from wsmon.screens.base import WsmonScreen
 from wsmon.screens.snapshot import Snapshot
 from wsmon.textsafe import strip_control, truncate
-from wsmon.widgets.difftable import DiffTable, text_cell
+from wsmon.widgets.difftable import ColumnLayout, ColumnSpec, DiffTable, text_cell
 from wsmon.widgets.format import (
     ALERT_STATE_ORDER,
     SEVERITY_ROLES,
@@ -24,20 +24,25 @@ from wsmon.widgets.format import (
 from wsmon.widgets.styles import role_style
 
 ALERT_COLUMNS = [
-    ("severity", "severity", 10),
-    ("state", "state", 12),
-    ("age", "age", 4),
-    ("subject", "subject", 24),
-    ("rule", "rule", 20),
-    ("summary", "summary", 50),
+    ColumnSpec("severity", "severity", 10, narrow=6, short="sev"),
+    ColumnSpec("state", "state", 12, narrow=8),
+    ColumnSpec("age", "age", 4, narrow=3),
+    ColumnSpec("subject", "subject", 24, narrow=14, grow=1, max=40),
+    ColumnSpec("rule", "rule", 20, narrow=12, grow=1, max=30),
+    ColumnSpec("summary", "summary", 40, narrow=20, grow=3),
 ]
+SEVERITY_SHORT = {"critical": "crit", "warning": "warn", "info": "info"}
+ALERT_STATE_SHORT = {"acknowledged": "acked"}
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
-def alert_plain(alert: Alert, now) -> tuple[str, ...]:
+def alert_plain(alert: Alert, now, compact: bool = False) -> tuple[str, ...]:
     since = alert.resolved_at if alert.state == AlertState.RESOLVED else (
         alert.fired_at or alert.pending_since)
-    return (f"{SEVERITY_SYMBOLS[alert.severity]} {alert.severity.value}", alert.state.value,
+    severity, state = alert.severity.value, alert.state.value
+    if compact:
+        severity, state = SEVERITY_SHORT.get(severity, severity), ALERT_STATE_SHORT.get(state, state)
+    return (f"{SEVERITY_SYMBOLS[alert.severity]} {severity}", state,
             age_since(since, now), strip_control(alert.subject), strip_control(alert.rule),
             strip_control(alert.summary))
 
@@ -64,6 +69,7 @@ class AlertsScreen(WsmonScreen):
 
     def on_mount(self) -> None:
         self.table.set_columns(ALERT_COLUMNS)
+        self.table.fitted_callback = self._columns_fitted
         self.wsmon.snapshot_signal.subscribe(self, self._on_snapshot, immediate=True)
         self.wsmon.theme_changed_signal.subscribe(self, lambda _: self.rebuild(restyle=True))
         self.rebuild()
@@ -74,6 +80,9 @@ class AlertsScreen(WsmonScreen):
 
     def _on_snapshot(self, _: Snapshot) -> None:
         self.rebuild()
+
+    def _columns_fitted(self, _: ColumnLayout) -> None:
+        self.rebuild(restyle=True)
 
     def _alerts(self) -> dict[str, Alert]:
         return {a.alert_id: a for a in self.wsmon.alerts}
@@ -88,8 +97,9 @@ class AlertsScreen(WsmonScreen):
                 table._plain[key] = (None,) * len(ALERT_COLUMNS)
         upserts: dict[str, list[Any]] = {}
         plain: dict[str, tuple[Any, ...]] = {}
+        compact = bool(table.column_layout and table.column_layout.compact)
         for key, alert in alerts.items():
-            p = alert_plain(alert, now)
+            p = alert_plain(alert, now, compact)
             if table._plain.get(key) == p:
                 continue
             sev_style = role_style(app, SEVERITY_ROLES[alert.severity],
@@ -135,6 +145,8 @@ class AlertsScreen(WsmonScreen):
             if alert.acknowledged_by:
                 text.append(f"\nacknowledged by {strip_control(alert.acknowledged_by)} "
                             f"{relative(alert.acknowledged_at, now)}")
+                if alert.ack_expires_at:
+                    text.append(f", expires {relative(alert.ack_expires_at, now)}")
                 if alert.ack_note:
                     text.append(f": {truncate(strip_control(alert.ack_note), 200)}")
             if alert.resolved_at:

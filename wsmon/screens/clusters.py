@@ -14,22 +14,25 @@ from wsmon.screens.base import WsmonScreen
 from wsmon.screens.snapshot import Snapshot
 from wsmon.textsafe import strip_control
 from wsmon.widgets.charts import HistoryChart
-from wsmon.widgets.difftable import DiffTable, text_cell
+from wsmon.widgets.difftable import ColumnLayout, ColumnSpec, DiffTable, text_cell
 from wsmon.widgets.format import age_since, bar
 from wsmon.widgets.styles import role_style
 
+# Roomy from ~130 columns; compact (every column still shown) at 80, where the vCPU and memory
+# bars give way to their percentages and the charts below show the history.
 CLUSTER_COLUMNS = [
-    ("name", "cluster", 16),
-    ("status", "status", 9),
-    ("running", "run/slots", 9),
-    ("vcpu", "vCPU", 13),
-    ("memory", "memory", 13),
-    ("cost", "$/h", 7),
-    ("az", "AZ", 10),
-    ("source", "source", 8),
-    ("seen", "seen", 4),
-    ("detail", "detail", 30),
+    ColumnSpec("name", "cluster", 16, narrow=10, grow=1, max=30),
+    ColumnSpec("status", "status", 11, narrow=8),
+    ColumnSpec("running", "run/slots", 9, narrow=5, short="run"),
+    ColumnSpec("vcpu", "vCPU", 13, narrow=4, grow=1, max=25),
+    ColumnSpec("memory", "memory", 13, narrow=4, short="mem", grow=1, max=25),
+    ColumnSpec("cost", "$/h", 7, narrow=5),
+    ColumnSpec("az", "AZ", 10),
+    ColumnSpec("source", "source", 8, narrow=7),
+    ColumnSpec("seen", "seen", 4),
+    ColumnSpec("detail", "detail", 30, narrow=9, grow=3),
 ]
+MIN_BAR_COLUMN = 8  # narrower than this: the percentage alone
 STATUS_ROLES = {"ready": "success", "creating": "primary", "unavailable": "error", "unknown": "warning"}
 
 
@@ -37,11 +40,21 @@ def depth_has(series: dict[str, list[Any]]) -> bool:
     return any(points for points in series.values())
 
 
-def cluster_plain(c: ClusterStatus, now) -> tuple[str, ...]:
+def usage(used: float, total: float, column_width: int) -> str:
+    """A bar with its percentage when the column has room for one, else the percentage."""
+    if column_width >= MIN_BAR_COLUMN:
+        return bar(used, total, column_width - 6)
+    if total <= 0:
+        return "-"
+    return f"{round(max(0.0, min(1.0, used / total)) * 100)}%"
+
+
+def cluster_plain(c: ClusterStatus, now, bar_column: int = 13) -> tuple[str, ...]:
     cost = c.cost_per_vcpu_hour * c.vcpus_used
     return (strip_control(c.name), strip_control(c.status),
             f"{c.active_worksets}/{c.max_concurrent_worksets}",
-            bar(c.vcpus_used, c.max_vcpus, 7), bar(c.memory_gb_used, c.max_memory_gb, 7),
+            usage(c.vcpus_used, c.max_vcpus, bar_column),
+            usage(c.memory_gb_used, c.max_memory_gb, bar_column),
             f"{cost:.2f}", strip_control(c.availability_zone or "-"), strip_control(c.source),
             age_since(c.updated_at, now), strip_control(c.detail or ""))
 
@@ -70,6 +83,7 @@ class ClustersScreen(WsmonScreen):
 
     def on_mount(self) -> None:
         self.table.set_columns(CLUSTER_COLUMNS)
+        self.table.fitted_callback = self._columns_fitted
         self.wsmon.snapshot_signal.subscribe(self, self._on_snapshot, immediate=True)
         self.wsmon.theme_changed_signal.subscribe(self, lambda _: self.rebuild(restyle=True))
         self.rebuild()
@@ -87,6 +101,9 @@ class ClustersScreen(WsmonScreen):
     def _on_snapshot(self, _: Snapshot) -> None:
         self.rebuild()
 
+    def _columns_fitted(self, _: ColumnLayout) -> None:
+        self.rebuild(restyle=True)
+
     def rebuild(self, restyle: bool = False) -> None:
         app = self.wsmon
         now = app.clock.now()
@@ -97,8 +114,9 @@ class ClustersScreen(WsmonScreen):
                 table._plain[key] = (None,) * len(CLUSTER_COLUMNS)
         upserts: dict[str, list[Any]] = {}
         plain: dict[str, tuple[Any, ...]] = {}
+        bar_column = min(table.width_of("vcpu") or 13, table.width_of("memory") or 13)
         for key, c in clusters.items():
-            p = cluster_plain(c, now)
+            p = cluster_plain(c, now, bar_column)
             if table._plain.get(key) == p:
                 continue
             status_style = role_style(app, STATUS_ROLES.get(c.status, "warning"))

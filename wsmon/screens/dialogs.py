@@ -7,6 +7,7 @@ open, says what changed and shows the new record, so a second confirm acts on wh
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from rich.text import Text
@@ -26,16 +27,19 @@ from wsmon.widgets.format import duration, relative, state_label
 DIALOG_CSS = """
 WsmonDialog { align: center middle; }
 WsmonDialog > #dialog { width: 76; max-width: 100%; height: auto; max-height: 100%;
-    border: round $primary; background: $surface; padding: 0 1; }
+    border: round $primary; background: $surface; padding: 0 1; overflow-y: auto; }
 WsmonDialog #dialog-title { text-style: bold; width: 100%; }
 WsmonDialog #dialog-body { height: auto; max-height: 12; }
 WsmonDialog #dialog-warning { display: none; color: $warning; text-style: bold; height: auto; }
 WsmonDialog #dialog-warning.shown { display: block; }
 WsmonDialog #dialog-buttons { height: auto; align-horizontal: right; margin-top: 1; }
-WsmonDialog Button { margin-left: 1; min-width: 10; }
+WsmonDialog Button { margin-left: 2; min-width: 10; }
 WsmonDialog Input { margin-top: 1; }
 WsmonDialog OptionList { height: auto; max-height: 8; margin-top: 1; }
 """
+# Compact inputs, lists and buttons (no borders) so every dialog fits 80x24; the dialog scrolls
+# (overflow-y) if a long record would still push the buttons off a small terminal.
+COMPACT = {"compact": True}
 
 TITLES = {"release": "Release lock", "retry": "Retry", "ignore": "Ignore", "unignore": "Un-ignore"}
 CONFIRM = {"release": "Release", "retry": "Retry", "ignore": "Ignore", "unignore": "Un-ignore"}
@@ -114,8 +118,8 @@ class WorksetActionDialog(WsmonDialog):
                 yield Static(id="dialog-text")
             yield Static(id="dialog-warning")
             with Horizontal(id="dialog-buttons"):
-                yield Button(CONFIRM[self.kind], id="confirm", variant="warning")
-                yield Button("Cancel", id="cancel")
+                yield Button(CONFIRM[self.kind], id="confirm", variant="warning", **COMPACT)
+                yield Button("Cancel", id="cancel", **COMPACT)
 
     def on_mount(self) -> None:
         refused = [(ws, ops.precheck(self.kind, ws)) for ws in self.records]
@@ -212,10 +216,11 @@ class PriorityDialog(WsmonDialog):
         with Vertical(id="dialog"):
             yield Label(Text("Change priority"), id="dialog-title")
             yield Static(id="dialog-text")
-            yield OptionList(*[Option(p.value, id=p.value) for p in Priority], id="priorities")
+            yield OptionList(*[Option(p.value, id=p.value) for p in Priority], id="priorities",
+                             **COMPACT)
             yield Static(id="dialog-warning")
             with Horizontal(id="dialog-buttons"):
-                yield Button("Cancel", id="cancel")
+                yield Button("Cancel", id="cancel", **COMPACT)
 
     def on_mount(self) -> None:
         self._render_record()
@@ -276,6 +281,23 @@ def describe_alert(alert: Alert, now) -> Text:
     return out
 
 
+DURATION_UNITS = {"m": 1, "h": 60, "d": 1440}
+
+
+def parse_minutes(text: str) -> float | None:
+    """'30m', '4h', '2d' or a bare number of minutes; None when empty or not a duration."""
+    text = text.strip().lower()
+    unit = DURATION_UNITS.get(text[-1:], None) if text else None
+    number = text[:-1] if unit else text
+    try:
+        value = float(number)
+    except ValueError:
+        return None
+    if value <= 0 or value != value or value == float("inf"):
+        return None
+    return value * (unit or 1)
+
+
 class AckDialog(WsmonDialog):
     BINDINGS = [Binding("ctrl+y", "confirm", "Confirm", id="dialog-ack-confirm", show=False)]
 
@@ -287,11 +309,13 @@ class AckDialog(WsmonDialog):
         with Vertical(id="dialog"):
             yield Label(Text("Acknowledge alert"), id="dialog-title")
             yield Static(id="dialog-text")
-            yield Input(placeholder="note (optional), Enter to acknowledge", id="note")
+            yield Input(placeholder="note (optional), Enter to acknowledge", id="note", **COMPACT)
+            yield Input(placeholder="expires after (optional): 30m, 4h, 2d; empty = until resolved",
+                        id="expires", **COMPACT)
             yield Static(id="dialog-warning")
             with Horizontal(id="dialog-buttons"):
-                yield Button("Acknowledge", id="confirm", variant="primary")
-                yield Button("Cancel", id="cancel")
+                yield Button("Acknowledge", id="confirm", variant="primary", **COMPACT)
+                yield Button("Cancel", id="cancel", **COMPACT)
 
     def on_mount(self) -> None:
         self._render_alert()
@@ -311,14 +335,23 @@ class AckDialog(WsmonDialog):
             self.dismiss(None)
 
     def action_confirm(self) -> None:
+        typed = self.query_one("#expires", Input).value
+        minutes = parse_minutes(typed)
+        if typed.strip() and minutes is None:
+            self.set_warning(f"expires after: {strip_control(typed)!r} is not a duration such as "
+                             "30m, 4h or 2d")
+            return
+        expires_at = None
+        if minutes is not None:
+            expires_at = self.app.clock.now() + timedelta(minutes=minutes)  # type: ignore[attr-defined]
         self.set_busy(True)
-        self._perform(self.query_one("#note", Input).value.strip())
+        self._perform(self.query_one("#note", Input).value.strip(), expires_at)
 
     @work(thread=True, exit_on_error=False, group="dialog")
-    def _perform(self, note: str) -> None:
+    def _perform(self, note: str, expires_at: datetime | None) -> None:
         app: Any = self.app
         try:
-            outcome = ops.acknowledge(app.store, self.alert, app.actor, note or None)
+            outcome = ops.acknowledge(app.store, self.alert, app.actor, note or None, expires_at)
         except Exception as exc:
             outcome = ops.Outcome(self.alert.alert_id, error=str(exc))
         app.call_from_thread(self._performed, outcome)
@@ -348,12 +381,12 @@ class SilenceDialog(WsmonDialog):
         with Vertical(id="dialog"):
             yield Label(Text("Silence alert"), id="dialog-title")
             yield Static(id="dialog-text")
-            yield Input(placeholder="reason (optional)", id="reason")
+            yield Input(placeholder="reason (optional)", id="reason", **COMPACT)
             yield OptionList(*[Option(label, id=str(minutes)) for minutes, label in SILENCE_CHOICES],
-                             id="durations")
+                             id="durations", **COMPACT)
             yield Static(id="dialog-warning")
             with Horizontal(id="dialog-buttons"):
-                yield Button("Cancel", id="cancel")
+                yield Button("Cancel", id="cancel", **COMPACT)
 
     def on_mount(self) -> None:
         now = self.app.clock.now()  # type: ignore[attr-defined]
@@ -413,8 +446,8 @@ class JumpDialog(WsmonDialog):
         with Vertical(id="dialog"):
             yield Label(Text("Go to screen"), id="dialog-title")
             yield Input(placeholder=": " + " | ".join(self.names), id="jump",
-                        suggester=SuggestFromList(self.names, case_sensitive=False))
-            yield OptionList(*[Option(n, id=n) for n in self.names], id="jump-options")
+                        suggester=SuggestFromList(self.names, case_sensitive=False), **COMPACT)
+            yield OptionList(*[Option(n, id=n) for n in self.names], id="jump-options", **COMPACT)
             yield Static(id="dialog-warning")
 
     def on_mount(self) -> None:

@@ -1,4 +1,4 @@
-"""``?``: every key of the screen underneath, with the binding id to rebind it in [ui.keymap]."""
+"""``?``: every key of the screen underneath, with the binding id to rebind it in [keymap]."""
 
 from __future__ import annotations
 
@@ -11,9 +11,6 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
-
-SYSTEM_KEYS = [("ctrl+p", "Command palette: every action, screen and theme"),
-               ("ctrl+q", "Quit (always)")]
 
 
 class HelpScreen(ModalScreen[None]):
@@ -56,11 +53,9 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("binding id", style="dim", no_wrap=True)
         for key, description, ident in self.rows:
             table.add_row(Text(key), Text(description), Text(ident))
-        for key, description in SYSTEM_KEYS:
-            table.add_row(Text(key), Text(description), Text("-"))
         title = getattr(self.target, "SCREEN_NAME", "") or type(self.target).__name__
         with VerticalScroll(id="help"):
-            yield Static(Text(f"Keys on {title} (rebind with [ui.keymap] id = \"key\")",
+            yield Static(Text(f"Keys on {title} (rebind in config: [keymap] id = \"key\")",
                               style="bold"))
             yield Static(table)
 

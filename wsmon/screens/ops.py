@@ -102,9 +102,15 @@ def release(store: Store, shown: Workset, actor: str) -> Outcome:
         return Outcome(shown.workset_id, error=f"it is {current.state.value}: no lock to release",
                        current=current)
     try:
-        updated = store.force_release(
-            shown.workset_id, actor=actor,
-            reason=f"force-released from {current.lock_owner} (fence {current.fence})")
+        # The store adds who held it and at which fence; expected_fence closes the gap between
+        # the re-read above and this write, so a lease that changed hands is never released.
+        updated = store.force_release(shown.workset_id, actor=actor,
+                                      reason="operator release from the dashboard",
+                                      expected_fence=shown.fence)
+    except StateConflict:
+        now = store.get_workset(shown.workset_id)
+        return Outcome(shown.workset_id, conflict=f"changed meanwhile: {_changed(shown, now)}",
+                       current=now)
     except StoreError as exc:
         return Outcome(shown.workset_id, error=str(exc), current=current)
     return Outcome(shown.workset_id, done="released", current=updated)
@@ -186,14 +192,15 @@ def _alert_guard(store: Store, shown: Alert) -> tuple[Alert | None, Outcome | No
     return current, None
 
 
-def acknowledge(store: Store, shown: Alert, actor: str, note: str | None) -> Outcome:
+def acknowledge(store: Store, shown: Alert, actor: str, note: str | None,
+                expires_at: datetime | None = None) -> Outcome:
     current, conflict = _alert_guard(store, shown)
     if conflict:
         return conflict
     if shown.state == AlertState.RESOLVED:
         return Outcome(shown.alert_id, error="it is resolved: nothing to acknowledge", current=current)
     try:
-        updated = store.ack_alert(shown.alert_id, actor, note=note or None)
+        updated = store.ack_alert(shown.alert_id, actor, note=note or None, expires_at=expires_at)
     except (AlertNotFound, StoreError) as exc:
         return Outcome(shown.alert_id, error=str(exc), current=current)
     return Outcome(shown.alert_id, done="acknowledged", current=updated)

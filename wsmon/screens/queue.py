@@ -11,14 +11,20 @@ from textual.widgets import DataTable, Input, Static
 
 from wsmon.models import Priority, WorksetState
 from wsmon.screens.base import WsmonScreen
-from wsmon.screens.snapshot import QUEUE_COLUMNS, SORTABLE, QueueRow, Snapshot
+from wsmon.screens.snapshot import GONE_FROM_S3, QUEUE_COLUMNS, SORTABLE, QueueRow, Snapshot
 from wsmon.textsafe import strip_control
-from wsmon.widgets.difftable import DiffTable
-from wsmon.widgets.format import STATE_KEYS, STATE_ROLES, STATE_SYMBOLS
+from wsmon.widgets.difftable import ColumnLayout, DiffTable
+from wsmon.widgets.format import (
+    PRIORITY_SHORT_WORDS,
+    STATE_KEYS,
+    STATE_ROLES,
+    STATE_SYMBOLS,
+    state_label,
+)
 from wsmon.widgets.styles import role_markup
 
 SELECTED_MARK = "●"
-COLUMN_LABELS = {key: label for key, label, _ in QUEUE_COLUMNS}
+COLUMN_LABELS = {spec.key: spec.label for spec in QUEUE_COLUMNS}
 
 
 class QueueScreen(WsmonScreen):
@@ -51,6 +57,7 @@ class QueueScreen(WsmonScreen):
         self.sort_reverse = False
         self.selected: set[str] = set()
         self._sort_cache: dict[str, Any] = {}
+        self.compact = False  # narrow terminal: shorter state and priority words
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
@@ -67,6 +74,8 @@ class QueueScreen(WsmonScreen):
 
     def on_mount(self) -> None:
         self.table.set_columns(QUEUE_COLUMNS)
+        self.compact = bool(self.table.column_layout and self.table.column_layout.compact)
+        self.table.fitted_callback = self._columns_fitted
         app = self.wsmon
         app.snapshot_signal.subscribe(self, self._on_snapshot, immediate=True)
         app.action_done_signal.subscribe(self, self._on_action_done, immediate=True)
@@ -76,6 +85,11 @@ class QueueScreen(WsmonScreen):
 
     def on_screen_resume(self) -> None:
         self._reconcile()
+
+    def _columns_fitted(self, layout: ColumnLayout) -> None:
+        if layout.compact != self.compact:
+            self.compact = layout.compact
+            self._reconcile(restyle=True)
 
     # -- rows ------------------------------------------------------------------------------
     def _matches(self, row: QueueRow) -> bool:
@@ -92,10 +106,17 @@ class QueueScreen(WsmonScreen):
         app = self.wsmon
         mark = role_markup(app, "accent", SELECTED_MARK, bold=True) if row.key in self.selected else ""
         cells = [mark, *row.markup]
-        cells[2] = role_markup(app, STATE_ROLES[row.state], cells[2],
+        compact = self.compact
+        label = state_label(row.state, compact) if compact else cells[2]
+        cells[2] = role_markup(app, STATE_ROLES[row.state], label,
                                bold=row.state in (WorksetState.FAILED, WorksetState.ERROR))
+        if compact:
+            cells[3] = PRIORITY_SHORT_WORDS.get(row.priority, row.priority)
         if row.priority == Priority.URGENT.value:
             cells[3] = role_markup(app, "warning", cells[3], bold=True)
+        if row.s3_missing:
+            gone = role_markup(app, "warning", GONE_FROM_S3, bold=True)
+            cells[9] = f"{gone} · {cells[9]}" if cells[9] else gone
         return cells
 
     def _order(self):

@@ -26,22 +26,26 @@ from wsmon.models import (
     WorksetState,
 )
 from wsmon.textsafe import strip_control
+from wsmon.widgets.difftable import ColumnSpec
 from wsmon.widgets.format import STATE_ORDER, age_since, state_label
 
-# Queue columns: (key, label, width). Widths are fixed so adding 10,000 rows never measures text.
-QUEUE_COLUMNS: list[tuple[str, str, int]] = [
-    ("sel", " ", 1),
-    ("id", "workset", 26),
-    ("state", "state", 13),
-    ("priority", "prio", 6),
-    ("customer", "customer", 10),
-    ("cluster", "cluster", 12),
-    ("age", "age", 4),
-    ("attempts", "try", 3),
-    ("lease", "lease holder", 16),
-    ("last_event", "last event", 40),
+# Queue columns. Widths follow the terminal (roomy from 120 columns, compact below, so all of
+# them show at 80) but never the text, so adding 10,000 rows never measures a cell.
+QUEUE_COLUMNS: list[ColumnSpec] = [
+    ColumnSpec("sel", " ", 1, gap=0),
+    ColumnSpec("id", "workset", 20, narrow=13, grow=3, max=40),
+    ColumnSpec("state", "state", 13, narrow=9),
+    ColumnSpec("priority", "prio", 6, narrow=4),
+    ColumnSpec("customer", "customer", 10, narrow=7, short="cust", grow=1, max=16),
+    ColumnSpec("cluster", "cluster", 10, narrow=7, grow=1, max=16),
+    ColumnSpec("age", "age", 4, narrow=3),
+    ColumnSpec("attempts", "try", 3),
+    ColumnSpec("lease", "lease holder", 14, narrow=8, short="holder", grow=1, max=24),
+    ColumnSpec("last_event", "last event / why waiting", 30, narrow=15, short="event/why",
+               grow=5),
 ]
-SORTABLE = [key for key, _, _ in QUEUE_COLUMNS if key != "sel"]
+SORTABLE = [spec.key for spec in QUEUE_COLUMNS if spec.key != "sel"]
+GONE_FROM_S3 = "⚠ gone from S3"
 
 # Local metric history the charts read; names and dimensions as engine/metrics.py writes them
 # (H_QUEUE_DEPTH, H_CLUSTER_UTILISATION). Not imported: screens stay off engine modules.
@@ -62,6 +66,7 @@ class QueueRow:
     sort_values: tuple[Any, ...]
     search: str
     markup: tuple[str, ...]  # the same cells escaped for DataTable, which parses str as markup
+    s3_missing: bool = False  # the last cell starts with GONE_FROM_S3 (the screen colours it)
 
     def sort_value(self, column: str) -> Any:
         return self.sort_values[SORTABLE.index(column)]
@@ -82,8 +87,10 @@ class _Static:
     created_at: datetime
     last_event_at: datetime
     last_event_text: str
-    escaped: tuple[str, ...]  # display_id, customer, cluster, lease, last_event_text
+    escaped: tuple[str, ...]  # display_id, customer, cluster, lease, last_event_text, waiting
     search: str
+    waiting: str  # the scheduler's reason a ready workset still waits ("" if none)
+    s3_missing: bool
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,8 @@ def _static(ws: Workset) -> _Static:
     last = ws.recent_events[-1] if ws.recent_events else None
     if last is not None:
         what = last.reason or last.to_state.value
-        last_text = f"{strip_control(last.actor)}: {strip_control(what)}"
+        # the reason first, so a narrow column cuts the actor, not what happened
+        last_text = f"{strip_control(what)} · {strip_control(last.actor)}"
         last_at = last.at
     else:
         last_text, last_at = "", ws.updated_at
@@ -143,15 +151,18 @@ def _static(ws: Workset) -> _Static:
     display_id = strip_control(ws.workset_id)
     customer = strip_control(ws.customer_id or "")
     cluster = strip_control(ws.cluster_name or "")
+    waiting = (strip_control(ws.schedule_reason)
+               if ws.state == WorksetState.READY and ws.schedule_reason else "")
     search = " ".join((display_id, ws.state.value, ws.priority.value, customer, cluster, lease,
-                       last_text)).lower()
+                       last_text, waiting, GONE_FROM_S3 if ws.s3_missing else "")).lower()
     return _Static(
         state=ws.state, priority=ws.priority.value, priority_rank=ws.priority.rank,
         customer=customer, cluster=cluster, attempts=ws.attempts, lease=lease,
         display_id=display_id, created_at=ws.created_at, last_event_at=last_at,
         last_event_text=last_text,
-        escaped=tuple(escape(v) for v in (display_id, customer, cluster, lease, last_text)),
-        search=search,
+        escaped=tuple(escape(v) for v in (display_id, customer, cluster, lease, last_text,
+                                          waiting)),
+        search=search, waiting=waiting, s3_missing=ws.s3_missing,
     )
 
 
@@ -161,16 +172,25 @@ def _ages(st: _Static, now: datetime) -> tuple[str, str]:
 
 def _row(key: str, st: _Static, ages: tuple[str, str]) -> QueueRow:
     age, last_age = ages
-    last = f"{last_age} {st.last_event_text}" if st.last_event_text else ""
+    e_id, e_customer, e_cluster, e_lease, e_last, e_waiting = st.escaped
+    # A ready workset shows why it still waits (the scheduler's reason), others what happened last.
+    if st.waiting:
+        last, e_last_cell = st.waiting, e_waiting
+    elif st.last_event_text:
+        last, e_last_cell = f"{last_age} {st.last_event_text}", f"{last_age} {e_last}"
+    else:
+        last = e_last_cell = ""
+    if st.s3_missing:  # the screen colours the marker; the plain cell carries it for diff/search
+        last = f"{GONE_FROM_S3} · {last}" if last else GONE_FROM_S3
     label = state_label(st.state)
     cells = (st.display_id, label, st.priority, st.customer, st.cluster, age,
              str(st.attempts), st.lease, last)
-    e_id, e_customer, e_cluster, e_lease, e_last = st.escaped
     markup = (e_id, label, st.priority, e_customer, e_cluster, age, str(st.attempts), e_lease,
-              f"{last_age} {e_last}" if st.last_event_text else "")
+              e_last_cell)
     sort_values = (key, STATE_ORDER[st.state], st.priority_rank, st.customer, st.cluster,
                    -st.created_at.timestamp(), st.attempts, st.lease, -st.last_event_at.timestamp())
-    return QueueRow(key, st.state, st.priority, cells, sort_values, st.search, markup)
+    return QueueRow(key, st.state, st.priority, cells, sort_values, st.search, markup,
+                    st.s3_missing)
 
 
 class SnapshotReader:

@@ -12,12 +12,61 @@ Implementation note: bulk removal and ordering by row key replace DataTable's O(
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from rich.padding import Padding
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable
 from textual.widgets._data_table import CellKey, Row, RowKey
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSpec:
+    """A column that adapts to the terminal: ``width`` when there is room for every column at
+    that width, else ``narrow`` (and the ``short`` header); spare width goes to columns with
+    ``grow`` (by weight, up to ``max``). Text wider than its column ends in an ellipsis."""
+
+    key: str
+    label: str
+    width: int
+    narrow: int | None = None
+    short: str | None = None
+    grow: int = 0
+    max: int | None = None
+    gap: int = 1  # blank cells left of the column
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnLayout:
+    compact: bool
+    widths: tuple[int, ...]
+    labels: tuple[str, ...]
+
+
+def fit_columns(specs: Sequence[ColumnSpec], available: int) -> ColumnLayout:
+    """Widths for ``available`` cells: the roomy layout if it fits, else the compact one, then
+    spare cells shared by ``grow`` weight. Pure, so the layout is tested without a terminal."""
+    gaps = sum(s.gap for s in specs)
+    compact = available < gaps + sum(s.width for s in specs)
+    widths = [(s.narrow or s.width) if compact else s.width for s in specs]
+    spare = available - gaps - sum(widths)
+    growing = [i for i, s in enumerate(specs) if s.grow]
+    while spare > 0 and growing:
+        total = sum(specs[i].grow for i in growing)
+        shares = {i: spare * specs[i].grow // total for i in growing}
+        if not any(shares.values()):
+            shares[max(growing, key=lambda i: specs[i].grow)] = spare
+        for i in list(growing):
+            cap = specs[i].max
+            give = shares[i] if cap is None else min(shares[i], cap - widths[i])
+            widths[i] += give
+            spare -= give
+            if cap is not None and widths[i] >= cap:
+                growing.remove(i)
+    labels = tuple((s.short or s.label) if compact else s.label for s in specs)
+    return ColumnLayout(compact, tuple(widths), labels)
 
 
 class DiffTable(DataTable):
@@ -32,17 +81,74 @@ class DiffTable(DataTable):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("cursor_type", "row")
         kwargs.setdefault("zebra_stripes", False)
+        # gaps between columns come from ColumnSpec.gap (one cell instead of two), so that
+        # every queue column fits 80 columns
+        kwargs.setdefault("cell_padding", 0)
         super().__init__(**kwargs)
         self._plain: dict[str, tuple[Any, ...]] = {}
         self._column_keys: list[str] = []
+        self._specs: list[ColumnSpec] = []
+        self.column_layout: ColumnLayout | None = None
+        # called on the UI thread when the layout changes (a screen re-renders compact cells)
+        self.fitted_callback: Callable[[ColumnLayout], None] | None = None
         # Row order/offset caches keyed by structure (rows added, removed or reordered) rather
         # than by DataTable's _update_count, which every cell update bumps: recomputing them is
         # O(rows) and a refresh that changes 100 cells of 10,000 rows must not pay that.
 
-    def set_columns(self, columns: Sequence[tuple[str, str, int]]) -> None:
-        for key, label, width in columns:
-            self.add_column(label, key=key, width=width)
-        self._column_keys = [key for key, _, _ in columns]
+    def set_columns(self, columns: Sequence[ColumnSpec]) -> None:
+        self._specs = list(columns)
+        for spec in self._specs:
+            self.add_column(spec.label, key=spec.key, width=spec.width + spec.gap)
+        self._column_keys = [spec.key for spec in self._specs]
+        if self.size.width:
+            self.fit_width(self.size.width)
+
+    def on_resize(self) -> None:
+        self.fit_width(self.size.width)
+
+    def fit_width(self, width: int) -> None:
+        """Lay the columns out for ``width`` cells (one kept for the vertical scrollbar, so the
+        layout does not flip when rows start to overflow)."""
+        if not self._specs or width <= 0:
+            return
+        layout = fit_columns(self._specs, width - 1)
+        if layout == self.column_layout:
+            return
+        self.column_layout = layout
+        for spec, column, width_, label in zip(self._specs, self.ordered_columns,
+                                                layout.widths, layout.labels):
+            column.width = width_ + spec.gap
+            column.label = Text(label)
+        self._clear_caches()
+        self._require_update_dimensions = True
+        self._update_count += 1
+        self.refresh(layout=True)
+        if self.fitted_callback is not None:
+            self.fitted_callback(layout)
+
+    def width_of(self, key: str) -> int | None:
+        if self.column_layout is None:
+            return None
+        return self.column_layout.widths[self._column_keys.index(key)]
+
+    def _compute_row_renderables(self, row_index: int):
+        renderables = super()._compute_row_renderables(row_index)
+        if not self._specs:
+            return renderables
+        # Copies: DataTable hands out stored Text objects (Text cells, header labels, a shared
+        # empty cell). Padding the text itself draws cheaper than a Padding renderable per cell.
+        cells = []
+        for spec, cell in zip(self._specs, renderables.cells):
+            if isinstance(cell, Text):
+                cell = cell.copy()
+                cell.overflow = "ellipsis"
+                cell.no_wrap = True
+                if spec.gap:
+                    cell.pad_left(spec.gap)
+            elif spec.gap:
+                cell = Padding(cell, (0, 0, 0, spec.gap))
+            cells.append(cell)
+        return type(renderables)(renderables.label, cells)
 
     # -- reading -------------------------------------------------------------------------------
     @property

@@ -32,8 +32,15 @@ ALERT_STATE_ORDER = {AlertState.FIRING: 0, AlertState.PENDING: 1, AlertState.ACK
                      AlertState.RESOLVED: 3}
 
 
-def state_label(state: WorksetState) -> str:
-    return f"{STATE_SYMBOLS[state]} {state.value}"
+# Shorter words for narrow terminals; still a symbol and a word, so they read without colour.
+STATE_SHORT_WORDS: dict[WorksetState, str] = {S.IN_PROGRESS: "running", S.COMPLETE: "done",
+                                              S.RETRYING: "retry"}
+PRIORITY_SHORT_WORDS = {"urgent": "urg", "normal": "norm", "low": "low"}
+
+
+def state_label(state: WorksetState, compact: bool = False) -> str:
+    word = STATE_SHORT_WORDS.get(state, state.value) if compact else state.value
+    return f"{STATE_SYMBOLS[state]} {word}"
 
 
 def compact_age(seconds: float) -> str:
