@@ -68,12 +68,7 @@ class AlertsScreen(WsmonScreen):
         return self.query_one("#alerts-table", DiffTable)
 
     def on_mount(self) -> None:
-        self.table.set_columns(ALERT_COLUMNS)
-        self.table.fitted_callback = self._columns_fitted
-        self.wsmon.snapshot_signal.subscribe(self, self._on_snapshot, immediate=True)
-        self.wsmon.theme_changed_signal.subscribe(self, lambda _: self.rebuild(restyle=True))
-        self.rebuild()
-        self.table.focus()
+        self.wire_table(self.table, ALERT_COLUMNS)
 
     def on_screen_resume(self) -> None:
         self.rebuild()

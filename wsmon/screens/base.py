@@ -25,6 +25,17 @@ class WsmonScreen(Screen):
         yield StatusHeader(self.SCREEN_NAME)
         yield StoreBanner()
 
+    def wire_table(self, table, columns) -> None:
+        """For a screen built around one table that it rebuilds from each snapshot: its columns,
+        the refresh stream and theme changes. The screen provides ``_columns_fitted``,
+        ``_on_snapshot`` and ``rebuild(restyle=False)``."""
+        table.set_columns(columns)
+        table.fitted_callback = self._columns_fitted
+        self.wsmon.snapshot_signal.subscribe(self, self._on_snapshot, immediate=True)
+        self.wsmon.theme_changed_signal.subscribe(self, lambda _: self.rebuild(restyle=True))
+        self.rebuild()
+        table.focus()
+
     def compose_footer(self) -> ComposeResult:
         yield Footer(compact=True, show_command_palette=True)
 

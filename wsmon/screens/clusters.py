@@ -82,12 +82,7 @@ class ClustersScreen(WsmonScreen):
         return self.query_one("#clusters-table", DiffTable)
 
     def on_mount(self) -> None:
-        self.table.set_columns(CLUSTER_COLUMNS)
-        self.table.fitted_callback = self._columns_fitted
-        self.wsmon.snapshot_signal.subscribe(self, self._on_snapshot, immediate=True)
-        self.wsmon.theme_changed_signal.subscribe(self, lambda _: self.rebuild(restyle=True))
-        self.rebuild()
-        self.table.focus()
+        self.wire_table(self.table, CLUSTER_COLUMNS)
 
     def on_screen_resume(self) -> None:
         if not self.wsmon.want_charts:
