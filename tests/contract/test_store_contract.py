@@ -310,6 +310,19 @@ def test_update_fields_conditions(store: Store, clock: ManualClock) -> None:
         store.update_fields("ws-1", state="complete")
 
 
+def test_a_lease_on_one_workset_never_writes_another(store: Store) -> None:
+    register(store, "ws-1")
+    register(store, "ws-2")
+    lease = store.acquire_lock("ws-1", "A", LEASE)
+    assert store.acquire_lock("ws-2", "A", LEASE) is not None  # same owner, same fence 1
+    before = store.get_workset("ws-2")
+    with pytest.raises(ValueError):
+        store.update_fields("ws-2", lease=lease, log_tail="wrong workset")
+    with pytest.raises(ValueError):
+        store.update_state("ws-2", "in_progress", "wrong workset", "A", lease=lease)
+    assert fingerprint(store.get_workset("ws-2")) == fingerprint(before)
+
+
 def test_update_state_sets_fields_and_records_the_event(store: Store, clock: ManualClock) -> None:
     register(store, "ws-1")
     lease = store.acquire_lock("ws-1", "e1")

@@ -1019,23 +1019,28 @@ class DynamoDBStore(Store):
                     f"{expr.n('lock_owner')} = {expr.v(lease.owner_id)}")
         return cond
 
+    def _check_conditions(self, item: dict[str, Any], fresh: bool, workset_id: str,
+                          lease: Lease | None, expected: WorksetState | None) -> WorksetState:
+        """The caller's conditions on the record it is about to change (lease still held, state
+        as expected); returns the current state. A refusal on a cached item asks for a fresh read."""
+        current = WorksetState.parse(item["state"])
+        if lease is not None and not self._lease_held(item, lease):
+            _need_fresh(fresh)
+            raise self._lease_lost(item, lease)
+        if expected is not None and current != expected:
+            _need_fresh(fresh)
+            raise StateConflict(workset_id, expected, current)
+        return current
+
     def update_state(self, workset_id: str, new_state: WorksetState | str, reason: str,
                      actor: str, lease: Lease | None = None,
                      expected_state: WorksetState | str | None = None, **fields: Any) -> Workset:
         new = WorksetState.parse(new_state)
-        expected = WorksetState.parse(expected_state) if expected_state is not None else None
+        expected = _expected_for(workset_id, lease, expected_state)
         check_fields(fields)
-        if lease is not None and lease.workset_id != workset_id:
-            raise ValueError(f"lease is for {lease.workset_id!r}, not {workset_id!r}")
 
         def plan(item: dict[str, Any], fresh: bool) -> _Plan:
-            current = WorksetState.parse(item["state"])
-            if lease is not None and not self._lease_held(item, lease):
-                _need_fresh(fresh)
-                raise self._lease_lost(item, lease)
-            if expected is not None and current != expected:
-                _need_fresh(fresh)
-                raise StateConflict(workset_id, expected, current)
+            current = self._check_conditions(item, fresh, workset_id, lease, expected)
             if new not in TRANSITIONS[current]:
                 _need_fresh(fresh)
                 check_transition(current, new)
@@ -1062,17 +1067,11 @@ class DynamoDBStore(Store):
 
     def update_fields(self, workset_id: str, *, actor: str = "wsmon", lease: Lease | None = None,
                       expected_state: WorksetState | str | None = None, **fields: Any) -> Workset:
-        expected = WorksetState.parse(expected_state) if expected_state is not None else None
+        expected = _expected_for(workset_id, lease, expected_state)
         check_fields(fields)
 
         def plan(item: dict[str, Any], fresh: bool) -> _Plan:
-            current = WorksetState.parse(item["state"])
-            if lease is not None and not self._lease_held(item, lease):
-                _need_fresh(fresh)
-                raise self._lease_lost(item, lease)
-            if expected is not None and current != expected:
-                _need_fresh(fresh)
-                raise StateConflict(workset_id, expected, current)
+            self._check_conditions(item, fresh, workset_id, lease, expected)
             sets = {k: v for k, v in fields.items() if v is not None}
             sets["updated_at"] = self.clock.now()
             removes = [k for k, v in fields.items() if v is None]
@@ -1996,6 +1995,14 @@ class _Stale(Exception):
 
 class _NeedFresh(Exception):
     """A plan must not decide on a cached item: re-read and plan again."""
+
+
+def _expected_for(workset_id: str, lease: Lease | None,
+                  expected_state: WorksetState | str | None) -> WorksetState | None:
+    """Validate a write's arguments before any request: the lease must be for this workset."""
+    if lease is not None and lease.workset_id != workset_id:
+        raise ValueError(f"lease is for {lease.workset_id!r}, not {workset_id!r}")
+    return WorksetState.parse(expected_state) if expected_state is not None else None
 
 
 def _need_fresh(fresh: bool) -> None:
