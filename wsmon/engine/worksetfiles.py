@@ -531,13 +531,16 @@ def parse_info_yaml(text: str, *, file: str = INFO_FILE) -> tuple[dict[str, Any]
                                     "normal, low", **where("priority")))
         else:
             info["priority"] = value
-    customer = data.get("customer_id")
-    if customer not in (None, ""):
-        if isinstance(customer, (dict, list)) or has_control_chars(str(customer)):
-            findings.append(finding("WS-CFG-006", "customer_id must be a plain name",
-                                    **where("customer_id")))
+    def plain_name(key: str, message: str) -> None:
+        value = data.get(key)
+        if value in (None, ""):
+            return
+        if isinstance(value, (dict, list)) or has_control_chars(str(value)):
+            findings.append(finding("WS-CFG-006", message, **where(key)))
         else:
-            info["customer_id"] = str(customer).strip()
+            info[key] = str(value).strip()
+
+    plain_name("customer_id", "customer_id must be a plain name")
     retries = data.get("max_retries")
     if retries not in (None, ""):
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
@@ -545,13 +548,8 @@ def parse_info_yaml(text: str, *, file: str = INFO_FILE) -> tuple[dict[str, Any]
                                     "from 0 to 100", **where("max_retries")))
         else:
             info["max_retries"] = retries
-    zone = data.get("preferred_availability_zone")
-    if zone not in (None, ""):
-        if isinstance(zone, (dict, list)) or has_control_chars(str(zone)):
-            findings.append(finding("WS-CFG-006", "preferred_availability_zone must be a zone name "
-                                    "such as us-west-2d", **where("preferred_availability_zone")))
-        else:
-            info["preferred_availability_zone"] = str(zone).strip()
+    plain_name("preferred_availability_zone",
+               "preferred_availability_zone must be a zone name such as us-west-2d")
     overrides: dict[str, float] = {}
     nested = data.get("estimate") or data.get("estimates")
     sources: list[tuple[dict[str, Any], str]] = [(data, "")]

@@ -74,6 +74,13 @@ def _guarded(store: Store, shown: Workset) -> tuple[Workset | None, Outcome | No
     return current, None
 
 
+def _changed_after_all(store: Store, shown: Workset) -> Outcome:
+    """The write was refused because the record moved after the re-read: say how."""
+    now = store.get_workset(shown.workset_id)
+    return Outcome(shown.workset_id, conflict=f"changed meanwhile: {_changed(shown, now)}",
+                   current=now)
+
+
 def _transition(store: Store, shown: Workset, to: WorksetState, reason: str, actor: str,
                 done: str) -> Outcome:
     current, conflict = _guarded(store, shown)
@@ -83,9 +90,7 @@ def _transition(store: Store, shown: Workset, to: WorksetState, reason: str, act
         updated = store.update_state(shown.workset_id, to, reason=reason, actor=actor,
                                      expected_state=shown.state)
     except StateConflict:
-        now = store.get_workset(shown.workset_id)
-        return Outcome(shown.workset_id, conflict=f"changed meanwhile: {_changed(shown, now)}",
-                       current=now)
+        return _changed_after_all(store, shown)
     except IllegalTransition as exc:
         return Outcome(shown.workset_id, error=str(exc), current=current)
     except (WorksetNotFound, StoreError) as exc:
@@ -108,9 +113,7 @@ def release(store: Store, shown: Workset, actor: str) -> Outcome:
                                       reason="operator release from the dashboard",
                                       expected_fence=shown.fence)
     except StateConflict:
-        now = store.get_workset(shown.workset_id)
-        return Outcome(shown.workset_id, conflict=f"changed meanwhile: {_changed(shown, now)}",
-                       current=now)
+        return _changed_after_all(store, shown)
     except StoreError as exc:
         return Outcome(shown.workset_id, error=str(exc), current=current)
     return Outcome(shown.workset_id, done="released", current=updated)
