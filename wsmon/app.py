@@ -29,6 +29,7 @@ from textual.worker import get_current_worker
 
 from wsmon.clock import Clock, SystemClock
 from wsmon.engine.store.base import Store, StoreError
+from wsmon.exit_codes import EXIT_STORE, EXIT_USAGE
 from wsmon.models import Alert, AlertState, ClusterStatus, QueueStats, Severity, Silence, Workset
 from wsmon.screens.snapshot import EngineStatus, QueueRow, Snapshot, SnapshotReader, live_engine
 from wsmon.textsafe import strip_control, truncate
@@ -466,13 +467,13 @@ def run_dashboard(settings: Settings, engine_mode: str = "auto") -> int:
                            aws_profile=settings.aws.profile)
     except StoreError as exc:
         click.echo(f"wsmon: cannot open the store: {exc}", err=True)
-        return 2
+        return EXIT_STORE
     try:
         start_engine, mode_text = decide_engine(settings, store, engine_mode, SystemClock().now())
     except StoreError as exc:
         click.echo(f"wsmon: cannot read monitors from the store: {exc}", err=True)
         store.close()
-        return 2
+        return EXIT_STORE
     engine = None
     if start_engine:
         engine, problem = _start_engine(settings, store)
@@ -481,7 +482,7 @@ def run_dashboard(settings: Settings, engine_mode: str = "auto") -> int:
         elif engine_mode == "engine":
             click.echo(f"wsmon: cannot start the engine: {problem}", err=True)
             store.close()
-            return 2
+            return EXIT_USAGE
         else:
             mode_text = f"no engine: {problem}"
     app = WsmonApp(store, settings, engine_mode_text=mode_text)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from wsmon.clock import SystemClock
+from wsmon.exit_codes import EXIT_USAGE
 
 if TYPE_CHECKING:
     from wsmon.cli import CliContext
@@ -439,7 +440,7 @@ def run_demo(obj: CliContext, *, headless: bool, store_kind: str, timeout: float
                 log.warning("demo_summary_failed", error=str(exc))
     except DemoUnavailable as exc:
         click.echo(f"wsmon --demo: {exc}", err=True)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         code = 0
     _print_where(state_dir, store_kind, settings, summary, dropper)

@@ -20,12 +20,14 @@ if TYPE_CHECKING:
     from wsmon.config import Settings
     from wsmon.engine.store import Store
 
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_STORE = 4
-EXIT_SOURCE = 5
+from wsmon.exit_codes import (  # noqa: F401  (the commands import the codes from here)
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_SOURCE,
+    EXIT_STORE,
+    EXIT_USAGE,
+)
 
 EXIT_CODES_HELP = (
     "\b\nExit codes: 0 ok; 1 refused or failed (illegal transition, changed meanwhile, aborted);\n"

@@ -22,16 +22,13 @@ import click
 from click.shell_completion import CompletionItem
 
 from wsmon.cli import CliContext, actor
-from wsmon.commands.exits import (  # noqa: F401  (EXIT_OK, EXIT_STORE: the documented set)
+from wsmon.commands.exits import (
     EXIT_CODES_HELP,
     EXIT_NOT_FOUND,
-    EXIT_OK,
     EXIT_REFUSED,
-    EXIT_STORE,
     EXIT_USAGE,
 )
-from wsmon.commands.exits import CommandError as OpsError
-from wsmon.commands.exits import open_command_store as open_ops_store
+from wsmon.commands.exits import CommandError, open_command_store
 from wsmon.models import Priority, WorksetState
 from wsmon.textsafe import strip_control, truncate
 
@@ -53,7 +50,7 @@ def _safe(value: object) -> str:
 def _require_workset(store: Store, workset_id: str) -> Workset:
     workset = store.get_workset(workset_id)
     if workset is None:
-        raise OpsError(f"no workset {_safe(workset_id)!r} in the store ({_safe(store.url)})",
+        raise CommandError(f"no workset {_safe(workset_id)!r} in the store ({_safe(store.url)})",
                        EXIT_NOT_FOUND)
     return workset
 
@@ -199,7 +196,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 def list_cmd(obj: CliContext, states: tuple[str, ...], priority: str | None, customer: str | None,
              limit: int, as_json: bool) -> None:
     """List worksets in queue order (priority, then age)."""
-    with open_ops_store(obj) as store:
+    with open_command_store(obj) as store:
         items: list[Workset] = []
         for state in states or (None,):
             taken = 0
@@ -306,7 +303,7 @@ def _event_line(event: Event, now: datetime) -> str:
 @click.pass_obj
 def show(obj: CliContext, workset_id: str, as_json: bool) -> None:
     """Everything the store knows about one workset."""
-    with open_ops_store(obj) as store:
+    with open_command_store(obj) as store:
         workset = _require_workset(store, workset_id)
         if as_json:
             _emit_json(workset.model_dump(mode="json"))
@@ -321,7 +318,7 @@ def show(obj: CliContext, workset_id: str, as_json: bool) -> None:
 @click.pass_obj
 def events(obj: CliContext, workset_id: str, limit: int | None, as_json: bool) -> None:
     """A workset's whole state history, oldest first."""
-    with open_ops_store(obj) as store:
+    with open_command_store(obj) as store:
         _require_workset(store, workset_id)
         history = store.events(workset_id, limit=limit)
         if as_json:
@@ -352,14 +349,14 @@ def release(obj: CliContext, workset_id: str, reason: str, yes: bool) -> None:
     The holder's fence is bumped, so every later write by the holder is refused. A pipeline the
     holder already started is not stopped by this.
     """
-    with open_ops_store(obj) as store:
+    with open_command_store(obj) as store:
         workset = _require_workset(store, workset_id)
         now = _now(store)
         if not workset.state.holds_lease:
-            raise OpsError(f"{_safe(workset_id)!r} is {workset.state.value}: no lock to release")
+            raise CommandError(f"{_safe(workset_id)!r} is {workset.state.value}: no lock to release")
         if not yes:
             if not _stdin_is_tty():
-                raise OpsError("release changes who runs a workset: pass --yes to confirm when "
+                raise CommandError("release changes who runs a workset: pass --yes to confirm when "
                                "stdin is not a terminal", EXIT_USAGE)
             held = _span((now - workset.lock_acquired_at).total_seconds()) if workset.lock_acquired_at else "?"
             expiry = _relative(workset.lock_expires_at, now)
@@ -372,7 +369,7 @@ def release(obj: CliContext, workset_id: str, reason: str, yes: bool) -> None:
                 "already started keeps running until someone stops it."
             )
             if not click.confirm("Release?", default=False):
-                raise OpsError("not released", EXIT_REFUSED)
+                raise CommandError("not released", EXIT_REFUSED)
         from wsmon.engine.store import LockChanged
 
         try:
@@ -380,7 +377,7 @@ def release(obj: CliContext, workset_id: str, reason: str, yes: bool) -> None:
             after = store.force_release(workset_id, actor=actor(), reason=reason,
                                         expected_fence=workset.fence)
         except LockChanged as exc:
-            raise OpsError(f"not released: {_safe(exc)}", EXIT_REFUSED) from None
+            raise CommandError(f"not released: {_safe(exc)}", EXIT_REFUSED) from None
         click.echo(f"released {_safe(workset_id)} (was held by {_safe(workset.lock_owner)}); "
                    f"now {after.state.value}, fence {after.fence}")
 
@@ -392,7 +389,7 @@ def release(obj: CliContext, workset_id: str, reason: str, yes: bool) -> None:
 @click.pass_obj
 def retry(obj: CliContext, workset_id: str, reason: str | None, rerun: bool) -> None:
     """Send a workset back to ready (from error, failed, retrying or ignored)."""
-    with open_ops_store(obj) as store:
+    with open_command_store(obj) as store:
         workset = _require_workset(store, workset_id)
         now = _now(store)
         state = workset.state
@@ -403,12 +400,12 @@ def retry(obj: CliContext, workset_id: str, reason: str | None, rerun: bool) -> 
             hint = (f"its lease held by {_safe(workset.lock_owner)} is stale"
                     if _lease_is_stale(workset, store, now)
                     else f"it is held by {_safe(workset.lock_owner)}")
-            raise OpsError(f"{_safe(workset_id)!r} is {state.value} and {hint}: "
+            raise CommandError(f"{_safe(workset_id)!r} is {state.value} and {hint}: "
                            f"use `wsmon release` to take the lock back first")
         if state is WorksetState.COMPLETE and not rerun:
-            raise OpsError(f"{_safe(workset_id)!r} is complete: pass --rerun to run it again")
+            raise CommandError(f"{_safe(workset_id)!r} is complete: pass --rerun to run it again")
         if state not in RETRYABLE_STATES and state is not WorksetState.COMPLETE:
-            raise OpsError(f"{_safe(workset_id)!r} is {state.value}: cannot retry from there")
+            raise CommandError(f"{_safe(workset_id)!r} is {state.value}: cannot retry from there")
         reason = reason or f"operator retry after {workset.attempts} attempt(s)"
         after = store.update_state(workset_id, WorksetState.READY, reason=reason, actor=actor(),
                                    expected_state=state, retry_after=None)
@@ -423,13 +420,13 @@ def retry(obj: CliContext, workset_id: str, reason: str | None, rerun: bool) -> 
 @click.pass_obj
 def ignore(obj: CliContext, workset_id: str, undo: bool, reason: str | None) -> None:
     """Ignore a workset so no engine runs it (or --undo)."""
-    with open_ops_store(obj) as store:
+    with open_command_store(obj) as store:
         workset = _require_workset(store, workset_id)
         now = _now(store)
         state = workset.state
         if undo:
             if state is not WorksetState.IGNORED:
-                raise OpsError(f"{_safe(workset_id)!r} is {state.value}, not ignored")
+                raise CommandError(f"{_safe(workset_id)!r} is {state.value}, not ignored")
             store.update_state(workset_id, WorksetState.READY, reason=reason or "un-ignored by operator",
                                actor=actor(), expected_state=state)
             click.echo(f"{_safe(workset_id)}: ignored -> ready")
@@ -438,7 +435,7 @@ def ignore(obj: CliContext, workset_id: str, undo: bool, reason: str | None) -> 
             click.echo(f"{_safe(workset_id)} is already ignored; nothing to do")
             return
         if state.holds_lease and not _lease_is_stale(workset, store, now):
-            raise OpsError(f"{_safe(workset_id)!r} is {state.value}, held by "
+            raise CommandError(f"{_safe(workset_id)!r} is {state.value}, held by "
                            f"{_safe(workset.lock_owner)}: use `wsmon release` first")
         store.update_state(workset_id, WorksetState.IGNORED, reason=reason or "ignored by operator",
                            actor=actor(), expected_state=state)
@@ -452,7 +449,7 @@ def ignore(obj: CliContext, workset_id: str, undo: bool, reason: str | None) -> 
 @click.pass_obj
 def priority(obj: CliContext, workset_id: str, level: str, reason: str) -> None:
     """Change a workset's priority (urgent, normal, low)."""
-    with open_ops_store(obj) as store:
+    with open_command_store(obj) as store:
         workset = _require_workset(store, workset_id)
         if workset.priority.value == level:
             click.echo(f"{_safe(workset_id)} is already {level}; nothing to do")
@@ -473,7 +470,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 @click.pass_obj
 def alerts(obj: CliContext, include_resolved: bool, as_json: bool) -> None:
     """Firing, pending and acknowledged alerts (newest first), and active silences."""
-    with open_ops_store(obj) as store:
+    with open_command_store(obj) as store:
         found: list[Alert] = store.list_alerts(resolved_since=_EPOCH if include_resolved else None)
         now = _now(store)
         if as_json:
@@ -504,9 +501,9 @@ def alerts(obj: CliContext, include_resolved: bool, as_json: bool) -> None:
 @click.pass_obj
 def ack(obj: CliContext, alert_id: str, note: str | None, expires: float | None) -> None:
     """Acknowledge an alert: it stops notifying (until --expires)."""
-    with open_ops_store(obj) as store:
+    with open_command_store(obj) as store:
         if store.get_alert(alert_id) is None:
-            raise OpsError(f"no alert {_safe(alert_id)!r} (see `wsmon alerts`)", EXIT_NOT_FOUND)
+            raise CommandError(f"no alert {_safe(alert_id)!r} (see `wsmon alerts`)", EXIT_NOT_FOUND)
         expires_at = _now(store) + timedelta(minutes=expires) if expires else None
         after = store.ack_alert(alert_id, actor=actor(), note=note, expires_at=expires_at)
         until = f" until {_stamp(after.ack_expires_at)}" if after.ack_expires_at else ""
@@ -554,7 +551,7 @@ class DurationType(click.ParamType):
 def silence(obj: CliContext, rule: str | None, subject: str | None, duration: timedelta,
             reason: str) -> None:
     """Silence matching alerts for a while (they still show, they do not notify)."""
-    with open_ops_store(obj) as store:
+    with open_command_store(obj) as store:
         ends_at = _now(store) + duration
         created = store.silence(actor=actor(), ends_at=ends_at, rule=rule, subject=subject,
                                 reason=reason)
@@ -579,7 +576,7 @@ def monitor_stale_after(obj: CliContext) -> timedelta:
 @click.pass_obj
 def monitors(obj: CliContext, as_json: bool) -> None:
     """Engines, dashboards and CLIs the store has seen, alive or stale."""
-    with open_ops_store(obj) as store:
+    with open_command_store(obj) as store:
         now = _now(store)
         stale_after = monitor_stale_after(obj)
         seen: list[MonitorInfo] = store.list_monitors()
@@ -620,7 +617,7 @@ def completion(shell: str | None) -> None:
     if shell is None:
         shell = os.path.basename(os.environ.get("SHELL", "bash"))
         if shell not in ("bash", "zsh", "fish"):
-            raise OpsError(f"cannot tell your shell from $SHELL ({_safe(shell)!r}): "
+            raise CommandError(f"cannot tell your shell from $SHELL ({_safe(shell)!r}): "
                            "name it, e.g. `wsmon completion bash`", EXIT_USAGE)
     comp_cls = get_completion_class(shell)
     assert comp_cls is not None  # the Choice above only admits shells click knows

@@ -44,6 +44,7 @@ from wsmon.engine.runner import Aborted, BaseRunner, Job, RunOutcome, make_runne
 from wsmon.engine.scheduler import RunningWork, SchedulingPolicy, schedule
 from wsmon.engine.store import LeaseLost, StateConflict, StoreError, WorksetNotFound, open_store
 from wsmon.engine.store.base import parse_force_release_reason
+from wsmon.exit_codes import EXIT_SOURCE, EXIT_STORE, EXIT_USAGE
 from wsmon.models import RECENT_EVENTS_KEPT, Lease, Workset, WorksetState
 from wsmon.textsafe import strip_control, truncate
 
@@ -64,9 +65,6 @@ FORCE_RELEASE_KV = ("engine", "force_release_watermark")
 FORCE_RELEASE_FIRST_LOOKBACK = timedelta(minutes=10)  # how far back an engine's first ever look goes
 FORCE_RELEASE_MAX_LOOKBACK = timedelta(days=1)  # after a long outage, older releases are old news
 LEASE_RECOVERED_REASON = "recovered: lease of"  # the engine's own force release (not an operator's)
-EXIT_CONFIG = 2  # docs/cli.md: usage or configuration error
-EXIT_STORE = 4  # docs/cli.md: the store cannot be opened or reached
-EXIT_SOURCE = 5  # docs/cli.md: an S3 discovery source could not be listed (--once)
 
 
 def _one_line(text: str | None, limit: int = 200) -> str:
@@ -779,7 +777,7 @@ def _open_engine(settings: Settings) -> tuple[Engine | None, int]:
         return None, EXIT_STORE
     except TemplateError as exc:  # e.g. runner.kind = "ssh" without runner.ssh_host
         log.error("engine_config_invalid", error=strip_control(str(exc)))
-        return None, EXIT_CONFIG
+        return None, EXIT_USAGE
 
 
 def run_headless(settings: Settings) -> int:
