@@ -4,6 +4,7 @@ the sweep, and the --once exit codes."""
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -69,6 +70,22 @@ def register(store, *ids: str, **kw) -> None:
         store.register_workset(wid, "b", f"p/{wid}/", estimate={"vcpus": 4, "memory_gb": 8}, **kw)
 
 
+@contextmanager
+def one_workset_running(env):
+    """Workset "w" claimed and inside its (blocked) first step; the engine stopped afterwards."""
+    tmp_path, clock, store = env
+    register(store, "w")
+    runner = BlockingRunner(settings_for(tmp_path), clock)
+    engine = Engine(settings_for(tmp_path), store=store, clock=clock, runner=runner)
+    try:
+        engine.run_cycle()
+        assert runner.entered.acquire(timeout=10)
+        yield engine
+    finally:
+        runner.release.set()
+        engine.stop(0)
+
+
 def test_an_engine_claims_no_more_than_its_pool_and_says_why_the_rest_wait(env) -> None:
     tmp_path, clock, store = env
     register(store, "a", "b", "c", "d", "e")
@@ -90,34 +107,21 @@ def test_an_engine_claims_no_more_than_its_pool_and_says_why_the_rest_wait(env) 
 
 
 def test_a_lost_lease_stops_the_work_and_the_engine_overwrites_nothing(env) -> None:
-    tmp_path, clock, store = env
-    register(store, "w")
-    runner = BlockingRunner(settings_for(tmp_path), clock)
-    engine = Engine(settings_for(tmp_path), store=store, clock=clock, runner=runner)
-    try:
-        engine.run_cycle()
-        assert runner.entered.acquire(timeout=10)
+    store = env[2]
+    with one_workset_running(env) as engine:
         store.force_release("w", "op@host", "operator wants it back")
         engine.heartbeat()  # renewal fails with LeaseLost: the job is stopped
         assert engine.wait_idle(10)
         ws = store.get_workset("w")
         assert ws.state is S.READY
         assert [e.actor for e in store.events("w")][-1] == "op@host"
-    finally:
-        runner.release.set()
-        engine.stop(0)
 
 
 def test_an_operator_ignoring_a_running_workset_stops_its_work(env) -> None:
     """The fence does not move on an ignore, but the last event is the operator's, not ours:
     the heartbeat must treat it as a lost lease, not as the job's own finish."""
-    tmp_path, clock, store = env
-    register(store, "w")
-    runner = BlockingRunner(settings_for(tmp_path), clock)
-    engine = Engine(settings_for(tmp_path), store=store, clock=clock, runner=runner)
-    try:
-        engine.run_cycle()
-        assert runner.entered.acquire(timeout=10)
+    store = env[2]
+    with one_workset_running(env) as engine:
         current = store.get_workset("w").state
         store.update_state("w", S.IGNORED, "operator: bad sample sheet", "op@host",
                            expected_state=current)
@@ -126,9 +130,6 @@ def test_an_operator_ignoring_a_running_workset_stops_its_work(env) -> None:
         ws = store.get_workset("w")
         assert ws.state is S.IGNORED
         assert [e.actor for e in store.events("w")][-1] == "op@host"
-    finally:
-        runner.release.set()
-        engine.stop(0)
 
 
 def test_shutdown_gives_a_short_step_back_uncounted_when_grace_runs_out(env) -> None:
@@ -221,19 +222,11 @@ def test_once_exits_0_after_a_cycle_and_4_when_the_store_is_unusable(tmp_path) -
 
 
 def test_cluster_usage_is_published_for_the_dashboard(env) -> None:
-    tmp_path, clock, store = env
-    register(store, "w")
-    runner = BlockingRunner(settings_for(tmp_path), clock)
-    engine = Engine(settings_for(tmp_path), store=store, clock=clock, runner=runner)
-    try:
-        engine.run_cycle()
-        assert runner.entered.acquire(timeout=10)
+    store = env[2]
+    with one_workset_running(env) as engine:
         engine.schedule_pass()  # the next pass sees the running workset on c1
         (c1,) = store.list_cluster_status()
         assert (c1.name, c1.active_worksets, c1.vcpus_used, c1.memory_gb_used) == ("c1", 1, 4, 8.0)
-    finally:
-        runner.release.set()
-        engine.stop(0)
 
 
 def test_an_ssh_runner_without_a_host_is_a_configuration_error(tmp_path) -> None:
