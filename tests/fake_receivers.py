@@ -14,6 +14,11 @@ from typing import Any
 LINEAR_KEY = "lin_api_S3cretKeyValue0123456789abcdef"
 SLACK_PATH = "/services/T0SECRET/B0SECRET/XyZsecretToken"
 
+# Clients under test give up after CLIENT_TIMEOUT; a "timeout" or "late" fault answers after
+# ANSWER_DELAY. The margin either side is wide so a loaded CI machine cannot blur the two.
+CLIENT_TIMEOUT = 1.0
+ANSWER_DELAY = 2.0
+
 
 class FakeService:
     """Linear's GraphQL endpoint and a Slack webhook. ``faults[path]`` is consumed one per request:
@@ -44,7 +49,7 @@ class FakeService:
             queued = self.faults.get(path)
             fault = "503" if path in self.down else (queued.pop(0) if queued else None)
         if fault == "timeout":
-            time.sleep(0.6)  # longer than the client's timeout; nothing is recorded
+            time.sleep(ANSWER_DELAY)  # longer than the client's timeout; nothing is recorded
             self._reply(handler, 500, {"error": "too late"})
             return
         if fault and fault.startswith("429"):
@@ -101,7 +106,7 @@ class FakeService:
                 data = {"viewer": {"id": "u1", "name": "wsmon-bot"},
                         "team": {"id": variables.get("team"), "name": "Ops", "key": "OPS"}}
         if late:
-            time.sleep(0.6)  # done, but the answer comes after the client gave up
+            time.sleep(ANSWER_DELAY)  # done, but the answer comes after the client gave up
         self._reply(handler, 200, {"data": data})
 
     @staticmethod

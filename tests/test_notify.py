@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from fake_receivers import LINEAR_KEY, SLACK_PATH, FakeService, running_fake_service
+from fake_receivers import CLIENT_TIMEOUT, LINEAR_KEY, SLACK_PATH, FakeService, running_fake_service
 
 from wsmon.aws import client as aws_client
 from wsmon.config import Settings
@@ -43,12 +43,12 @@ def store(tmp_path, clock):
 
 
 def make_notifier(store, clock, base: str, *, slack_filter=None, linear_filter=None, **notify) -> Notifier:
-    settings = Settings(monitor_id="engine-a", notify={"request_timeout_seconds": 0.3, **notify})
+    settings = Settings(monitor_id="engine-a", notify={"request_timeout_seconds": CLIENT_TIMEOUT, **notify})
     ns = settings.notify
     channels = {
-        "linear": LinearChannel(LINEAR_KEY, "team-1", store, api_url=f"{base}/graphql", timeout=0.3,
+        "linear": LinearChannel(LINEAR_KEY, "team-1", store, api_url=f"{base}/graphql", timeout=CLIENT_TIMEOUT,
                                 filter=linear_filter, clock=clock, resolved_state_id=ns.linear_resolved_state_id),
-        "slack": SlackChannel(f"{base}{SLACK_PATH}", timeout=0.3, filter=slack_filter, clock=clock),
+        "slack": SlackChannel(f"{base}{SLACK_PATH}", timeout=CLIENT_TIMEOUT, filter=slack_filter, clock=clock),
     }
     return Notifier(settings, store, clock=clock, channels=channels)
 
@@ -343,10 +343,10 @@ def test_truncation_and_subject_helpers():
 def test_no_secret_home_path_or_key_file_leaves(store, clock, service, moto_endpoint, sns_topic):
     svc, base = service
     topic, read = sns_topic
-    settings = Settings(monitor_id="engine-a", notify={"request_timeout_seconds": 0.3})
+    settings = Settings(monitor_id="engine-a", notify={"request_timeout_seconds": CLIENT_TIMEOUT})
     channels = {
-        "linear": LinearChannel(LINEAR_KEY, "team-1", store, api_url=f"{base}/graphql", timeout=0.3, clock=clock),
-        "slack": SlackChannel(f"{base}{SLACK_PATH}", timeout=0.3, clock=clock),
+        "linear": LinearChannel(LINEAR_KEY, "team-1", store, api_url=f"{base}/graphql", timeout=CLIENT_TIMEOUT, clock=clock),
+        "slack": SlackChannel(f"{base}{SLACK_PATH}", timeout=CLIENT_TIMEOUT, clock=clock),
         "sns": SnsChannel(topic, client=aws_client("sns", region="us-west-2", endpoint_url=moto_endpoint)),
     }
     notifier = Notifier(settings, store, clock=clock, channels=channels)
