@@ -4,14 +4,18 @@ behind."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import struct
 import sys
+import termios
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -181,3 +185,55 @@ def test_ctrl_c_stops_the_default_dynamodb_demo_cleanly(tmp_path: Path) -> None:
     assert sum(summary.values()) >= 40
     assert "gone with it" in out  # says where its state lived
     _assert_left_nothing(out)
+
+
+ESCAPES = re.compile(r"\x1b\[[0-9;?<>=]*[A-Za-z]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-B]|\x1b[=>]")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("demo")
+def test_q_quits_the_demo_dashboard_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """`wsmon --demo` in a real pseudo-terminal at 80x24, as over SSH: the dashboard draws,
+    `q` quits, the exit code is 0 and the summary says where the state lived."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WSMON_"))}
+    env.update(TERM="xterm-256color", TMPDIR=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "cfg"),
+               XDG_STATE_HOME=str(tmp_path / "state"))
+    proc = subprocess.Popen([sys.executable, "-m", "wsmon.cli", "--demo"], cwd=ROOT, env=env,
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    screen = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO once the child has closed its end
+                return
+            if not chunk:
+                return
+            screen.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while b"Filter" not in screen and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert b"Filter" in screen, "the dashboard's footer never appeared"
+        time.sleep(2)  # the engine is working now; q must stop it too
+        os.write(master, b"q")
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(5)
+        os.close(master)
+    text = ESCAPES.sub("", screen.decode(errors="replace"))
+    assert code == 0, text[-3000:]
+    assert "Traceback" not in text
+    assert re.search(r"wsmon demo summary: \{.*\}", text), text[-3000:]
+    assert "gone with it" in text
+    _assert_left_nothing(text)
