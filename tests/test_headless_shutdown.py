@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from wsmon.engine.store import open_store
+from wsmon.engine.store.base import StoreError, StoreNotInitialized
 
 STARTUP_DEADLINE = 20.0
 EXIT_DEADLINE = 15.0
@@ -56,16 +57,21 @@ def test_headless_stops_cleanly_on_a_signal(tmp_path: Path, signum: signal.Signa
     proc = subprocess.Popen([sys.executable, "-m", "wsmon.cli", "--config", str(config), "--headless"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     store = None
+    not_yet: StoreError | None = None
     try:
         deadline = time.monotonic() + STARTUP_DEADLINE
         while proc.poll() is None and time.monotonic() < deadline:
             if (tmp_path / "state.db").exists():
-                store = store or open_store(f"sqlite:///{tmp_path / 'state.db'}", create=False)
-                if any(m.monitor_id == monitor_id for m in store.list_monitors()):
-                    break
+                try:
+                    store = store or open_store(f"sqlite:///{tmp_path / 'state.db'}", create=False)
+                except StoreNotInitialized as exc:  # the file exists a moment before its schema
+                    not_yet = exc
+                else:
+                    if any(m.monitor_id == monitor_id for m in store.list_monitors()):
+                        break
             time.sleep(0.1)
         else:
-            raise AssertionError(f"the engine never recorded its heartbeat: {proc.poll()=}")
+            raise AssertionError(f"the engine never recorded its heartbeat: {proc.poll()=} {not_yet}")
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=EXIT_DEADLINE)
     finally:
