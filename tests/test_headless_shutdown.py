@@ -80,7 +80,7 @@ def test_headless_stops_cleanly_on_a_signal(tmp_path: Path, signum: signal.Signa
             proc.communicate()
     assert proc.returncode == 0, err[-2000:]
     events = [json.loads(line)["event"] for line in out.splitlines() if line.strip()]
-    assert "signal_received" in events and events[-1] == "engine_stopped"
+    assert "signal_received" in events and events[-1] == "engine_stopped", (events[-10:], err[-2000:])
     assert store is not None
     try:
         assert monitor_id not in [m.monitor_id for m in store.list_monitors()]
