@@ -41,6 +41,18 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
+def no_user_config(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own ~/.config/wsmon, state directory and WSMON_* variables must not change
+    what a CLI test sees. pydantic-settings matches variable names case-insensitively, so any
+    case of the prefix goes."""
+    for name in list(os.environ):
+        if name.upper().startswith("WSMON_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
+@pytest.fixture
 def unique_name() -> str:
     """Tables and buckets are per test, so tests sharing the moto server never see each other."""
     return f"t{uuid.uuid4().hex[:12]}"

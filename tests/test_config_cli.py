@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -16,13 +15,7 @@ LINEAR_KEY = "lin_api_" + "Kp4" * 13
 SLACK_URL = "https://hooks.slack.com/services/T0AAA/B0BBB/" + "w3bh00k" * 3
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("WSMON_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 def run(*args: str, env: dict[str, str] | None = None):

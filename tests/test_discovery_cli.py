@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,13 +17,7 @@ from wsmon.engine.worksetfiles import TSV_COLUMNS
 WEIRD = "run [bold]x \x1b[31mred\x1b]52;c;aGk=\x07 ünï"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
-    for var in list(os.environ):
-        if var.startswith("WSMON_"):
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 def sheet(r2: str = "sample_data/S1_R2.fq.gz") -> str:

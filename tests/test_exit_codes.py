@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,7 @@ from wsmon.commands.exits import EXIT_STORE, EXIT_USAGE
 UNREACHABLE_DYNAMODB = "dynamodb://wsmon-gone?region=us-west-2&endpoint_url=http://127.0.0.1:9"
 
 
-@pytest.fixture(autouse=True)
-def _no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
-    for var in list(os.environ):
-        if var.startswith("WSMON_"):
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 def run(*args: str):

@@ -24,14 +24,7 @@ WEIRD_ID = "run [bold]x[/bold] \x1b[31mred\x1b]52;c;aGk=\x07 ünï"
 EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STORE = 1, 2, 3, 4
 
 
-@pytest.fixture(autouse=True)
-def _no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A developer's own ~/.config/wsmon must not change what these tests see."""
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
-    for var in list(__import__("os").environ):
-        if var.startswith("WSMON_"):
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,7 @@ from wsmon.cli import cli
 
 
 @pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
-    for var in list(os.environ):
-        if var.startswith("WSMON_"):
-            monkeypatch.delenv(var)
+def runner(no_user_config: None) -> CliRunner:
     return CliRunner()
 
 

@@ -294,12 +294,7 @@ def test_two_processes_see_each_others_writes(tmp_path: Path) -> None:
 # -- wsmon store -------------------------------------------------------------------------------
 
 @pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
-    for var in list(os.environ):
-        if var.startswith("WSMON_"):
-            monkeypatch.delenv(var)
+def runner(no_user_config: None) -> CliRunner:
     return CliRunner()
 
 
