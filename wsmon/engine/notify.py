@@ -635,14 +635,28 @@ class ChannelReport:
 
 @dataclass
 class DeliveryReport:
-    delivered: int = 0
-    failed: int = 0
-    dead: int = 0
-    deferred: int = 0
+    """One delivery pass, per channel; the totals are sums over the channels."""
+
     channels: dict[str, ChannelReport] = field(default_factory=dict)
 
     def channel(self, name: str) -> ChannelReport:
         return self.channels.setdefault(name, ChannelReport())
+
+    @property
+    def delivered(self) -> int:
+        return sum(c.delivered for c in self.channels.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(c.failed for c in self.channels.values())
+
+    @property
+    def dead(self) -> int:
+        return sum(c.dead for c in self.channels.values())
+
+    @property
+    def deferred(self) -> int:
+        return sum(c.deferred for c in self.channels.values())
 
 
 @dataclass
@@ -922,14 +936,12 @@ class Notifier:
                     f"{name}: unexpected {type(exc).__name__}")
                 if not isinstance(exc, ChannelError):
                     log.error("notify_channel_bug", channel=name, error=type(exc).__name__)
-                self._failed(name, entry, err, now, report)
+                self._failed(name, entry, err, now, creport)
                 if err.channel_wide:
-                    report.deferred += len(due) - index - 1
                     creport.deferred += len(due) - index - 1
                     return
                 continue
             self.store.mark_notification_delivered(entry.entry_id, self.clock.now())
-            report.delivered += 1
             creport.delivered += 1
             self._blocked_until.pop(name, None)
             self._record_health(name, True)
@@ -937,8 +949,7 @@ class Notifier:
                      receipt=_clean_line(receipt, self._secrets, 120), coalesced=entry.coalesced)
 
     def _failed(self, name: str, entry: OutboxEntry, err: ChannelError, now: datetime,
-                report: DeliveryReport) -> None:
-        creport = report.channel(name)
+                creport: ChannelReport) -> None:
         attempts = entry.attempts + 1
         detail = _clean_line(err.detail, self._secrets, 500)
         self._record_health(name, False, detail)
@@ -960,11 +971,9 @@ class Notifier:
             log.warning("notify_mark_failed_failed", channel=name, error=type(exc).__name__)
         creport.last_error = detail
         if give_up:
-            report.dead += 1
             creport.dead += 1
             log.error("notify_dead", channel=name, event_type=entry.event_type, attempts=attempts, error=detail)
         else:
-            report.failed += 1
             creport.failed += 1
             log.warning("notify_failed", channel=name, event_type=entry.event_type, attempts=attempts,
                         retry_in_seconds=round(delay, 1), error=detail)
@@ -980,7 +989,6 @@ class Notifier:
             if entry.channel not in self.channels:
                 self.store.mark_notification_failed(
                     entry.entry_id, f"channel {entry.channel!r} is not configured any more", None)
-                report.dead += 1
                 report.channel(entry.channel).dead += 1
 
     # -- operator test ----------------------------------------------------------------------------
