@@ -131,14 +131,8 @@ def make_app(tmp_path, *, store=None, clock=None, **ui):
 
 async def settle(pilot, app, generation: int = 1, timeout: float = 10.0) -> None:
     """Wait until the app has applied ``generation`` refreshes (the reader runs in a thread)."""
-    import time as _time
-
-    deadline = _time.monotonic() + timeout
-    while app.refresh_generation < generation or not app.loaded:
-        if _time.monotonic() > deadline:
-            raise AssertionError(f"no refresh #{generation} within {timeout}s")
-        await pilot.pause(0.02)
-    await pilot.pause()
+    await wait_for(pilot, lambda: app.refresh_generation >= generation and app.loaded, timeout,
+                   what=f"refresh #{generation}")
 
 
 async def refresh(pilot, app) -> None:
