@@ -31,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from wsmon.engine.store.base import Store  # noqa: E402
+from wsmon.models import QueueStats  # noqa: E402
 
 OWNER = "bench-engine"
 
@@ -76,6 +77,16 @@ def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f}/s" if seconds > 0 else "inf"
 
 
+def _timed_queue_stats(store: Store, repeats: int = 3) -> tuple[QueueStats, list[float]]:
+    """The last result of ``queue_stats`` and the seconds each of ``repeats`` calls took."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        stats = store.queue_stats()
+        times.append(time.perf_counter() - t)
+    return stats, times
+
+
 def run(store: Store, n: int, ops: int, counter: RequestCounter | None,
         make_fresh: Any = None) -> None:
     ids = [f"bench-{i:06d}" for i in range(n)]
@@ -87,11 +98,7 @@ def run(store: Store, n: int, ops: int, counter: RequestCounter | None,
     reg = time.perf_counter() - t
     print(f"  register         {n:>7,} worksets in {reg:7.2f} s  ({_rate(n, reg)})")
 
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        stats = store.queue_stats()
-        times.append(time.perf_counter() - t)
+    stats, times = _timed_queue_stats(store)
     assert stats.total("ready") == n, stats
     print(f"  queue_stats      at {n:,} worksets: median {statistics.median(times) * 1000:8.1f} ms"
           f"  (min {min(times) * 1000:.1f} ms of 3)")
@@ -137,11 +144,7 @@ def run(store: Store, n: int, ops: int, counter: RequestCounter | None,
         print(f"                   requests per transition: {sum(sent.values()) / (2 * ops):.2f}"
               f"  ({_fmt_ops(sent)})")
 
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        stats = store.queue_stats()
-        times.append(time.perf_counter() - t)
+    stats, times = _timed_queue_stats(store)
     assert stats.total("complete") == ops, stats
     print(f"  queue_stats      after the run: median {statistics.median(times) * 1000:8.1f} ms")
     if counter:
