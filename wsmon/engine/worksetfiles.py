@@ -752,40 +752,29 @@ def validate_files(workset_id: str, files: Mapping[str, RawFile | None], *, sett
         add([finding("WS-DAT-015", f"workset folder is named {workset_id!r}")])
     max_bytes = disc.max_file_bytes
 
-    work_raw = files.get(WORK_FILE)
-    if work_raw is None:
-        add([finding("WS-CFG-001", "daylily_work.yaml is missing", file=WORK_FILE)])
-    else:
-        text, problems = decode_text(work_raw, WORK_FILE, max_bytes, data_file=False)
+    def read(name: str, missing_code: str, parse: Callable[[str], tuple[Any, list[Finding]]],
+             data_file: bool = False) -> Any:
+        """``name`` decoded and parsed, its findings added; None when missing or unreadable."""
+        raw = files.get(name)
+        if raw is None:
+            add([finding(missing_code, f"{name} is missing", file=name)])
+            return None
+        text, problems = decode_text(raw, name, max_bytes, data_file=data_file)
         add(problems)
-        if text is not None:
-            report.work, problems = parse_work_yaml(text, workset_id)
-            add(problems)
+        if text is None:
+            return None
+        parsed, problems = parse(text)
+        add(problems)
+        return parsed
 
-    info_raw = files.get(INFO_FILE)
-    if info_raw is None:
-        add([finding("WS-CFG-008", "daylily_info.yaml is missing", file=INFO_FILE)])
-    else:
-        text, problems = decode_text(info_raw, INFO_FILE, max_bytes, data_file=False)
-        add(problems)
-        if text is not None:
-            report.info, problems = parse_info_yaml(text)
-            add(problems)
+    report.work = read(WORK_FILE, "WS-CFG-001", lambda text: parse_work_yaml(text, workset_id))
+    report.info = read(INFO_FILE, "WS-CFG-008", parse_info_yaml)
 
     if has_sample_data is False:
         add([finding("WS-DAT-012", "sample_data/ is missing or holds no object",
                      file=SAMPLE_DATA_DIR + "/")])
 
-    tsv_raw = files.get(SAMPLES_FILE)
-    sheet: SampleSheet | None = None
-    if tsv_raw is None:
-        add([finding("WS-DAT-001", "stage_samples.tsv is missing", file=SAMPLES_FILE)])
-    else:
-        text, problems = decode_text(tsv_raw, SAMPLES_FILE, max_bytes, data_file=True)
-        add(problems)
-        if text is not None:
-            sheet, problems = parse_stage_tsv(text)
-            add(problems)
+    sheet: SampleSheet | None = read(SAMPLES_FILE, "WS-DAT-001", parse_stage_tsv, data_file=True)
 
     refs: list[FastqRef] = []
     if sheet is not None:
