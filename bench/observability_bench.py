@@ -14,8 +14,8 @@ import tempfile
 import time
 from datetime import timedelta
 
-from wsmon.clock import ManualClock
-from wsmon.config import Settings
+from wsmon.core.clock import ManualClock
+from wsmon.config.settings import Settings
 from wsmon.engine.alerts import AlertEvaluator
 from wsmon.engine.metrics import Metrics
 from wsmon.engine.notify import Channel, Message, Notifier

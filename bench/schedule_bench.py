@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from wsmon.engine.scheduler import ClusterCapacity, SchedulingPolicy, WorksetRequirements, schedule
-from wsmon.models import Priority
+from wsmon.core.models import Priority
 
 
 def main() -> None:

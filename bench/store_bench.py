@@ -3,7 +3,7 @@
     .venv/bin/python bench/store_bench.py [--n 10000] [--backend sqlite|dynamodb|all] [--claims K]
 
 SQLite runs on a file in a temporary directory. DynamoDB runs against a moto server this script
-starts in its own process (``wsmon.moto_local``: one request at a time, per-item transaction
+starts in its own process (``wsmon.demo.moto_server``: one request at a time, per-item transaction
 rollback): its figures measure how many requests the store makes and moto's speed, NOT
 DynamoDB latency (a real table answers in single-digit milliseconds per request, over the
 network). What carries over to real DynamoDB is the request count per operation, printed by
@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from wsmon.engine.store.base import Store  # noqa: E402
-from wsmon.models import QueueStats  # noqa: E402
+from wsmon.core.models import QueueStats  # noqa: E402
 
 OWNER = "bench-engine"
 
@@ -64,8 +64,8 @@ def _fmt_ops(ops: Counter[str]) -> str:
 @contextmanager
 def _moto_server() -> Iterator[str]:
     # Its own process (no GIL shared with the client), with moto's whole-table transaction
-    # snapshots replaced by per-item ones (see wsmon/moto_local.py), one request at a time.
-    from wsmon.moto_local import serve_in_subprocess
+    # snapshots replaced by per-item ones (see wsmon/demo/moto_server.py), one request at a time.
+    from wsmon.demo.moto_server import serve_in_subprocess
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")

@@ -23,8 +23,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from wsmon.clock import ManualClock
-from wsmon.config import Settings
+from wsmon.core.clock import ManualClock
+from wsmon.config.settings import Settings
 from wsmon.engine.store import open_store
 
 CUSTOMERS = ["acme", "oncology", "genomix", "labcorp", "uni-hospital"]

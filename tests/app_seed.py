@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from wsmon.clock import ManualClock
+from wsmon.core.clock import ManualClock
 from wsmon.engine.store import open_store
-from wsmon.models import Alert, AlertState, ClusterStatus, MetricSample, Severity, StepRecord
+from wsmon.core.models import Alert, AlertState, ClusterStatus, MetricSample, Severity, StepRecord
 
 START = datetime(2026, 3, 2, 6, 0, 0, tzinfo=timezone.utc)
 MARKUP_ID = "[@click=app.quit]x"
@@ -115,7 +115,7 @@ def seed_store(path: str, clock: ManualClock | None = None):
 def make_app(tmp_path, *, store=None, clock=None, **ui):
     """A WsmonApp over the seeded store, a fixed clock, no timers that could fire during a test."""
     from wsmon.app import WsmonApp
-    from wsmon.config import Settings
+    from wsmon.config.settings import Settings
 
     if store is None:
         store, clock = seed_store(str(tmp_path / "s.db"))

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from wsmon.clock import ManualClock
+from wsmon.core.clock import ManualClock
 
 # Never touch real AWS from tests, whatever the developer's environment holds.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -32,10 +32,10 @@ def clock() -> ManualClock:
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A real HTTP endpoint (moto server) for S3, DynamoDB, SNS, CloudWatch in this process."""
-    from wsmon.moto_local import serve_in_thread
+    from wsmon.demo.moto_server import serve_in_thread
 
     # One request at a time inside moto's backends: they are not thread-safe, and the engine and
-    # the S3 poll make concurrent requests by design (see wsmon/moto_local.py).
+    # the S3 poll make concurrent requests by design (see wsmon/demo/moto_server.py).
     with serve_in_thread("127.0.0.1", 0) as url:
         yield url
 

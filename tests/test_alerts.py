@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from wsmon.config import Settings
+from wsmon.config.settings import Settings
 from wsmon.engine.alerts import AlertEvaluator, Observation, record_health
 from wsmon.engine.store import open_store
-from wsmon.models import AlertState, ClusterStatus, MetricSample
+from wsmon.core.models import AlertState, ClusterStatus, MetricSample
 
 
 class RecordingNotifier:

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from app_seed import make_app, settle, wait_for
 
-from wsmon.models import AlertState, Priority, WorksetState
+from wsmon.core.models import AlertState, Priority, WorksetState
 from wsmon.screens.dialogs import AckDialog, PriorityDialog, SilenceDialog, WorksetActionDialog
 
 ACTOR = "tester@host"

@@ -21,11 +21,11 @@ from app_seed import (
 )
 
 from wsmon.app import WsmonCommands, decide_engine
-from wsmon.clock import SystemClock
-from wsmon.config import Settings
+from wsmon.core.clock import SystemClock
+from wsmon.config.settings import Settings
 from wsmon.engine.store import open_store
 from wsmon.engine.store.base import StoreUnavailable
-from wsmon.models import Alert, AlertState, Severity, WorksetState
+from wsmon.core.models import Alert, AlertState, Severity, WorksetState
 
 pytestmark = pytest.mark.anyio
 

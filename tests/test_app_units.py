@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from app_seed import seed_store
 
-from wsmon.models import WorksetState
+from wsmon.core.models import WorksetState
 from wsmon.screens import ops
 from wsmon.screens.snapshot import SnapshotReader, engine_status
 from wsmon.themes import BUILTIN_THEMES, REPO_THEMES_DIR, build_themes, choose_theme, read_theme_file
@@ -115,7 +115,7 @@ def test_formatting_reads_without_colour():
 
 
 def test_log_tail_comes_from_the_failed_step_and_is_size_capped(tmp_path):
-    from wsmon.models import StepRecord
+    from wsmon.core.models import StepRecord
     from wsmon.screens.detail import LOG_TAIL_BYTES, read_log_tail
 
     store, _ = seed_store(str(tmp_path / "s.db"))

@@ -7,7 +7,7 @@ import pytest
 from app_seed import MARKUP_ID, make_app, refresh, screen_text, settle, wait_for
 
 from wsmon.app import WsmonCommands
-from wsmon.models import Alert, AlertState, Severity
+from wsmon.core.models import Alert, AlertState, Severity
 
 pytestmark = pytest.mark.anyio
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from wsmon.config import Settings
+from wsmon.config.settings import Settings
 from wsmon.engine.clusters import ClusterRegistry, parse_sinfo_memory
-from wsmon.models import Workset
+from wsmon.core.models import Workset
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from wsmon.cli import cli
+from wsmon.cli.main import cli
 
 LINEAR_KEY = "lin_api_" + "Kp4" * 13
 SLACK_URL = "https://hooks.slack.com/services/T0AAA/B0BBB/" + "w3bh00k" * 3

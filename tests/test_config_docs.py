@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wsmon.config_schema import iter_settings
-from wsmon.docs_config import REGENERATE, render_configuration_markdown
+from wsmon.config.schema import iter_settings
+from wsmon.config.docs import REGENERATE, render_configuration_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -14,7 +14,7 @@ def test_configuration_reference_matches_the_settings_models() -> None:
     expected = render_configuration_markdown()
     actual = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
     assert actual == expected, (
-        f"docs/configuration.md is out of date with wsmon/config.py. Regenerate it with:\n    {REGENERATE}")
+        f"docs/configuration.md is out of date with wsmon/config/settings.py. Regenerate it with:\n    {REGENERATE}")
 
 
 def test_every_setting_has_a_one_line_description() -> None:

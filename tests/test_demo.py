@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from wsmon.demo import BUCKET, PREFIX, demo_settings
-from wsmon.demo_worksets import initial_worksets
+from wsmon.demo.run import BUCKET, PREFIX, demo_settings
+from wsmon.demo.worksets import initial_worksets
 from wsmon.engine.runner import SimulatedRunner
 from wsmon.engine.worksetfiles import validate_local_folder
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from wsmon import aws
-from wsmon.cli import cli
+from wsmon.core import aws
+from wsmon.cli.main import cli
 from wsmon.engine.store import open_store
 from wsmon.engine.worksetfiles import TSV_COLUMNS
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from wsmon.cli import LAZY_COMMANDS
-from wsmon.daylily_yaml import DAYLILY_KEYS
+from wsmon.cli.main import LAZY_COMMANDS
+from wsmon.config.daylily_yaml import DAYLILY_KEYS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 GUIDES = ["quickstart.md", "operator-guide.md", "cli.md", "migration.md", "troubleshooting.md", "deployment.md",
@@ -34,7 +34,7 @@ def test_cli_reference_covers_every_command() -> None:
 
 
 def test_cli_reference_lists_the_exit_codes_the_commands_use() -> None:
-    from wsmon import exit_codes
+    from wsmon.core import exit_codes
 
     text = (DOCS / "cli.md").read_text(encoding="utf-8")
     codes = [value for name, value in vars(exit_codes).items() if name.startswith("EXIT_")
@@ -204,7 +204,7 @@ def _layout_entries(text: str) -> list[tuple[str, str]]:
 
 def test_architecture_layout_matches_the_repository() -> None:
     entries = _layout_entries((DOCS / "architecture.md").read_text(encoding="utf-8"))
-    assert {"wsmon/cli.py", "wsmon/engine/store/", "themes/"} <= {p for p, _ in entries}, entries
+    assert {"wsmon/cli/main.py", "wsmon/engine/store/", "themes/"} <= {p for p, _ in entries}, entries
     problems = []
     for path, description in entries:
         if not (ROOT / path).exists():
@@ -219,7 +219,7 @@ def test_architecture_layout_matches_the_repository() -> None:
 
 def test_architecture_lists_every_state_transition() -> None:
     from wsmon.engine.store.base import TRANSITIONS
-    from wsmon.models import WorksetState
+    from wsmon.core.models import WorksetState
 
     text = (DOCS / "architecture.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `(\w+)` \| `(\w+)` \|", text, re.MULTILINE))
@@ -273,7 +273,7 @@ def _setting_exists(dotted: str) -> bool:
 
     from pydantic import BaseModel
 
-    from wsmon.config import Settings
+    from wsmon.config.settings import Settings
 
     def models_in(annotation: object) -> list[type[BaseModel]]:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -365,7 +365,7 @@ def _check_argv(argv: list[str]) -> str | None:
     """Parse argv as click would (without running anything); None when it is a valid command line."""
     import click
 
-    from wsmon.cli import cli
+    from wsmon.cli.main import cli
 
     command: click.Command = cli
     ctx = None
@@ -434,7 +434,7 @@ def test_sns_filter_policy_examples_use_what_wsmon_sends() -> None:
     import json
 
     from wsmon.engine.notify import EVENT_TYPES
-    from wsmon.models import Priority, Severity, WorksetState
+    from wsmon.core.models import Priority, Severity, WorksetState
 
     allowed_values = {"event_type": {*EVENT_TYPES, "test"}, "severity": {s.value for s in Severity},
                       "priority": {p.value for p in Priority}, "state": {s.value for s in WorksetState}}

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from wsmon import aws
-from wsmon.config import load_settings
+from wsmon.core import aws
+from wsmon.config.settings import load_settings
 from wsmon.engine.service import Engine
 from wsmon.engine.store import open_store
-from wsmon.models import WorksetState
+from wsmon.core.models import WorksetState
 
 PREFIX = "daylily_monitoring/active_worksets/"
 DATA_BUCKET = "lsmc-dayoa-omics-analysis-us-west-2"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from wsmon.cli import cli
-from wsmon.commands.exits import EXIT_STORE, EXIT_USAGE
+from wsmon.cli.main import cli
+from wsmon.cli.exits import EXIT_STORE, EXIT_USAGE
 
 UNREACHABLE_DYNAMODB = "dynamodb://wsmon-gone?region=us-west-2&endpoint_url=http://127.0.0.1:9"
 

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from wsmon.cli import cli
+from wsmon.cli.main import cli
 
 
 def policy_for(tmp_path, toml: str, *args: str) -> dict:

@@ -40,7 +40,7 @@ def test_engine_module_never_imports_textual(module: str) -> None:
 
 def test_help_imports_neither_textual_nor_boto3() -> None:
     loaded = _modules_after(
-        "import sys\nfrom wsmon.cli import cli\n"
+        "import sys\nfrom wsmon.cli.main import cli\n"
         "try:\n    cli.main(args=['--help'], prog_name='wsmon', standalone_mode=False)\n"
         "except SystemExit:\n    pass"
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from wsmon.config import Settings, load_settings
+from wsmon.config.settings import Settings, load_settings
 from wsmon.logging import configure_logging, redact, redact_value, reset_logging
 
 AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"

@@ -9,11 +9,11 @@ from datetime import timedelta
 
 import pytest
 
-from wsmon.aws import client as aws_client
-from wsmon.config import Settings
+from wsmon.core.aws import client as aws_client
+from wsmon.config.settings import Settings
 from wsmon.engine.metrics import Metrics
 from wsmon.engine.store import open_store
-from wsmon.models import ClusterStatus
+from wsmon.core.models import ClusterStatus
 
 
 @pytest.fixture

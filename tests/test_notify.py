@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fake_receivers import CLIENT_TIMEOUT, LINEAR_KEY, SLACK_PATH, FakeService, running_fake_service
 
-from wsmon.aws import client as aws_client
-from wsmon.config import Settings
+from wsmon.core.aws import client as aws_client
+from wsmon.config.settings import Settings
 from wsmon.engine.alerts import AlertEvaluator
 from wsmon.engine.notify import (
     LinearChannel,
@@ -26,7 +26,7 @@ from wsmon.engine.notify import (
     truncate_utf8,
 )
 from wsmon.engine.store import open_store
-from wsmon.models import Alert, AlertState, Severity
+from wsmon.core.models import Alert, AlertState, Severity
 
 
 @pytest.fixture
@@ -237,7 +237,7 @@ def test_linear_priority_follows_workset_priority_and_issue_recreated_if_deleted
 
 
 def test_channel_filters(store, clock, service):
-    from wsmon.config import ChannelFilter
+    from wsmon.config.settings import ChannelFilter
 
     _, base = service
     notifier = make_notifier(

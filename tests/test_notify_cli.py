@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from fake_receivers import LINEAR_KEY, SLACK_PATH, running_fake_service
 
-from wsmon.cli import cli
+from wsmon.cli.main import cli
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_wrong_linear_key_is_reported(tmp_path, service):
 
 def test_status_shows_outbox_and_channel_health(tmp_path, clock):
     from wsmon.engine.store import open_store
-    from wsmon.models import OutboxEntry
+    from wsmon.core.models import OutboxEntry
 
     db = tmp_path / "s.db"
     store = open_store(f"sqlite:///{db}", clock=clock)

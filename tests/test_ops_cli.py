@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from wsmon.cli import actor, cli
-from wsmon.clock import ManualClock, SystemClock
+from wsmon.cli.main import actor, cli
+from wsmon.core.clock import ManualClock, SystemClock
 from wsmon.engine.store import open_store
-from wsmon.models import Alert, AlertState, Severity, WorksetState
+from wsmon.core.models import Alert, AlertState, Severity, WorksetState
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIRD_ID = "run [bold]x[/bold] \x1b[31mred\x1b]52;c;aGk=\x07 ünï"
@@ -179,7 +179,7 @@ def test_release_needs_yes_when_not_on_a_terminal(store_url: str) -> None:
 
 def test_release_asks_on_a_terminal_naming_holder_and_duration(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wsmon.commands import ops_cmd
+    from wsmon.cli import ops_cmd
 
     monkeypatch.setattr(ops_cmd, "_stdin_is_tty", lambda: True)
     declined = run(store_url, "release", "ws-stale", input="n\n")
@@ -216,7 +216,7 @@ def test_release_refuses_when_the_lock_changed_hands_while_asking(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import click
 
-    from wsmon.commands import ops_cmd
+    from wsmon.cli import ops_cmd
 
     def someone_else_takes_it_meanwhile(*_args: object, **_kwargs: object) -> bool:
         other = reopen(store_url)
@@ -273,7 +273,7 @@ def test_retry_of_complete_needs_rerun_and_ready_is_a_no_op(store_url: str) -> N
 
 def test_retry_refuses_when_the_record_changed_after_it_was_read(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wsmon.commands import ops_cmd
+    from wsmon.cli import ops_cmd
 
     real = ops_cmd._require_workset
 

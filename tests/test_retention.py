@@ -8,11 +8,11 @@ from datetime import timedelta
 
 import pytest
 
-from wsmon.config import Settings
+from wsmon.config.settings import Settings
 from wsmon.engine.alerts import AlertEvaluator
 from wsmon.engine.service import Engine
 from wsmon.engine.store import open_store
-from wsmon.models import Alert, AlertState, OutboxEntry, Severity
+from wsmon.core.models import Alert, AlertState, OutboxEntry, Severity
 
 DAY = timedelta(days=1)
 

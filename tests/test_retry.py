@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from wsmon.config import RetrySettings
+from wsmon.config.settings import RetrySettings
 from wsmon.engine.diagnostics import classify
 from wsmon.engine.retry import RetryPolicy
-from wsmon.models import Workset, WorksetState
+from wsmon.core.models import Workset, WorksetState
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 

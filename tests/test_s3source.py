@@ -14,9 +14,9 @@ from urllib.parse import unquote
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from wsmon import aws
-from wsmon.clock import ManualClock
-from wsmon.config import Settings
+from wsmon.core import aws
+from wsmon.core.clock import ManualClock
+from wsmon.config.settings import Settings
 from wsmon.engine.s3source import (
     S3Source,
     escape_index_value,
@@ -26,7 +26,7 @@ from wsmon.engine.s3source import (
 )
 from wsmon.engine.store import open_store
 from wsmon.engine.worksetfiles import TSV_COLUMNS
-from wsmon.models import WorksetState
+from wsmon.core.models import WorksetState
 
 FIXTURE_BUCKET = "lsmc-dayoa-omics-analysis-us-west-2"
 S = WorksetState

@@ -17,7 +17,7 @@ from wsmon.engine.scheduler import (
     placements,
     schedule,
 )
-from wsmon.models import ClusterStatus, Priority, Workset
+from wsmon.core.models import ClusterStatus, Priority, Workset
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -9,11 +9,11 @@ from datetime import timedelta
 
 import pytest
 
-from wsmon.config import Settings
+from wsmon.config.settings import Settings
 from wsmon.engine.runner import Aborted, BaseRunner
 from wsmon.engine.service import Engine, run_once
 from wsmon.engine.store import open_store
-from wsmon.models import WorksetState
+from wsmon.core.models import WorksetState
 
 S = WorksetState
 

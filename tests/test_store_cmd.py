@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from wsmon.cli import cli
+from wsmon.cli.main import cli
 
 
 @pytest.fixture

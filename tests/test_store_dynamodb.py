@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from wsmon.clock import ManualClock, isoformat
+from wsmon.core.clock import ManualClock, isoformat
 from wsmon.engine.store import StoreNotInitialized, StoreUnavailable
 from wsmon.engine.store.dynamodb import DynamoDBStore
-from wsmon.models import RECENT_EVENTS_KEPT
+from wsmon.core.models import RECENT_EVENTS_KEPT
 
 
 def _store(endpoint: str, table: str, clock: ManualClock | None = None, **options: Any
@@ -233,8 +233,8 @@ def _item_size(value: dict[str, Any]) -> int:
 @pytest.fixture(scope="module")
 def serial_moto() -> Iterator[str]:
     """A moto server in its own process that handles one request at a time (see
-    wsmon/moto_local.py), with per-item transaction rollback so long histories stay fast."""
-    from wsmon.moto_local import serve_in_subprocess
+    wsmon/demo/moto_server.py), with per-item transaction rollback so long histories stay fast."""
+    from wsmon.demo.moto_server import serve_in_subprocess
 
     with serve_in_subprocess() as endpoint:
         yield endpoint
@@ -312,7 +312,7 @@ def test_eight_processes_race_for_500_worksets(serial_moto: str, unique_name: st
 
     moto does not make a conditional write atomic under concurrent requests (two requests can
     both pass the condition), so this runs against a moto server in its own process that
-    handles ONE request at a time (wsmon/moto_local.py), as DynamoDB handles each item: the
+    handles ONE request at a time (wsmon/demo/moto_server.py), as DynamoDB handles each item: the
     condition check and the write of one request are never interleaved with another's. The
     processes still race: their requests interleave freely, each from its own stale view.
     """

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from wsmon.cli import cli
-from wsmon.clock import ManualClock, SystemClock
+from wsmon.cli.main import cli
+from wsmon.core.clock import ManualClock, SystemClock
 from wsmon.engine.store import (
     CorruptStore,
     StoreError,
@@ -25,7 +25,7 @@ from wsmon.engine.store import (
     open_store,
 )
 from wsmon.engine.store.sqlite import SCHEMA_VERSION, SqliteStore, parse_sqlite_url
-from wsmon.models import WorksetState
+from wsmon.core.models import WorksetState
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,7 +193,7 @@ def test_threads_sharing_one_store_claim_each_workset_once(tmp_path: Path) -> No
 
 CLAIM_WORKER = r"""
 import json, os, random, sys, time
-from wsmon.clock import SystemClock
+from wsmon.core.clock import SystemClock
 from wsmon.engine.store import open_store
 
 url, owner, go_file, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -259,7 +259,7 @@ def test_eight_processes_race_to_claim_500_worksets(tmp_path: Path) -> None:
 
 SHARE_WORKER = r"""
 import json, sys
-from wsmon.clock import SystemClock
+from wsmon.core.clock import SystemClock
 from wsmon.engine.store import open_store
 
 store = open_store(sys.argv[1], clock=SystemClock(), create=False)

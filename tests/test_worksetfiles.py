@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wsmon.config import Settings
+from wsmon.config.settings import Settings
 from wsmon.engine.worksetfiles import (
     TSV_COLUMNS,
     RawFile,

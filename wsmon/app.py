@@ -27,15 +27,15 @@ from textual.message import Message
 from textual.signal import Signal
 from textual.worker import get_current_worker
 
-from wsmon.clock import Clock, SystemClock
+from wsmon.core.clock import Clock, SystemClock
 from wsmon.engine.store.base import Store, StoreError
-from wsmon.exit_codes import EXIT_STORE, EXIT_USAGE
-from wsmon.models import Alert, AlertState, ClusterStatus, QueueStats, Severity, Silence, Workset
+from wsmon.core.exit_codes import EXIT_STORE, EXIT_USAGE
+from wsmon.core.models import Alert, AlertState, ClusterStatus, QueueStats, Severity, Silence, Workset
 from wsmon.screens.snapshot import EngineStatus, QueueRow, Snapshot, SnapshotReader, live_engine
-from wsmon.textsafe import strip_control, truncate
+from wsmon.core.textsafe import strip_control, truncate
 
 if TYPE_CHECKING:
-    from wsmon.config import Settings
+    from wsmon.config.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -158,7 +158,7 @@ class WsmonApp(App[int]):
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         if actor is None:
-            from wsmon.cli import actor as default_actor
+            from wsmon.cli.main import actor as default_actor
 
             actor = default_actor()
         self.actor = actor

@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import structlog
 
 if TYPE_CHECKING:
-    from wsmon.config import Settings
+    from wsmon.config.settings import Settings
 
 MASK = "****"
 
@@ -130,7 +130,7 @@ _FORMATTER_META = frozenset({"_record", "_from_structlog"})
 
 def _strip_control_values(logger: Any, method_name: str, event_dict: Any) -> Any:
     # Console output goes to a terminal: escape sequences from S3 keys or error text must not act.
-    from wsmon.textsafe import strip_control
+    from wsmon.core.textsafe import strip_control
 
     return {key: strip_control(value, keep_newlines=True) if isinstance(value, str) else value
             for key, value in event_dict.items()}

@@ -20,8 +20,8 @@ from typing import Any
 
 import structlog
 
-from wsmon.config import xdg_dir
-from wsmon.textsafe import strip_control
+from wsmon.config.settings import xdg_dir
+from wsmon.core.textsafe import strip_control
 
 try:
     import tomllib

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from wsmon.clock import ManualClock
+from wsmon.core.clock import ManualClock
 from wsmon.engine.store import Store
 
 MAX_CLOCK_SKEW = 30.0

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from wsmon.clock import ManualClock
+from wsmon.core.clock import ManualClock
 from wsmon.engine.store import (
     IllegalTransition,
     LeaseLost,
@@ -20,7 +20,7 @@ from wsmon.engine.store import (
     WorksetNotFound,
 )
 from wsmon.engine.store.base import TRANSITIONS, parse_force_release_reason
-from wsmon.models import RECENT_EVENTS_KEPT, Lease, Priority, StepRecord, Workset, WorksetState
+from wsmon.core.models import RECENT_EVENTS_KEPT, Lease, Priority, StepRecord, Workset, WorksetState
 
 from .conftest import DEFAULT_LEASE_SECONDS, MAX_CLOCK_SKEW
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from wsmon.clock import ManualClock
+from wsmon.core.clock import ManualClock
 from wsmon.engine.store import Store
-from wsmon.models import AlertState
+from wsmon.core.models import AlertState
 
 from .test_store_contract_state import make_alert, make_entry
 

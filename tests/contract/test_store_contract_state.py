@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from wsmon.clock import ManualClock
+from wsmon.core.clock import ManualClock
 from wsmon.engine.store import AlertNotFound, Store, StoreError
-from wsmon.models import Alert, AlertState, ClusterStatus, MetricSample, OutboxEntry, Severity
+from wsmon.core.models import Alert, AlertState, ClusterStatus, MetricSample, OutboxEntry, Severity
 
 from .conftest import MAX_CLOCK_SKEW
 

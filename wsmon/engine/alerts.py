@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from wsmon.clock import Clock, SystemClock, isoformat, parse_iso
-from wsmon.models import (
+from wsmon.core.clock import Clock, SystemClock, isoformat, parse_iso
+from wsmon.core.models import (
     Alert,
     AlertState,
     ClusterStatus,
@@ -40,10 +40,10 @@ from wsmon.models import (
     Workset,
     WorksetState,
 )
-from wsmon.textsafe import strip_control
+from wsmon.core.textsafe import strip_control
 
 if TYPE_CHECKING:
-    from wsmon.config import AlertRuleSettings, AlertsSettings, Settings
+    from wsmon.config.settings import AlertRuleSettings, AlertsSettings, Settings
     from wsmon.engine.notify import Notifier
     from wsmon.engine.store import Store
 

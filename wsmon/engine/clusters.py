@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from wsmon.clock import Clock, SystemClock
+from wsmon.core.clock import Clock, SystemClock
 from wsmon.engine.scheduler import ClusterCapacity
-from wsmon.models import ClusterStatus, Workset, WorksetState
-from wsmon.textsafe import strip_control, truncate
+from wsmon.core.models import ClusterStatus, Workset, WorksetState
+from wsmon.core.textsafe import strip_control, truncate
 
 if TYPE_CHECKING:
-    from wsmon.config import ClusterConfig, Settings
+    from wsmon.config.settings import ClusterConfig, Settings
     from wsmon.engine.store import Store
 
 log = structlog.get_logger(__name__)
@@ -185,7 +185,7 @@ class ClusterRegistry:
         except (ValueError, AttributeError):
             self.tool_status["pcluster"] = "pcluster: list-clusters printed something that is not JSON"
             return []
-        from wsmon.config import ClusterConfig
+        from wsmon.config.settings import ClusterConfig
 
         configured = self._static_config()
         found: list[ClusterStatus] = []

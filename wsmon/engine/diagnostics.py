@@ -388,7 +388,7 @@ def classify(text: str | None) -> Diagnosis:
 
 def classify_exception(exc: BaseException) -> Diagnosis:
     """A botocore ClientError by its AWS error code, anything else by its text."""
-    from wsmon.aws import error_code
+    from wsmon.core.aws import error_code
 
     aws_code = error_code(exc)
     if aws_code and aws_code in _AWS_CODES:

@@ -26,11 +26,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 
-from wsmon.clock import Clock, SystemClock
-from wsmon.models import MetricSample, WorksetState
+from wsmon.core.clock import Clock, SystemClock
+from wsmon.core.models import MetricSample, WorksetState
 
 if TYPE_CHECKING:
-    from wsmon.config import MetricsSettings, Settings
+    from wsmon.config.settings import MetricsSettings, Settings
     from wsmon.engine.store import Store
 
 log = structlog.get_logger(__name__)
@@ -206,7 +206,7 @@ class Metrics:
     # -- sending --------------------------------------------------------------------------------
     def client(self) -> Any:
         if self._client is None:
-            from wsmon.aws import client
+            from wsmon.core.aws import client
 
             aws = getattr(self.settings, "aws", None)
             # short timeouts and a single retry: a metrics outage must cost the engine seconds
@@ -241,7 +241,7 @@ class Metrics:
                                                   MetricData=[a.datum() for a in batch])
                 except Exception as exc:
                     self.failed_requests += 1
-                    from wsmon.aws import describe_client_error
+                    from wsmon.core.aws import describe_client_error
 
                     rest = [a for b in batches[index:] for a in b]
                     self._blocked_until = self.clock.monotonic() + self._backoff

@@ -26,14 +26,14 @@ from urllib.parse import quote
 
 import structlog
 
-from wsmon.clock import Clock, SystemClock, isoformat
-from wsmon.models import Alert, OutboxEntry, Severity, Workset
-from wsmon.textsafe import strip_control
+from wsmon.core.clock import Clock, SystemClock, isoformat
+from wsmon.core.models import Alert, OutboxEntry, Severity, Workset
+from wsmon.core.textsafe import strip_control
 
 if TYPE_CHECKING:
     import httpx
 
-    from wsmon.config import ChannelFilter, NotifySettings, Settings
+    from wsmon.config.settings import ChannelFilter, NotifySettings, Settings
     from wsmon.engine.store import Store
 
 log = structlog.get_logger(__name__)
@@ -347,7 +347,7 @@ class SnsChannel(Channel):
     def send(self, msg: Message) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from wsmon.aws import describe_client_error, error_code
+        from wsmon.core.aws import describe_client_error, error_code
 
         subject, body, attrs = self.render(msg)
         extra: dict[str, str] = {}
@@ -671,7 +671,7 @@ def _secret_value(settings: Settings, name: str, env_var: str) -> str | None:
     secret file raises ``ConfigError`` naming the setting."""
     import os
 
-    from wsmon import config as _config
+    from wsmon.config import settings as _config
 
     resolver = getattr(_config, "resolve_secret", None)
     if callable(resolver):
@@ -689,7 +689,7 @@ def build_channels(settings: Settings, store: Store | None, *, clock: Clock | No
         aws = settings.aws
 
         def factory() -> Any:
-            from wsmon.aws import client
+            from wsmon.core.aws import client
 
             return client("sns", profile=aws.profile, region=aws.region, endpoint_url=aws.endpoint_url,
                           max_attempts=2, connect_timeout=min(5.0, ns.request_timeout_seconds),

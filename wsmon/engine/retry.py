@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from wsmon.models import Workset, WorksetState
+from wsmon.core.models import Workset, WorksetState
 
 if TYPE_CHECKING:
-    from wsmon.config import RetrySettings
+    from wsmon.config.settings import RetrySettings
 
 
 @dataclass(frozen=True)

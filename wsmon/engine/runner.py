@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from wsmon.clock import Clock, SystemClock
-from wsmon.models import Lease, StepRecord, Workset, WorksetState
-from wsmon.textsafe import strip_control
+from wsmon.core.clock import Clock, SystemClock
+from wsmon.core.models import Lease, StepRecord, Workset, WorksetState
+from wsmon.core.textsafe import strip_control
 
 if TYPE_CHECKING:
-    from wsmon.config import Settings
+    from wsmon.config.settings import Settings
     from wsmon.engine.store import Store
 
 log = structlog.get_logger(__name__)

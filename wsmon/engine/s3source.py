@@ -45,7 +45,7 @@ from typing import Any
 
 import structlog
 
-from wsmon.clock import Clock, SystemClock, isoformat, parse_iso, utc
+from wsmon.core.clock import Clock, SystemClock, isoformat, parse_iso, utc
 from wsmon.engine import diagnostics
 from wsmon.engine.store.base import IllegalTransition, StateConflict, Store, StoreError
 from wsmon.engine.worksetfiles import (
@@ -60,8 +60,8 @@ from wsmon.engine.worksetfiles import (
     s3_exists_checker,
     validate_files,
 )
-from wsmon.models import WorksetState, Workset
-from wsmon.textsafe import strip_control, truncate
+from wsmon.core.models import WorksetState, Workset
+from wsmon.core.textsafe import strip_control, truncate
 
 log = structlog.get_logger(__name__)
 
@@ -275,7 +275,7 @@ class S3Source:
         self.clock = clock or SystemClock()
         self.monitor_id = monitor_id
         if s3_client is None:
-            from wsmon import aws
+            from wsmon.core import aws
 
             s3_client = aws.client(
                 "s3", profile=settings.aws.profile, region=settings.aws.region,
@@ -373,7 +373,7 @@ class S3Source:
         """List one folder; ``own`` is the sentinel of the store's state (None: unknown folder)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from wsmon.aws import error_code
+        from wsmon.core.aws import error_code
 
         snap = FolderSnapshot(bucket, prefix, name, listed=True)
         snap.generation = self._mirror_generation.get(snap.key, 0)
@@ -497,7 +497,7 @@ class S3Source:
                      report: PollReport) -> dict[str, dict[str, Any]] | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from wsmon.aws import describe_client_error, error_code
+        from wsmon.core.aws import describe_client_error, error_code
 
         source_info: dict[str, Any] = {"bucket": bucket, "prefix": src_prefix, "folders": 0}
         report.sources.append(source_info)
@@ -832,7 +832,7 @@ class S3Source:
             if report is not None:
                 report.sentinel_writes += writes
         except Exception as exc:  # a failed write is retried by the next poll's reconcile
-            from wsmon.aws import describe_client_error
+            from wsmon.core.aws import describe_client_error
 
             message = strip_control(describe_client_error(exc))
             log.warning("s3source.sentinel_write_failed", workset_id=strip_control(ws.workset_id),
@@ -918,7 +918,7 @@ class S3Source:
                 self.s3.put_object(Bucket=bucket, Key=key, Body=content,
                                    ContentType="text/plain; charset=utf-8")
             except Exception as exc:
-                from wsmon.aws import describe_client_error
+                from wsmon.core.aws import describe_client_error
 
                 report.warnings.append(f"index s3://{bucket}/{key}: {strip_control(describe_client_error(exc))}")
                 continue
@@ -963,7 +963,7 @@ def _validate_listed(s3: Any, bucket: str, prefix: str, name: str, settings: Any
                      has_sample_data_hint: bool) -> ValidationReport:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from wsmon.aws import error_code
+    from wsmon.core.aws import error_code
 
     disc = getattr(settings, "discovery", settings)
     limit = disc.max_file_bytes
@@ -1013,7 +1013,7 @@ def validate_s3_folder(s3: Any, bucket: str, prefix: str, settings: Any) -> Vali
     """List one workset folder (with the delimiter) and run every check on it."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from wsmon.aws import error_code
+    from wsmon.core.aws import error_code
 
     prefix = normalize_prefix(prefix)
     name = prefix.rstrip("/").rsplit("/", 1)[-1]

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from wsmon.models import ClusterStatus, Priority, Workset
+from wsmon.core.models import ClusterStatus, Priority, Workset
 
 if TYPE_CHECKING:
-    from wsmon.config import Settings
+    from wsmon.config.settings import Settings
 
 READY_STATUSES = frozenset({"ready"})
 _MAX_REASON_CLUSTERS = 4  # a reason names this many clusters, then "... and N more"

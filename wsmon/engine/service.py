@@ -37,19 +37,19 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from wsmon import __version__
-from wsmon.clock import Clock, SystemClock, isoformat, parse_iso
+from wsmon.core.clock import Clock, SystemClock, isoformat, parse_iso
 from wsmon.engine.clusters import ClusterRegistry
 from wsmon.engine.retry import RetryPolicy
 from wsmon.engine.runner import Aborted, BaseRunner, Job, RunOutcome, make_runner
 from wsmon.engine.scheduler import RunningWork, SchedulingPolicy, schedule
 from wsmon.engine.store import LeaseLost, StateConflict, StoreError, WorksetNotFound, open_store
 from wsmon.engine.store.base import parse_force_release_reason
-from wsmon.exit_codes import EXIT_SOURCE, EXIT_STORE, EXIT_USAGE
-from wsmon.models import RECENT_EVENTS_KEPT, Lease, Workset, WorksetState
-from wsmon.textsafe import strip_control, truncate
+from wsmon.core.exit_codes import EXIT_SOURCE, EXIT_STORE, EXIT_USAGE
+from wsmon.core.models import RECENT_EVENTS_KEPT, Lease, Workset, WorksetState
+from wsmon.core.textsafe import strip_control, truncate
 
 if TYPE_CHECKING:
-    from wsmon.config import Settings
+    from wsmon.config.settings import Settings
     from wsmon.engine.store import Store
 
 log = structlog.get_logger(__name__)
@@ -489,7 +489,7 @@ class Engine:
                 self._sources = self._make_sources()
             self._sources[0][1].download_file(ws, "stage_samples.tsv", dest)
         except Exception as exc:
-            from wsmon.aws import describe_client_error
+            from wsmon.core.aws import describe_client_error
 
             return RunOutcome("failed", "stage",
                               f"could not fetch stage_samples.tsv: {describe_client_error(exc)}")

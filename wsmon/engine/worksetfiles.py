@@ -896,7 +896,7 @@ def s3_exists_checker(s3_client: Any, workers: int) -> ExistsCheck:
             s3_client.head_object(Bucket=ref.bucket, Key=ref.key)
             return ref.uri, None
         except ClientError as exc:
-            from wsmon.aws import error_code
+            from wsmon.core.aws import error_code
 
             code = error_code(exc) or "?"
             if code in ("404", "NoSuchKey", "NotFound"):

@@ -9,10 +9,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
-from wsmon.models import Alert, AlertState
+from wsmon.core.models import Alert, AlertState
 from wsmon.screens.base import WsmonScreen
 from wsmon.screens.snapshot import Snapshot
-from wsmon.textsafe import strip_control, truncate
+from wsmon.core.textsafe import strip_control, truncate
 from wsmon.widgets.difftable import ColumnLayout, ColumnSpec, DiffTable, text_cell
 from wsmon.widgets.format import (
     ALERT_STATE_ORDER,

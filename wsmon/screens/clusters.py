@@ -9,10 +9,10 @@ from rich.text import Text
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from wsmon.models import ClusterStatus
+from wsmon.core.models import ClusterStatus
 from wsmon.screens.base import WsmonScreen
 from wsmon.screens.snapshot import Snapshot
-from wsmon.textsafe import strip_control
+from wsmon.core.textsafe import strip_control
 from wsmon.widgets.charts import HistoryChart
 from wsmon.widgets.difftable import ColumnLayout, ColumnSpec, DiffTable, text_cell
 from wsmon.widgets.format import age_since, bar

@@ -13,10 +13,10 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from wsmon.models import Event, Workset, WorksetState
+from wsmon.core.models import Event, Workset, WorksetState
 from wsmon.screens.base import WsmonScreen
 from wsmon.screens.snapshot import Snapshot
-from wsmon.textsafe import strip_control, truncate
+from wsmon.core.textsafe import strip_control, truncate
 from wsmon.widgets.format import STATE_ROLES, clock_time, duration, relative, state_label
 from wsmon.widgets.styles import role_style
 

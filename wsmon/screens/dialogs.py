@@ -19,9 +19,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from wsmon.models import Alert, Priority, Workset
+from wsmon.core.models import Alert, Priority, Workset
 from wsmon.screens import ops
-from wsmon.textsafe import strip_control, truncate
+from wsmon.core.textsafe import strip_control, truncate
 from wsmon.widgets.format import duration, relative, state_label
 
 DIALOG_CSS = """

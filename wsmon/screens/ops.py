@@ -18,7 +18,7 @@ from wsmon.engine.store.base import (
     StoreError,
     WorksetNotFound,
 )
-from wsmon.models import Alert, AlertState, Priority, Workset, WorksetState
+from wsmon.core.models import Alert, AlertState, Priority, Workset, WorksetState
 
 S = WorksetState
 

@@ -9,10 +9,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 
-from wsmon.models import Priority, WorksetState
+from wsmon.core.models import Priority, WorksetState
 from wsmon.screens.base import WsmonScreen
 from wsmon.screens.snapshot import GONE_FROM_S3, QUEUE_COLUMNS, SORTABLE, QueueRow, Snapshot
-from wsmon.textsafe import strip_control
+from wsmon.core.textsafe import strip_control
 from wsmon.widgets.difftable import ColumnLayout, DiffTable
 from wsmon.widgets.format import (
     PRIORITY_SHORT_WORDS,

@@ -14,9 +14,9 @@ from typing import Any
 
 from rich.markup import escape
 
-from wsmon.clock import Clock
+from wsmon.core.clock import Clock
 from wsmon.engine.store.base import Store
-from wsmon.models import (
+from wsmon.core.models import (
     Alert,
     ClusterStatus,
     MonitorInfo,
@@ -25,7 +25,7 @@ from wsmon.models import (
     Workset,
     WorksetState,
 )
-from wsmon.textsafe import strip_control
+from wsmon.core.textsafe import strip_control
 from wsmon.widgets.difftable import ColumnSpec
 from wsmon.widgets.format import STATE_ORDER, age_since, state_label
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from wsmon.models import AlertState, Severity, WorksetState
+from wsmon.core.models import AlertState, Severity, WorksetState
 
 S = WorksetState
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.widgets import Static
 
-from wsmon.textsafe import strip_control
+from wsmon.core.textsafe import strip_control
 from wsmon.widgets.format import STATE_KEYS, STATE_SYMBOLS, age_since
 from wsmon.widgets.styles import role_style
 

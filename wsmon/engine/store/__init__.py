@@ -25,7 +25,7 @@ from wsmon.engine.store.base import (
 )
 
 if TYPE_CHECKING:
-    from wsmon.clock import Clock
+    from wsmon.core.clock import Clock
 
 __all__ = [
     "AlertNotFound", "CorruptStore", "IllegalTransition", "LeaseLost", "LockChanged", "StateConflict", "Store",

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from wsmon.clock import Clock, SystemClock
-from wsmon.models import (
+from wsmon.core.clock import Clock, SystemClock
+from wsmon.core.models import (
     Alert,
     AlertState,
     ClusterStatus,
@@ -193,7 +193,7 @@ def check_transition(from_state: WorksetState | str, to_state: WorksetState | st
 
 
 def check_fields(fields: Mapping[str, Any]) -> None:
-    from wsmon.models import MUTABLE_WORKSET_FIELDS
+    from wsmon.core.models import MUTABLE_WORKSET_FIELDS
 
     unknown = set(fields) - MUTABLE_WORKSET_FIELDS
     if unknown:

@@ -78,8 +78,8 @@ from urllib.parse import parse_qs, urlsplit
 import structlog
 from pydantic import BaseModel
 
-from wsmon import aws
-from wsmon.clock import Clock, isoformat, parse_iso, utc
+from wsmon.core import aws
+from wsmon.core.clock import Clock, isoformat, parse_iso, utc
 from wsmon.engine.store.base import (
     AlertNotFound,
     LeaseLost,
@@ -95,7 +95,7 @@ from wsmon.engine.store.base import (
     check_transition,
     force_release_reason,
 )
-from wsmon.models import (
+from wsmon.core.models import (
     RECENT_EVENTS_KEPT,
     Alert,
     AlertState,

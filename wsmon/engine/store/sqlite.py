@@ -18,7 +18,7 @@ Layout
 ------
 Queryable workset attributes (state, priority, lease, timestamps) are columns with indexes; the
 rest of the record (metadata, steps, findings, the last few events ...) is one JSON ``body``.
-Timestamps are stored as fixed-width ISO strings (``wsmon.clock.isoformat``) so they compare and
+Timestamps are stored as fixed-width ISO strings (``wsmon.core.clock.isoformat``) so they compare and
 sort as text. The full event history lives in its own table, keyed by (workset_id, seq).
 """
 
@@ -40,7 +40,7 @@ from urllib.parse import unquote
 
 import structlog
 
-from wsmon.clock import Clock, isoformat, parse_iso, utc
+from wsmon.core.clock import Clock, isoformat, parse_iso, utc
 from wsmon.engine.store.base import (
     AlertNotFound,
     CorruptStore,
@@ -56,7 +56,7 @@ from wsmon.engine.store.base import (
     check_transition,
     force_release_reason,
 )
-from wsmon.models import (
+from wsmon.core.models import (
     RECENT_EVENTS_KEPT,
     Alert,
     AlertState,

@@ -3,7 +3,7 @@
 A moto server on 127.0.0.1 (a free port) stands in for S3, DynamoDB, SNS and CloudWatch. The demo
 creates the bucket, the store's tables and the SNS topic exactly as ``wsmon store init`` and an
 operator would, uploads about forty workset folders in the Daylily layout (built from the real
-folders in ``wsmon/demo_data/``), and runs the real engine with the simulated runner at a speed
+folders in ``wsmon/demo/data/``), and runs the real engine with the simulated runner at a speed
 where something happens every few seconds, while a background thread keeps dropping new folders
 in. Then it opens the dashboard, or with ``--headless`` prints the engine's logs.
 
@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from wsmon.clock import SystemClock
-from wsmon.exit_codes import EXIT_USAGE
+from wsmon.core.clock import SystemClock
+from wsmon.core.exit_codes import EXIT_USAGE
 
 if TYPE_CHECKING:
-    from wsmon.cli import CliContext
-    from wsmon.config import Settings
-    from wsmon.demo_worksets import DemoWorkset
+    from wsmon.cli.main import CliContext
+    from wsmon.config.settings import Settings
+    from wsmon.demo.worksets import DemoWorkset
     from wsmon.engine.store import Store
 
 log = structlog.get_logger(__name__)
@@ -114,7 +114,7 @@ def embedded_aws() -> Iterator[str]:
         raise DemoUnavailable(
             "the demo needs moto's server: pip install 'wsmon[demo]' (or 'moto[server]')"
         ) from None
-    from wsmon.moto_local import serve_in_thread
+    from wsmon.demo.moto_server import serve_in_thread
 
     _quiet_werkzeug()
     with serve_in_thread("127.0.0.1", 0) as url:
@@ -134,7 +134,7 @@ def demo_settings(*, endpoint: str, state_dir: Path, store_kind: str, topic_arn:
     Built directly (not from the operator's config file or WSMON_* environment), so a demo can
     never point at a production store or bucket.
     """
-    from wsmon.config import Settings
+    from wsmon.config.settings import Settings
 
     values: dict[str, Any] = {
         "monitor_id": MONITOR_ID,
@@ -177,7 +177,7 @@ def demo_settings(*, endpoint: str, state_dir: Path, store_kind: str, topic_arn:
 
 
 def _aws_client(settings: Settings, service: str) -> Any:
-    from wsmon.aws import client
+    from wsmon.core.aws import client
 
     return client(service, region=settings.aws.region, endpoint_url=settings.aws.endpoint_url,
                   max_attempts=settings.aws.max_attempts)
@@ -207,7 +207,7 @@ class Dropper(threading.Thread):
         self.dropped: list[str] = []
 
     def run(self) -> None:
-        from wsmon.demo_worksets import dropped_workset
+        from wsmon.demo.worksets import dropped_workset
 
         n = 0
         while not self._halt.wait(self._rng.uniform(*self._interval)):
@@ -256,7 +256,7 @@ def create_world(endpoint: str, state_dir: Path, store_kind: str,
 def seed_world(world: DemoWorld, say: Callable[[str], None] = lambda _text: None) -> None:
     """Store tables (as `wsmon store init`), the seeded folders, one discovery pass, and the
     crashed monitor's lease. ``say`` reports progress to the person waiting."""
-    from wsmon.demo_worksets import initial_worksets
+    from wsmon.demo.worksets import initial_worksets
     from wsmon.engine.runner import SimulatedRunner
 
     settings = world.settings
@@ -292,7 +292,7 @@ def seed_history(store: Store, now: datetime, hours: int = 6, step_minutes: int 
     import math
 
     from wsmon.engine.metrics import H_CLUSTER_UTILISATION, H_QUEUE_DEPTH, H_THROUGHPUT
-    from wsmon.models import MetricSample
+    from wsmon.core.models import MetricSample
 
     rng = random.Random(seed)
     start = (now - timedelta(hours=hours)).replace(second=0, microsecond=0)

@@ -3,7 +3,7 @@
 Sources, highest first: command-line flags, ``WSMON_*`` environment (nested with ``__``, e.g.
 ``WSMON_STORE__URL``), the TOML file (``--config``, else ``$XDG_CONFIG_HOME/wsmon/config.toml``),
 defaults. The earlier Daylily monitor's YAML config is read too (``daylily_yaml``), below the file.
-``load_settings`` reads every source (wsmon/settings_loader.py); ``Settings(...)`` built directly
+``load_settings`` reads every source (wsmon/config/loader.py); ``Settings(...)`` built directly
 takes only its arguments.
 
 Every setting has a default, a type and a one-line description; docs/configuration.md is
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 if TYPE_CHECKING:
-    from wsmon.settings_loader import LoadInfo
+    from wsmon.config.loader import LoadInfo
 
 
 def xdg_dir(env: str, fallback: str) -> Path:
@@ -324,7 +324,7 @@ class Settings(BaseSettings):
         env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        from wsmon.settings_loader import active_sources
+        from wsmon.config.loader import active_sources
 
         loaded = active_sources()
         if loaded is None:
@@ -379,7 +379,7 @@ class ConfigError(Exception):
 def load_settings(config_path: Path | str | None = None, overrides: dict[str, Any] | None = None,
                   *, env: dict[str, str] | None = None) -> Settings:
     """Load settings from all sources. Raises ``ConfigError`` listing every problem."""
-    from wsmon.settings_loader import load  # the machinery lives beside, this stays the API
+    from wsmon.config.loader import load  # the machinery lives beside, this stays the API
 
     return load(config_path, overrides or {}, env=env)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from wsmon.clock import utc
+from wsmon.core.clock import utc
 
 
 class WorksetState(str, Enum):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wsmon.config_schema import Loc
+from wsmon.config.schema import Loc
 
 
 class DaylilyYamlError(Exception):
@@ -37,7 +37,7 @@ class DaylilyKey:
 
     @property
     def target_dotted(self) -> str:
-        from wsmon.config_schema import dotted
+        from wsmon.config.schema import dotted
 
         return dotted(self.target) if self.target else ""
 

@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 import click
 
 if TYPE_CHECKING:
-    from wsmon.cli import CliContext
-    from wsmon.config import Settings
+    from wsmon.cli.main import CliContext
+    from wsmon.config.settings import Settings
 
 # What the engine's store calls (wsmon/engine/store/dynamodb.py); TransactWriteItems is
 # authorised per item by these same actions plus ConditionCheckItem.
@@ -110,7 +110,7 @@ def iam_policy(obj: CliContext, account: str, with_init: bool) -> None:
     Attach it to the role the engine runs as. The export step's own tool (e.g.
     daylily-export-fsx-to-s3) runs with its own credentials and is not covered.
     """
-    from wsmon.commands.exits import EXIT_USAGE, CommandError, command_settings
+    from wsmon.cli.exits import EXIT_USAGE, CommandError, command_settings
 
     settings = command_settings(obj)
     policy = build_policy(settings, account=account, with_init=with_init)

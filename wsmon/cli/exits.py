@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from wsmon.textsafe import strip_control
+from wsmon.core.textsafe import strip_control
 
 if TYPE_CHECKING:
-    from wsmon.cli import CliContext
-    from wsmon.config import Settings
+    from wsmon.cli.main import CliContext
+    from wsmon.config.settings import Settings
     from wsmon.engine.store import Store
 
-from wsmon.exit_codes import (  # noqa: F401  (the commands import the codes from here)
+from wsmon.core.exit_codes import (  # noqa: F401  (the commands import the codes from here)
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_REFUSED,

@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from wsmon.cli import CliContext
+    from wsmon.cli.main import CliContext
 
 
 def launch(obj: CliContext, *, headless: bool, once: bool, timeout: float | None, demo: bool,
            demo_store: str, engine_mode: str) -> int:
     """Returns the process exit code."""
     if demo:
-        from wsmon.demo import run_demo
+        from wsmon.demo.run import run_demo
 
         return run_demo(obj, headless=headless, store_kind=demo_store, timeout=timeout)
-    from wsmon.commands.exits import command_settings
+    from wsmon.cli.exits import command_settings
 
     settings = command_settings(obj)  # a broken config exits 2, as for every subcommand
     if headless:

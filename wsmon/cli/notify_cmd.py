@@ -4,7 +4,7 @@
 the outbox, so the answer is immediate) and prints one line per channel. Linear is checked (API key
 and team) rather than sent to, so a test never opens an issue. Exit code 1 when any channel failed,
 2 for a configuration problem (none configured, unknown channel, unreadable secret file) and 4 when
-the store cannot be opened or reached (``notify status``), as every command (wsmon/commands/exits.py).
+the store cannot be opened or reached (``notify status``), as every command (wsmon/cli/exits.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import json
 
 import click
 
-from wsmon.cli import CliContext, actor
-from wsmon.commands.exits import (
+from wsmon.cli.main import CliContext, actor
+from wsmon.cli.exits import (
     EXIT_CODES_HELP,
     EXIT_REFUSED,
     EXIT_USAGE,
@@ -22,7 +22,7 @@ from wsmon.commands.exits import (
     command_settings,
     open_command_store,
 )
-from wsmon.textsafe import strip_control
+from wsmon.core.textsafe import strip_control
 
 
 @click.group()
@@ -36,7 +36,7 @@ def notify() -> None:
 @click.pass_obj
 def test(obj: CliContext, channel: str | None, as_json: bool) -> None:
     """Send a test message through each configured channel and report the result per channel."""
-    from wsmon.config import ConfigError
+    from wsmon.config.settings import ConfigError
     from wsmon.engine.notify import build_channels, test_channels
 
     settings = command_settings(obj)

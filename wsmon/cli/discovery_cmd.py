@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from wsmon.cli import CliContext
-from wsmon.commands.exits import (
+from wsmon.cli.main import CliContext
+from wsmon.cli.exits import (
     EXIT_CODES_HELP,
     EXIT_REFUSED,
     EXIT_SOURCE,
@@ -24,11 +24,11 @@ from wsmon.commands.exits import (
     command_settings,
     open_command_store,
 )
-from wsmon.textsafe import strip_control
+from wsmon.core.textsafe import strip_control
 
 
 def _s3_client(settings: Any) -> Any:
-    from wsmon import aws
+    from wsmon.core import aws
 
     disc = settings.discovery
     return aws.client("s3", profile=settings.aws.profile, region=settings.aws.region,
@@ -66,7 +66,7 @@ def scan(obj: CliContext, as_json: bool) -> None:
         except StoreError:
             raise  # the store's own exit code (4 unreachable, 1 refused)
         except Exception as exc:  # botocore config/credential problems: a message, not a traceback
-            from wsmon.aws import describe_client_error
+            from wsmon.core.aws import describe_client_error
 
             aws_side = type(exc).__module__.startswith(("botocore", "boto3"))
             raise CommandError(f"scan failed: {_safe(describe_client_error(exc))}",
@@ -140,7 +140,7 @@ def validate(obj: CliContext, target: str, as_json: bool, check_s3: bool) -> Non
         try:
             report = validate_s3_folder(_s3_client(settings), bucket, prefix, settings)
         except Exception as exc:
-            from wsmon.aws import describe_client_error
+            from wsmon.core.aws import describe_client_error
 
             raise click.ClickException(f"cannot validate {_safe(target)}: "
                                        f"{_safe(describe_client_error(exc))}") from None

@@ -9,7 +9,7 @@ Two differences from stock moto matter to the DynamoDB store:
   names and restores them if it is cancelled: the same all-or-nothing result.
 * moto evaluates a condition and applies the write without a lock, so two concurrent requests can
   both pass ``attribute_not_exists(...)``. DynamoDB serialises writes per item.
-  ``python -m wsmon.moto_local`` runs a server whose backend handles one request at a time
+  ``python -m wsmon.demo.moto_server`` runs a server whose backend handles one request at a time
   (connections are still accepted in parallel), which models that per-item atomicity.
 
 moto is a development dependency (the ``dev``/``demo`` extras); nothing in the engine imports this.
@@ -138,11 +138,11 @@ def serve_in_thread(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
 
 @contextlib.contextmanager
 def serve_in_subprocess(timeout: float = 60.0) -> Iterator[str]:
-    """Run ``python -m wsmon.moto_local`` in its own process; yields its endpoint URL."""
+    """Run ``python -m wsmon.demo.moto_server`` in its own process; yields its endpoint URL."""
     env = dict(os.environ)
     env.setdefault("AWS_ACCESS_KEY_ID", "testing")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    proc = subprocess.Popen([sys.executable, "-m", "wsmon.moto_local", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "wsmon.demo.moto_server", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         ready: list[str] = []

@@ -1,7 +1,7 @@
 """Reading the Settings model itself: dotted names, environment variables, types and bounds.
 
 The loader (error messages, environment parsing), ``wsmon config show`` and the configuration
-reference (wsmon/docs_config.py) all describe settings the same way, from here.
+reference (wsmon/config/docs.py) all describe settings the same way, from here.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def env_var_for(path: typing.Sequence[str | int]) -> str:
 
 
 def settings_model() -> type[BaseModel]:
-    from wsmon.config import Settings
+    from wsmon.config.settings import Settings
 
     return Settings
 

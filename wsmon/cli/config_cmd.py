@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from wsmon.cli import CliContext
+from wsmon.cli.main import CliContext
 
 if TYPE_CHECKING:
-    from wsmon.config import Settings
+    from wsmon.config.settings import Settings
 
 UNSET = "unset"
 
@@ -33,7 +33,7 @@ def _load(ctx: click.Context) -> Settings:
 
 def _shown_value(info: Any, value: Any) -> Any:
     """The value as `config show` may print it: secrets masked, secret-looking text redacted."""
-    from wsmon.config_schema import MASK
+    from wsmon.config.schema import MASK
     from wsmon.logging import redact_value
 
     if value is None:
@@ -50,7 +50,7 @@ def _shown_value(info: Any, value: Any) -> Any:
 
 
 def _effective(settings: Settings) -> list[tuple[Any, Any, str]]:
-    from wsmon.config_schema import iter_settings
+    from wsmon.config.schema import iter_settings
 
     rows = []
     for info in iter_settings():
@@ -91,7 +91,7 @@ def show(ctx: click.Context, as_json: bool) -> None:
         }, indent=2, ensure_ascii=False))
         return
 
-    from wsmon.config_schema import toml_key, toml_literal
+    from wsmon.config.schema import toml_key, toml_literal
 
     lines = ["# wsmon effective configuration",
              "# sources, highest first: flags, WSMON_* environment, config file, Daylily YAML, defaults"]
@@ -140,8 +140,8 @@ def _shown_url(url: str) -> str:
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Validate the configuration; exit 1 with a list of problems, 0 when it is usable."""
-    from wsmon.config import ConfigError, load_settings
-    from wsmon.settings_loader import audit
+    from wsmon.config.settings import ConfigError, load_settings
+    from wsmon.config.loader import audit
 
     obj = ctx.ensure_object(CliContext)
     try:

@@ -1,11 +1,11 @@
 """The operator's scriptable companion to the dashboard.
 
 Every command here goes through the same store operations the dashboard uses and records the
-operator as ``user@host`` (``wsmon.cli.actor()``), so the history shows who did what whichever face
+operator as ``user@host`` (``wsmon.cli.main.actor()``), so the history shows who did what whichever face
 they used. Text output is for people (untrusted text passes ``strip_control``); ``--json`` prints
 raw values for scripts (``json.dumps`` escapes every control character).
 
-Exit codes are part of the interface (wsmon/commands/exits.py, documented in docs/cli.md):
+Exit codes are part of the interface (wsmon/cli/exits.py, documented in docs/cli.md):
 0 ok, 1 refused or failed, 2 usage, 3 not found, 4 store cannot be opened or reached.
 """
 
@@ -21,20 +21,20 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.shell_completion import CompletionItem
 
-from wsmon.cli import CliContext, actor
-from wsmon.commands.exits import (
+from wsmon.cli.main import CliContext, actor
+from wsmon.cli.exits import (
     EXIT_CODES_HELP,
     EXIT_NOT_FOUND,
     EXIT_REFUSED,
     EXIT_USAGE,
 )
-from wsmon.commands.exits import CommandError, open_command_store
-from wsmon.models import Priority, WorksetState
-from wsmon.textsafe import strip_control, truncate
+from wsmon.cli.exits import CommandError, open_command_store
+from wsmon.core.models import Priority, WorksetState
+from wsmon.core.textsafe import strip_control, truncate
 
 if TYPE_CHECKING:
     from wsmon.engine.store import Store
-    from wsmon.models import Alert, Event, MonitorInfo, Workset
+    from wsmon.core.models import Alert, Event, MonitorInfo, Workset
 
 STATE_NAMES = [s.value for s in WorksetState]
 PRIORITY_NAMES = [p.value for p in Priority]
@@ -141,7 +141,7 @@ def _holder(workset: Workset, store: Store, now: datetime) -> str:
 
 def _completion_store(ctx: click.Context) -> Store:
     """Open the store the command line names: during completion the root callback never ran."""
-    from wsmon.config import load_settings
+    from wsmon.config.settings import load_settings
     from wsmon.engine.store import open_store
 
     root = ctx.find_root()
@@ -612,7 +612,7 @@ def completion(shell: str | None) -> None:
 
     from click.shell_completion import get_completion_class
 
-    from wsmon.cli import cli
+    from wsmon.cli.main import cli
 
     if shell is None:
         shell = os.path.basename(os.environ.get("SHELL", "bash"))

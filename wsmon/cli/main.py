@@ -20,29 +20,29 @@ import click
 from wsmon import __version__
 
 if TYPE_CHECKING:
-    from wsmon.config import Settings
+    from wsmon.config.settings import Settings
     from wsmon.engine.store import Store
 
 # name -> "module:attribute"; help text is kept here so --help never imports the module.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "store": ("wsmon.commands.store_cmd:store", "Create or inspect the state store (store init)."),
-    "config": ("wsmon.commands.config_cmd:config", "Show or check the effective configuration."),
-    "scan": ("wsmon.commands.discovery_cmd:scan", "One S3 discovery pass: what it found and changed."),
-    "validate": ("wsmon.commands.discovery_cmd:validate", "Validate a workset folder (S3 or local)."),
-    "iam-policy": ("wsmon.commands.engine_cmd:iam_policy", "Print the least-privilege IAM policy."),
-    "notify": ("wsmon.commands.notify_cmd:notify", "Notification channels: notify test, notify status."),
-    "list": ("wsmon.commands.ops_cmd:list_cmd", "List worksets."),
-    "show": ("wsmon.commands.ops_cmd:show", "Show one workset."),
-    "events": ("wsmon.commands.ops_cmd:events", "A workset's state history."),
-    "release": ("wsmon.commands.ops_cmd:release", "Force-release a workset's lock."),
-    "retry": ("wsmon.commands.ops_cmd:retry", "Send a workset back to ready."),
-    "ignore": ("wsmon.commands.ops_cmd:ignore", "Ignore a workset (or --undo)."),
-    "priority": ("wsmon.commands.ops_cmd:priority", "Change a workset's priority."),
-    "alerts": ("wsmon.commands.ops_cmd:alerts", "List alerts."),
-    "ack": ("wsmon.commands.ops_cmd:ack", "Acknowledge an alert."),
-    "silence": ("wsmon.commands.ops_cmd:silence", "Silence alerts for a while."),
-    "monitors": ("wsmon.commands.ops_cmd:monitors", "Engines and dashboards seen by the store."),
-    "completion": ("wsmon.commands.ops_cmd:completion", "Print the shell completion script (bash, zsh, fish)."),
+    "store": ("wsmon.cli.store_cmd:store", "Create or inspect the state store (store init)."),
+    "config": ("wsmon.cli.config_cmd:config", "Show or check the effective configuration."),
+    "scan": ("wsmon.cli.discovery_cmd:scan", "One S3 discovery pass: what it found and changed."),
+    "validate": ("wsmon.cli.discovery_cmd:validate", "Validate a workset folder (S3 or local)."),
+    "iam-policy": ("wsmon.cli.engine_cmd:iam_policy", "Print the least-privilege IAM policy."),
+    "notify": ("wsmon.cli.notify_cmd:notify", "Notification channels: notify test, notify status."),
+    "list": ("wsmon.cli.ops_cmd:list_cmd", "List worksets."),
+    "show": ("wsmon.cli.ops_cmd:show", "Show one workset."),
+    "events": ("wsmon.cli.ops_cmd:events", "A workset's state history."),
+    "release": ("wsmon.cli.ops_cmd:release", "Force-release a workset's lock."),
+    "retry": ("wsmon.cli.ops_cmd:retry", "Send a workset back to ready."),
+    "ignore": ("wsmon.cli.ops_cmd:ignore", "Ignore a workset (or --undo)."),
+    "priority": ("wsmon.cli.ops_cmd:priority", "Change a workset's priority."),
+    "alerts": ("wsmon.cli.ops_cmd:alerts", "List alerts."),
+    "ack": ("wsmon.cli.ops_cmd:ack", "Acknowledge an alert."),
+    "silence": ("wsmon.cli.ops_cmd:silence", "Silence alerts for a while."),
+    "monitors": ("wsmon.cli.ops_cmd:monitors", "Engines and dashboards seen by the store."),
+    "completion": ("wsmon.cli.ops_cmd:completion", "Print the shell completion script (bash, zsh, fish)."),
 }
 
 
@@ -81,7 +81,7 @@ class CliContext:
 
     def settings(self) -> Settings:
         if self._settings is None:
-            from wsmon.config import ConfigError, load_settings
+            from wsmon.config.settings import ConfigError, load_settings
 
             try:
                 self._settings = load_settings(self.config_path, self.overrides)
@@ -164,7 +164,7 @@ def cli(ctx: click.Context, config_path: Path | None, daylily_yaml: Path | None,
         return
     if once and not headless:
         raise click.UsageError("--once goes with --headless")
-    from wsmon.launch import launch  # imports only what the chosen mode needs
+    from wsmon.cli.launch import launch  # imports only what the chosen mode needs
 
     code = launch(obj, headless=headless, once=once, timeout=timeout, demo=demo,
                   demo_store=demo_store, engine_mode=engine_mode or "auto")

@@ -2,7 +2,7 @@
 
 Regenerate after adding or changing a setting:
 
-    python -m wsmon.docs_config > docs/configuration.md
+    python -m wsmon.config.docs > docs/configuration.md
 
 tests/test_config_docs.py fails when the file differs from this output.
 """
@@ -16,15 +16,15 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from wsmon import config_schema as schema
-from wsmon.daylily_yaml import DAYLILY_KEYS
+from wsmon.config import schema
+from wsmon.config.daylily_yaml import DAYLILY_KEYS
 
-REGENERATE = "python -m wsmon.docs_config > docs/configuration.md"
+REGENERATE = "python -m wsmon.config.docs > docs/configuration.md"
 
 INTRO = f"""\
 # Configuration reference
 
-<!-- Generated from wsmon/config.py by `{REGENERATE}`. Do not edit by hand:
+<!-- Generated from wsmon/config/settings.py by `{REGENERATE}`. Do not edit by hand:
      tests/test_config_docs.py fails when this file is out of date. -->
 
 ## Where settings come from

@@ -1,6 +1,6 @@
 """Workset folders for the demo world, in the Daylily layout, built from real folders.
 
-The templates in ``wsmon/demo_data/`` are the three folders of the public Daylily repository
+The templates in ``wsmon/demo/data/`` are the three folders of the public Daylily repository
 (``etc/monitor_tests/``) as users wrote them: an old monitor config as ``daylily_info.yaml``, shell
 quoted ``dy-r`` suffixes, sample sheets pointing at another bucket. The demo rewrites only what must
 point into its own bucket (FASTQ paths, export URI) and adds stand-in FASTQ objects, so discovery
@@ -40,7 +40,7 @@ def sentinel_stamp(when: datetime, style: int = 0) -> str:
 
 
 def template_text(template: str, filename: str) -> str:
-    return (resources.files("wsmon") / "demo_data" / template / filename).read_text(encoding="utf-8")
+    return (resources.files("wsmon.demo") / "data" / template / filename).read_text(encoding="utf-8")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """``wsmon store init`` and ``wsmon store info``: create or inspect the state store.
 
-Exit codes as every command's (wsmon/commands/exits.py): 2 for a configuration problem, 4 when the
+Exit codes as every command's (wsmon/cli/exits.py): 2 for a configuration problem, 4 when the
 store cannot be opened or reached (or, for ``info``, is not initialised)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import json
 
 import click
 
-from wsmon.cli import CliContext
-from wsmon.commands.exits import EXIT_CODES_HELP, open_command_store
+from wsmon.cli.main import CliContext
+from wsmon.cli.exits import EXIT_CODES_HELP, open_command_store
 
 
 @click.group()

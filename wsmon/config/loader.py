@@ -23,10 +23,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import PydanticBaseSettingsSource, TomlConfigSettingsSource
 
-from wsmon import config_schema as schema
-from wsmon.config import SECRET_SETTINGS, ConfigError, Settings
-from wsmon.config_schema import Loc
-from wsmon.daylily_yaml import DaylilyValues, DaylilyYamlError, read_daylily_yaml
+from wsmon.config import schema
+from wsmon.config.settings import SECRET_SETTINGS, ConfigError, Settings
+from wsmon.config.schema import Loc
+from wsmon.config.daylily_yaml import DaylilyValues, DaylilyYamlError, read_daylily_yaml
 
 try:
     import tomllib
@@ -503,7 +503,7 @@ def _secret_warnings(settings: Settings, provenance: Provenance) -> list[str]:
 def audit(settings: Settings) -> tuple[list[str], list[str]]:
     """Problems and warnings a valid configuration can still have: unreadable secret files,
     an unknown store scheme, a missing SSH key, nothing to watch."""
-    from wsmon.config import resolve_secret
+    from wsmon.config.settings import resolve_secret
 
     problems: list[str] = []
     warnings: list[str] = list(settings.config_warnings)

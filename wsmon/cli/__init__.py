@@ -1,0 +1,1 @@
+"""The ``wsmon`` command: the click root (main.py), how a mode is launched, and one module per command group."""

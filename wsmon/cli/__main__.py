@@ -1,0 +1,3 @@
+from wsmon.cli.main import main
+
+main()
