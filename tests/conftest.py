@@ -21,7 +21,8 @@ for _var in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
 os.environ["AWS_CONFIG_FILE"] = os.devnull
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "daylily-worksets")
+# Real Daylily workset folders, kept in the repository (see its README for where they come from).
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "daylily-worksets")
 
 
 @pytest.fixture
@@ -61,6 +62,7 @@ def unique_name() -> str:
 @pytest.fixture
 def daylily_fixtures() -> str:
     path = os.path.abspath(FIXTURES)
+    # A test whose data is missing fails: a skip would hide that the clone is incomplete.
     if not os.path.isdir(path):
-        pytest.skip(f"shared fixtures not found at {path}")
+        pytest.fail(f"Daylily workset fixtures not found at {path} (they belong in the repository)")
     return path
