@@ -20,7 +20,6 @@ def runner(no_user_config: None) -> CliRunner:
 def store_url(request: pytest.FixtureRequest, tmp_path: Path, unique_name: str) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"
-    pytest.importorskip("wsmon.engine.store.dynamodb")
     endpoint = request.getfixturevalue("moto_endpoint")
     return f"dynamodb://{unique_name}?region=us-west-2&endpoint_url={endpoint}"
 

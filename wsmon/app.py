@@ -439,10 +439,8 @@ class WsmonApp(App[int]):
 
 
 def _configure_logging(settings: Settings) -> None:
-    try:
-        from wsmon.logging import configure_logging
-    except ImportError:
-        return
+    from wsmon.logging import configure_logging
+
     try:
         configure_logging(settings, "tui")
     except Exception as exc:  # logging must never keep the dashboard from starting
@@ -513,10 +511,8 @@ def decide_engine(settings: Settings, store: Store, engine_mode: str,
 
 
 def _start_engine(settings: Settings, store: Store) -> tuple[Any, str]:
-    try:
-        from wsmon.engine.service import Engine
-    except ImportError as exc:
-        return None, f"engine not available ({exc})"
+    from wsmon.engine.service import Engine
+
     try:
         engine = Engine(settings, store=store, clock=None)
         engine.start()

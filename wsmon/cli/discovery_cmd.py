@@ -52,12 +52,9 @@ def scan(obj: CliContext, as_json: bool) -> None:
     if not settings.discovery.sources:
         raise CommandError("no discovery sources configured: set [[discovery.sources]] "
                            "bucket/prefix in the config file", EXIT_USAGE)
-    try:
-        from wsmon.logging import configure_logging
+    from wsmon.logging import configure_logging
 
-        configure_logging(settings, "cli")  # log lines go to stderr, the report to stdout
-    except ImportError:  # pragma: no cover - logging module not in this checkout
-        pass
+    configure_logging(settings, "cli")  # log lines go to stderr, the report to stdout
     with open_command_store(obj, create=True) as store:
         try:
             source = S3Source(settings, store, s3_client=_s3_client(settings),

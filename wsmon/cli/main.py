@@ -54,13 +54,7 @@ class LazyGroup(click.Group):
         if name in LAZY_COMMANDS:
             target, _ = LAZY_COMMANDS[name]
             module_name, attr = target.split(":")
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError as exc:
-                if exc.name and exc.name.startswith("wsmon"):
-                    return None  # not built yet in this checkout
-                raise
-            return getattr(module, attr)
+            return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

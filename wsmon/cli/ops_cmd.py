@@ -103,10 +103,8 @@ def _stamp_rel(when: datetime | None, now: datetime) -> str:
 # -- tables ------------------------------------------------------------------------------------
 
 def _cell_len(text: str) -> int:
-    try:
-        from rich.cells import cell_len  # wide (CJK, emoji) characters take two columns
-    except ImportError:  # pragma: no cover - rich ships with textual
-        return len(text)
+    from rich.cells import cell_len  # wide (CJK, emoji) characters take two columns
+
     return cell_len(text)
 
 

@@ -110,9 +110,9 @@ def embedded_aws() -> Iterator[str]:
     """A moto server on 127.0.0.1, a free port; yields its URL and always stops it."""
     try:
         import moto.server  # noqa: F401
-    except ImportError:
+    except ModuleNotFoundError as exc:  # the demo extra is optional; anything else is a real error
         raise DemoUnavailable(
-            "the demo needs moto's server: pip install 'wsmon[demo]' (or 'moto[server]')"
+            f"the demo needs moto's server ({exc.name} is not installed): pip install 'wsmon[demo]'"
         ) from None
     from wsmon.demo.moto_server import serve_in_thread
 
@@ -349,10 +349,8 @@ def _summary(settings: Settings) -> dict[str, int]:
 
 
 def _configure_logging(settings: Settings, mode: str) -> None:
-    try:
-        from wsmon.logging import configure_logging
-    except ImportError:  # older checkouts: structlog's defaults print to stdout
-        return
+    from wsmon.logging import configure_logging
+
     configure_logging(settings, mode)
 
 

@@ -17,6 +17,7 @@ from wsmon.core.models import Event, Workset, WorksetState
 from wsmon.screens.base import WsmonScreen
 from wsmon.screens.snapshot import Snapshot
 from wsmon.core.textsafe import strip_control, truncate
+from wsmon.engine.diagnostics import remediation
 from wsmon.widgets.format import STATE_ROLES, clock_time, duration, relative, state_label
 from wsmon.widgets.styles import role_style
 
@@ -28,14 +29,7 @@ def remediation_for(code: str | None) -> str | None:
     """Remediation text for a diagnostics code (a pure lookup in the engine's catalogue)."""
     if not code:
         return None
-    try:
-        from wsmon.engine.diagnostics import remediation
-    except ImportError:
-        return None
-    try:
-        return remediation(code)
-    except Exception:
-        return None
+    return remediation(code)
 
 
 def read_log_tail(ws: Workset) -> tuple[str, str] | None:
