@@ -477,6 +477,24 @@ class S3Source:
                      errors=len(report.errors))
             return report
 
+    def sync_folder(self, bucket: str, prefix: str) -> PollReport:
+        """One workset folder now, exactly as the next poll would take it: listed, validated,
+        registered or updated (``POST /worksets`` registers a folder without waiting a poll)."""
+        prefix = normalize_prefix(prefix)
+        name = prefix.rstrip("/").rsplit("/", 1)[-1]
+        with self._poll_lock:
+            self._take_request_counts()
+            report = PollReport(seq=0, started_at=self.clock.now())
+            self._refresh_known()
+            snap = self._inspect_folder(bucket, prefix, name, self._own_sentinel(name, bucket, prefix))
+            report.folders_seen = report.folders_listed = 1
+            if snap.error_code is None:
+                self._store_snapshot(snap)
+            self._sync([snap], report)
+            self._flush_cache()
+            report.requests = self._take_request_counts()
+            return report
+
     def _belongs(self, ws: Workset, bucket: str, src_prefix: str) -> bool:
         if ws.bucket != bucket or not ws.prefix.startswith(src_prefix) or not ws.prefix.endswith("/"):
             return False

@@ -126,8 +126,17 @@ class WorksetRequirements:
             estimated_duration_hours=_num(est.get("duration_hours"), None),
             preferred_availability_zone=str(az) if az else default_az,
             cluster_name=str(pinned) if pinned else None,
-            waiting_since=ws.state_changed_at,
+            waiting_since=ready_since(ws),
         )
+
+
+def ready_since(ws: Workset) -> datetime:
+    """When this workset started waiting, by wsmon's own clock: the later of when wsmon first
+    saw the folder (``created_at``, set by the store at registration) and its last state change.
+    A folder registered from ``daylily.ready`` keeps the sentinel's own time as
+    ``state_changed_at``; real folders carry copied timestamps months old, which must not buy
+    them age."""
+    return max(ws.created_at, ws.state_changed_at)
 
 
 @dataclass(frozen=True)
@@ -448,6 +457,35 @@ def schedule(
             continue
         wait("waiting: " + _join_reasons(reasons))
     return decisions
+
+
+def placeable(ready: Iterable[Workset], now: datetime, upload_backoff: timedelta) -> list[Workset]:
+    """The ready worksets a pass considers: still in S3, and ready for longer than the upload
+    backoff (``discovery.ready_lock_backoff_seconds``)."""
+    return [ws for ws in ready
+            if not ws.s3_missing and ws.state_changed_at + upload_backoff <= now]
+
+
+def plan(ready: Sequence[Workset], running: Sequence[Workset],
+         clusters: Iterable[ClusterCapacity | ClusterStatus], *, policy: SchedulingPolicy,
+         now: datetime, default_az: str | None = None) -> list[SchedulingDecision]:
+    """``schedule`` over store records: what runs now (per customer, and when it should end,
+    for backfill) is read from the ``running`` worksets (locked or in progress). The engine's
+    pass and the API's ``/worksets/next`` both ask this, so they give the same answer."""
+    per_customer: dict[str | None, int] = {}
+    running_work = []
+    for ws in running:
+        per_customer[ws.customer_id] = per_customer.get(ws.customer_id, 0) + 1
+        if not ws.cluster_name:
+            continue
+        est = ws.estimate or {}
+        hours = est.get("duration_hours")
+        began = ws.lock_acquired_at or ws.state_changed_at
+        end = began + timedelta(hours=float(hours)) if isinstance(hours, (int, float)) else None
+        running_work.append(RunningWork(ws.cluster_name, float(est.get("vcpus") or 0),
+                                        float(est.get("memory_gb") or 0), end))
+    return schedule(ready, clusters, per_customer, policy=policy, now=now,
+                    running_total=len(running), running=running_work, default_az=default_az)
 
 
 def placements(decisions: Iterable[SchedulingDecision]) -> list[SchedulingDecision]:

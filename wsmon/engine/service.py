@@ -41,7 +41,7 @@ from wsmon.core.clock import Clock, SystemClock, isoformat, parse_iso
 from wsmon.engine.clusters import ClusterRegistry
 from wsmon.engine.retry import RetryPolicy
 from wsmon.engine.runner import Aborted, BaseRunner, Job, RunOutcome, make_runner
-from wsmon.engine.scheduler import RunningWork, SchedulingPolicy, schedule
+from wsmon.engine.scheduler import SchedulingPolicy, placeable, plan
 from wsmon.engine.store import LeaseLost, StateConflict, StoreError, WorksetNotFound, open_store
 from wsmon.engine.store.base import parse_force_release_reason
 from wsmon.core.exit_codes import EXIT_SOURCE, EXIT_STORE, EXIT_USAGE
@@ -103,6 +103,8 @@ class Engine:
         self._sources: list[Any] | None = None
         # sources whose listing failed in the last poll ({"source", "code", "message"})
         self.last_poll_failures: list[dict[str, str]] = []
+        # cumulative since start, published in the heartbeat for the API's /metrics
+        self.poll_counts: Counter[str] = Counter()
         self._pool = ThreadPoolExecutor(max_workers=settings.runner.max_parallel_worksets,
                                         thread_name_prefix="wsmon-ws")
         self._jobs: dict[str, tuple[Job, Future]] = {}
@@ -318,17 +320,21 @@ class Engine:
         for name, source in self._sources:
             if self.store.acquire_named_lease(name, self.monitor_id, lease_seconds) is None:
                 continue
+            self.poll_counts["polls"] += 1
             try:
                 report = source.poll()
             except StoreError:
                 raise
             except Exception as exc:
+                self.poll_counts["errors"] += 1
                 self._health("s3", False, str(exc))
                 log.error("poll_failed", source=name, error=strip_control(str(exc)))
                 self.last_poll_failures.append({"source": name, "code": type(exc).__name__,
                                                 "message": strip_control(str(exc))})
                 continue
             self.last_poll_failures.extend(e for e in report.errors if "source" in e)
+            self.poll_counts["requests"] += report.request_total
+            self.poll_counts["errors"] += len(report.errors)
             self._health("s3", not report.errors,
                          "; ".join(str(e) for e in report.errors[:3]) if report.errors else "")
             for wid in report.registered:
@@ -358,31 +364,13 @@ class Engine:
         running = [*self.store.iter_worksets(state=S.LOCKED),
                    *self.store.iter_worksets(state=S.IN_PROGRESS)]
         backoff = timedelta(seconds=self.settings.discovery.ready_lock_backoff_seconds)
-        ready: list[Workset] = []
-        for ws in self.store.iter_worksets(state=S.READY):
-            if ws.s3_missing:
-                continue
-            if ws.state_changed_at + backoff > now:
-                continue
-            ready.append(ws)
+        ready = placeable(self.store.iter_worksets(state=S.READY), now, backoff)
         self._health("store", True)
         capacities = self.clusters.capacities(running)  # also publishes them for the dashboard
         if not ready:
             return []
-        per_customer = Counter(ws.customer_id for ws in running)
-        running_work = []
-        for ws in running:
-            if not ws.cluster_name:
-                continue
-            est = ws.estimate or {}
-            hours = est.get("duration_hours")
-            began = ws.lock_acquired_at or ws.state_changed_at
-            end = began + timedelta(hours=float(hours)) if isinstance(hours, (int, float)) else None
-            running_work.append(RunningWork(ws.cluster_name, float(est.get("vcpus") or 0),
-                                            float(est.get("memory_gb") or 0), end))
-        decisions = schedule(ready, capacities, per_customer, policy=self.policy, now=now,
-                             running_total=len(running), running=running_work,
-                             default_az=self.settings.clusters.preferred_availability_zone)
+        decisions = plan(ready, running, capacities, policy=self.policy, now=now,
+                         default_az=self.settings.clusters.preferred_availability_zone)
         by_id = {ws.workset_id: ws for ws in ready}
         claimed: list[str] = []
         reason_writes = 0
@@ -583,7 +571,7 @@ class Engine:
                 # not fatal yet: the lease runs for lease_seconds; the next beat tries again
                 log.error("lease_renew_failed", workset=job.workset_id, error=strip_control(str(exc)))
         details = {"active": len(self.active_worksets), "runner": self.runner.kind,
-                   "tools": dict(self.clusters.tool_status)}
+                   "tools": dict(self.clusters.tool_status), "polls": dict(self.poll_counts)}
         self.store.record_monitor_heartbeat(self.monitor_id, self.host, os.getpid(), __version__,
                                             role="engine", details=details,
                                             started_at=self._started_at)
