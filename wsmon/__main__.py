@@ -1,0 +1,5 @@
+"""``python -m wsmon``: the same command as the ``wsmon`` script."""
+
+from wsmon.cli.main import main
+
+main()
