@@ -86,3 +86,11 @@ def test_classification_decides_when_the_caller_does_not() -> None:
     assert decision.retryable == diagnosis.retryable
     assert decision.error_code == diagnosis.code
     assert decision.will_retry is bool(diagnosis.retryable)
+
+
+def test_a_missing_reference_is_dead_lettered_on_the_first_attempt() -> None:
+    text = ("rule align failed\nMissingReferenceError: reference "
+            "/fsx/data/genomic_data/organism_references/H_sapiens/hg38/GRCh38.fa not found")
+    decision = policy().decide(ws(1), text, NOW)
+    assert decision.dead_lettered and decision.error_code == "WS-DAT-022"
+    assert "not retryable" in decision.reason

@@ -335,3 +335,101 @@ def test_estimate_counts_distinct_samples(tmp_path: Path) -> None:
 def test_shlex_agrees_on_plain_quoting() -> None:
     raw = "a 'b c' \"d\" e\\ f"
     assert shell_words(raw) == shlex.split(raw)
+
+
+# -- hostile folders (issue 11) ---------------------------------------------------------------
+def billion_laughs(levels: int = 9, width: int = 9) -> str:
+    """The classic alias bomb: ``width ** levels`` strings from a few hundred bytes."""
+    lines = ['lol0: &lol0 "' + "lol" * 3 + '"']
+    for i in range(1, levels + 1):
+        lines.append(f"lol{i}: &lol{i} [" + ", ".join([f"*lol{i - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def folder_files(work: str = "dy-r: help\n", info: str = "", sheet: str | None = None) -> dict[str, RawFile]:
+    sheet = sheet if sheet is not None else HEADER + "\n" + tsv_row() + "\n"
+    return {name: RawFile(len(text.encode()), text.encode()) for name, text in
+            (("daylily_work.yaml", work), ("daylily_info.yaml", info), ("stage_samples.tsv", sheet))}
+
+
+def validate(files: dict[str, RawFile], settings: Settings | None = None, name: str = "w"):
+    return validate_files(name, files, settings=settings or Settings(), target="t",
+                          workset_bucket="b", workset_prefix=f"p/{name}/", has_sample_data=True,
+                          exists=None)
+
+
+def test_alias_bomb_in_notes_is_a_coded_error_naming_the_place() -> None:
+    work = billion_laughs() + "dy-r: help\nnotes: *lol9\n"
+    report = validate(folder_files(work=work))
+    (problem,) = report.errors
+    assert problem.code == "WS-CFG-015" and problem.file == "daylily_work.yaml"
+    assert "expand" in problem.message and problem.line is not None
+    assert report.work is None
+
+
+def test_alias_bomb_in_any_value_of_daylily_info_is_refused() -> None:
+    info = billion_laughs() + "priority: *lol9\n"
+    report = validate(folder_files(info=info))
+    assert [f.code for f in report.errors] == ["WS-CFG-015"]
+    assert report.errors[0].file == "daylily_info.yaml"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("a: &a [*a]\ndy-r: help\n", "contains it"),
+    ("deep: " + "[" * 100 + "]" * 100 + "\ndy-r: help\n", "deeper than"),
+    ("base: &b x\n" + "".join(f"k{i}: *b\n" for i in range(101)) + "dy-r: help\n", "alias references"),
+])
+def test_recursive_deep_or_alias_heavy_yaml_is_refused(text: str, words: str) -> None:
+    work, findings = parse_work_yaml(text, "w")
+    assert work is None and codes(findings) == ["WS-CFG-015"] and words in findings[0].message
+
+
+def test_ordinary_anchors_and_aliases_still_work() -> None:
+    work, findings = parse_work_yaml("base: &args -d {workdir_name} -t main\n"
+                                     "day-clone: *args\ndy-r: help\n", "ws1")
+    assert findings == [] and work["clone_args"] == ["-d", "ws1", "-t", "main"]
+
+
+def test_a_sheet_past_the_row_cap_is_one_coded_error() -> None:
+    sheet = HEADER + "\n" + "\n".join(tsv_row(sample=f"S{i}", r1=f"sample_data/{i}_1.fq",
+                                              r2=f"sample_data/{i}_2.fq") for i in range(6)) + "\n"
+    capped = Settings(discovery={"max_sample_rows": 5})
+    report = validate(folder_files(sheet=sheet), capped)
+    (problem,) = report.findings
+    assert problem.code == "WS-DAT-016" and "6 sample rows" in problem.message
+    assert "discovery.max_sample_rows" in problem.message
+    assert validate(folder_files(sheet=sheet), Settings(discovery={"max_sample_rows": 6})).valid
+
+
+def test_a_100k_row_sheet_is_refused_by_the_default_cap() -> None:
+    row = tsv_row() + "\n"
+    report = validate(folder_files(sheet=HEADER + "\n" + row * 100_000),
+                      Settings(discovery={"max_file_bytes": 100_000_000}))
+    assert [f.code for f in report.findings] == ["WS-DAT-016"]
+    assert "100,000 sample rows" in report.findings[0].message
+
+
+def test_findings_are_capped_per_folder_with_a_count_of_the_rest() -> None:
+    sheet = HEADER + "\n" + (tsv_row() + "\n") * 300  # 299 duplicate-row warnings
+    report = validate(folder_files(sheet=sheet), Settings(discovery={"max_findings_per_folder": 10}))
+    assert len(report.findings) == 11
+    summary = report.findings[-1]
+    assert summary.code == "WS-DAT-017" and summary.severity == "warning"
+    assert "290 more findings" in summary.message and "WS-DAT-013 x289" in summary.message
+    assert report.valid  # only warnings were left out
+
+
+def test_a_capped_report_stays_invalid_when_errors_were_left_out() -> None:
+    rows = [tsv_row(sample=f"S{i}", r1=f"sample_data/{i}_1.fq", r2=f"sample_data/{i}_2.fq")
+            for i in range(5)] + [tsv_row(sample="S9", r1="../escape.fq")]
+    sheet = HEADER + "\n" + tsv_row() + "\n" + tsv_row() + "\n" + "\n".join(rows) + "\n"
+    report = validate(folder_files(sheet=sheet), Settings(discovery={"max_findings_per_folder": 1}))
+    assert codes(report.findings) == ["WS-DAT-013", "WS-DAT-017"]
+    assert report.findings[-1].severity == "error" and not report.valid
+
+
+@pytest.mark.parametrize("name", ["ws\x1b[31mred", "ws\nline", "ws\ttab", "ws\x9bcsi"])
+def test_folder_name_with_control_characters_fails_validation(name: str) -> None:
+    report = validate(folder_files(), name=name)
+    assert [f.code for f in report.errors] == ["WS-DAT-015"]
+    assert "\x1b" not in report.errors[0].message and "\n" not in report.errors[0].message

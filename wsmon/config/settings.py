@@ -85,6 +85,10 @@ class DiscoverySettings(Section):
 
 class ClusterConfig(Section):
     name: str = Field(..., description="Cluster name.")
+    max_sample_rows: int = Field(10_000, ge=1, description="Most sample rows a stage_samples.tsv may have; more is a validation error (WS-DAT-016).")
+    max_findings_per_folder: int = Field(100, ge=1, description="Validation findings kept per folder: the first this many, then one finding that counts the rest (WS-DAT-017).")
+    folder_time_budget_seconds: float = Field(30.0, gt=0, description="Time one folder's validation may take in a poll; past it the folder gets WS-DAT-019 and the poll goes on.")
+    folder_memory_budget_mb: int = Field(256, ge=16, description="Memory one folder's validation may add to the engine in a poll; past it the folder gets WS-DAT-019.")
     availability_zone: str | None = Field(None, description="Availability zone, e.g. us-west-2d.")
     max_vcpus: int = Field(256, ge=0, description="vCPUs worksets may use on this cluster.")
     max_memory_gb: float = Field(2048.0, ge=0, description="Memory (GB) worksets may use on this cluster.")

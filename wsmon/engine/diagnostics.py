@@ -182,7 +182,21 @@ _register("WS-DAT-014", D, WARN, False, "Unreadable sentinel timestamp",
           "A daylily.* sentinel should hold a timestamp such as 2025-10-16T11:11:11Z or "
           "20251016T111111; its body is kept as text and its upload time is used.")
 _register("WS-DAT-015", D, ERR, False, "Unsafe workset folder name",
-          "A workset folder may not be named '.' or '..'; rename the folder.")
+          "A workset folder may not be named '.' or '..' nor hold control characters (escape, "
+          "newline, tab...); rename the folder.")
+_register("WS-DAT-016", D, ERR, False, "Too many sample rows",
+          "stage_samples.tsv has more rows than discovery.max_sample_rows. Split the samples "
+          "into several worksets, or ask an operator to raise the limit.")
+_register("WS-DAT-017", D, WARN, False, "More findings than are kept",
+          "Only the first discovery.max_findings_per_folder findings of a folder are kept; the "
+          "rest are counted. Fix the ones shown and validate again (wsmon validate shows them all).")
+_register("WS-DAT-018", D, ERR, False, "Workset record too large",
+          "What validation found about this folder does not fit in one state-store record. Fix "
+          "the findings shown (wsmon validate lists them all) and upload daylily.ready again.")
+_register("WS-DAT-019", D, ERR, False, "Folder over its validation budget",
+          "Validating this folder took more time or memory than discovery.folder_time_budget_seconds "
+          "/ folder_memory_budget_mb allow; the rest of the poll went on without it. Shrink the "
+          "sample sheet or the YAML files, then upload daylily.ready again.")
 _register("WS-DAT-020", D, ERR, False, "Corrupt input data",
           "An input file is truncated or corrupt. Re-upload the FASTQ (compare checksums), "
           "then retry.",
@@ -192,6 +206,11 @@ _register("WS-DAT-021", D, ERR, False, "Input file missing at run time",
           "The pipeline could not find an input file. Check R1_FQ/R2_FQ and that staging "
           "copied the data.",
           r"MissingInputException", r"missing input files? for rule")
+_register("WS-DAT-022", D, ERR, False, "Reference data missing",
+          "The pipeline could not find its reference data (genome, index, annotation). Check "
+          "the reference bucket and the genome build in the run suffix, then retry: running "
+          "again without the reference fails the same way.",
+          r"MissingReferenceError", r"reference (genome|data|bundle) .{0,80}not found")
 
 # -- configuration ----------------------------------------------------------------------------
 _VALIDATION_CFG = "Fix daylily_work.yaml / daylily_info.yaml, then retry. Check it first with: " \
@@ -229,6 +248,10 @@ _register("WS-CFG-013", C, ERR, False, "Command not found",
           "A step's program is not installed or not on PATH on the host that runs it. Fix "
           "runner.*_command or install the tool.",
           r"command not found", r"no such file or directory: '[^']+'$", r"executable file not found")
+_register("WS-CFG-015", C, ERR, False, "YAML too complex",
+          "The YAML file uses too many aliases (*name), nests too deep, or its aliases expand "
+          "to too much text (a 'billion laughs' file). Write the values out plainly. "
+          + _VALIDATION_CFG)
 _register("WS-CFG-014", C, ERR, False, "Invalid command template",
           "A runner command template names an unknown placeholder or is empty. Fix config.",
           r"unknown placeholder", r"invalid command template")

@@ -190,6 +190,8 @@ class ShellSyntaxError(ValueError):
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# a folder name may not even hold a tab: it ends up in tab-separated index logs and tmux names
+_NAME_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _EXPANDING_AFTER_DOLLAR = frozenset("({'\"@*#?$!-0123456789") | _NAME_START
 _OPERATORS = {";": "';' would end the command", "&": "'&' would background or chain commands",
@@ -315,12 +317,93 @@ class _YamlDoc:
     key_spelling: dict[str, str]
 
 
+# Bounds on a workset YAML file (billion-laughs defence). Real files have no aliases and a
+# depth of two or three; the bounds are far above that and far below what hurts.
+YAML_MAX_ALIASES = 100
+YAML_MAX_DEPTH = 64
+YAML_MAX_EXPANDED = 1_000_000  # scalar characters + nodes, aliases counted as often as used
+
+
+class YamlTooComplex(yaml.YAMLError):
+    """A YAML document over one of the bounds; ``mark`` says where it was noticed."""
+
+    def __init__(self, message: str, mark: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+class BoundedSafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses too many aliases or too deep nesting while composing,
+    before anything is constructed. ``expanded_size`` bounds what the aliases expand to."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > YAML_MAX_ALIASES:
+                raise YamlTooComplex(f"more than {YAML_MAX_ALIASES} alias references (*name)",
+                                     self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            if self._depth > YAML_MAX_DEPTH:
+                raise YamlTooComplex(f"nested deeper than {YAML_MAX_DEPTH} levels",
+                                     self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def expanded_size(root: yaml.Node, limit: int = YAML_MAX_EXPANDED) -> int:
+    """Size of the document with every alias expanded (scalar characters + nodes), computed
+    once per distinct node, so an alias bomb is measured without being expanded. Raises
+    ``YamlTooComplex`` past ``limit`` or on a recursive alias (a node that contains itself)."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[key] = 1 + len(node.value)
+            continue
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value))
+        if not children_done:
+            if key in on_path:
+                raise YamlTooComplex("an alias refers to a node that contains it", node.start_mark)
+            on_path.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        on_path.discard(key)
+        total = 1 + sum(sizes[id(child)] for child in children)
+        if total > limit:
+            raise YamlTooComplex(f"aliases expand it to more than {limit:,} characters and "
+                                 "values", node.start_mark)
+        sizes[key] = total
+    return sizes[id(root)]
+
+
 def _load_yaml(text: str, file: str) -> tuple[_YamlDoc | None, list[Finding]]:
     findings: list[Finding] = []
-    loader = yaml.SafeLoader(text)
+    loader = BoundedSafeLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            expanded_size(node)
         data = loader.construct_document(node) if node is not None else None
+    except YamlTooComplex as exc:
+        mark = exc.mark
+        return None, [finding("WS-CFG-015", f"YAML refused: {exc.message}", file=file,
+                              line=mark.line + 1 if mark else None,
+                              column=mark.column + 1 if mark else None)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or str(exc).splitlines()[0]
@@ -590,12 +673,19 @@ class SampleSheet:
         return sum(len(f) + 1 for f in fields[:idx]) + 1
 
 
-def parse_stage_tsv(text: str, *, file: str = SAMPLES_FILE) -> tuple[SampleSheet | None, list[Finding]]:
+def parse_stage_tsv(text: str, *, file: str = SAMPLES_FILE,
+                    max_rows: int | None = None) -> tuple[SampleSheet | None, list[Finding]]:
+    """The sample sheet and its findings; past ``max_rows`` sample lines only WS-DAT-016."""
     findings: list[Finding] = []
     lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
     if not any(ln.strip() for ln in lines):
         return None, [finding("WS-DAT-002", "the file is empty (no header line)", file=file)]
     header_line = next(i for i, ln in enumerate(lines) if ln.strip())
+    if max_rows is not None:
+        rows = sum(1 for ln in lines[header_line + 1:] if ln.strip())
+        if rows > max_rows:
+            return None, [finding("WS-DAT-016", f"{rows:,} sample rows; the limit is {max_rows:,} "
+                                  "(discovery.max_sample_rows)", file=file)]
     header = [h.strip() for h in lines[header_line].split("\t")]
     if has_control_chars(lines[header_line].replace("\t", " ")):
         return None, [finding("WS-DAT-006", "the header holds control characters", file=file,
@@ -750,6 +840,9 @@ def validate_files(workset_id: str, files: Mapping[str, RawFile | None], *, sett
     add = report.findings.extend
     if workset_id in (".", ".."):
         add([finding("WS-DAT-015", f"workset folder is named {workset_id!r}")])
+    elif _NAME_CONTROL.search(workset_id):
+        add([finding("WS-DAT-015", "workset folder name holds control characters: "
+                     f"{workset_id.encode('unicode_escape').decode('ascii')!r}")])
     max_bytes = disc.max_file_bytes
 
     def read(name: str, missing_code: str, parse: Callable[[str], tuple[Any, list[Finding]]],
@@ -774,24 +867,27 @@ def validate_files(workset_id: str, files: Mapping[str, RawFile | None], *, sett
         add([finding("WS-DAT-012", "sample_data/ is missing or holds no object",
                      file=SAMPLE_DATA_DIR + "/")])
 
-    sheet: SampleSheet | None = read(SAMPLES_FILE, "WS-DAT-001", parse_stage_tsv, data_file=True)
+    sheet: SampleSheet | None = read(
+        SAMPLES_FILE, "WS-DAT-001",
+        lambda text: parse_stage_tsv(text, max_rows=disc.max_sample_rows), data_file=True)
 
     refs: list[FastqRef] = []
     if sheet is not None:
         report.rows = len(sheet.rows)
-        ids: list[str] = []
+        ids: dict[str, None] = {}  # ordered and O(1) membership: a list made this quadratic
         warned_buckets: set[str | None] = set()
+        allowed_buckets = list(disc.allowed_buckets) + list(extra_allowed_buckets)
         for number, row in enumerate(sheet.rows):
             sid = row.get("SAMPLE_ID", "")
-            if sid and sid not in ids:
-                ids.append(sid)
+            if sid:
+                ids.setdefault(sid)
             for column in FASTQ_COLUMNS:
                 value = row.get(column, "")
                 if column not in sheet.column_index or not value:
                     continue
                 ref, problem = resolve_fastq(
                     value, workset_bucket=workset_bucket, workset_prefix=workset_prefix,
-                    allowed_buckets=list(disc.allowed_buckets) + list(extra_allowed_buckets),
+                    allowed_buckets=allowed_buckets,
                     column=column, line=sheet.line_numbers[number],
                     col=sheet.column_of(number, column), bucket_unknown_ok=workset_bucket is None)
                 if problem is not None:
@@ -803,7 +899,7 @@ def validate_files(workset_id: str, files: Mapping[str, RawFile | None], *, sett
                         warned_buckets.add(ref.bucket)
                 if ref is not None:
                     refs.append(ref)
-        report.sample_ids = ids
+        report.sample_ids = list(ids)
         report.fastq = sorted({r.uri for r in refs})
         if ids:
             overrides = (report.info or {}).get("estimate")
@@ -825,7 +921,25 @@ def validate_files(workset_id: str, files: Mapping[str, RawFile | None], *, sett
                 code, message = outcome
                 add([finding(code, f"{ref.column} {ref.value!r}: {message}", file=SAMPLES_FILE,
                              line=ref.line, column=ref.col)])
+    report.findings = cap_findings(report.findings, disc.max_findings_per_folder)
     return report
+
+
+def cap_findings(findings: list[Finding], limit: int) -> list[Finding]:
+    """The first ``limit`` findings and one WS-DAT-017 that counts the rest by code.
+
+    The count is an error when an error was left out, so a capped report is exactly as valid
+    as the whole one; the stored record stays small whatever the folder holds."""
+    if len(findings) <= limit:
+        return findings
+    kept, rest = findings[:limit], findings[limit:]
+    by_code: dict[str, int] = {}
+    for item in rest:
+        by_code[item.code] = by_code.get(item.code, 0) + 1
+    summary = ", ".join(f"{code} x{count:,}" for code, count in sorted(by_code.items()))
+    severity = ERROR if any(item.severity == ERROR for item in rest) else WARNING
+    return kept + [finding("WS-DAT-017", f"{len(rest):,} more findings not kept ({summary}); "
+                           "wsmon validate lists them all", severity=severity)]
 
 
 def _read_local(path: Path, max_bytes: int) -> RawFile | None:
