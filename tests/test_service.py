@@ -11,7 +11,8 @@ import pytest
 
 from wsmon.config.settings import Settings
 from wsmon.engine.runner import Aborted, BaseRunner
-from wsmon.engine.service import Engine, run_once
+from wsmon.engine.process import run_once
+from wsmon.engine.service import Engine
 from wsmon.engine.store import open_store
 from wsmon.core.models import WorksetState
 

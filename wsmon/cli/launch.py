@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from wsmon.cli.main import CliContext
+    from wsmon.cli.context import CliContext
 
 
 def launch(obj: CliContext, *, headless: bool, once: bool, timeout: float | None, demo: bool,
@@ -19,7 +19,7 @@ def launch(obj: CliContext, *, headless: bool, once: bool, timeout: float | None
 
     settings = command_settings(obj)  # a broken config exits 2, as for every subcommand
     if headless:
-        from wsmon.engine.service import run_headless, run_once
+        from wsmon.engine.process import run_headless, run_once
 
         if once or not settings.continuous:  # continuous = false: the Daylily monitor's one-scan mode
             return run_once(settings, timeout=timeout)

@@ -1,4 +1,4 @@
-"""The engine: the jobs that turn the wheel, and the headless service around them.
+"""The engine: the jobs that turn the wheel, wired together.
 
 Jobs (APScheduler ``BackgroundScheduler``; each ``max_instances=1``, ``coalesce=True``, with its
 own ``misfire_grace_time``; a job that raises logs and runs again next tick):
@@ -20,12 +20,14 @@ own ``misfire_grace_time``; a job that raises logs and runs again next tick):
 Restart safety: a new engine with the same monitor id first re-adopts the worksets its previous
 process held (``adopt_lock`` bumps the fence, so the old process, if it still lives, is fenced
 out) and keeps watching their tmux pipelines instead of starting them again.
+
+One workset attempt lives in ``attempt.py``, the sweep (with retention and force-release notices)
+in ``sweep.py``, and the process entry points (``run_headless``, ``run_once``) in ``process.py``.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 from collections import Counter
@@ -37,16 +39,16 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from wsmon import __version__
-from wsmon.core.clock import Clock, SystemClock, isoformat, parse_iso
+from wsmon.core.clock import Clock, SystemClock
+from wsmon.engine.attempt import drive_attempt
 from wsmon.engine.clusters import ClusterRegistry
 from wsmon.engine.retry import RetryPolicy
-from wsmon.engine.runner import Aborted, BaseRunner, Job, RunOutcome, make_runner
+from wsmon.engine.runner import BaseRunner, Job, make_runner
 from wsmon.engine.scheduler import SchedulingPolicy, placeable, plan
 from wsmon.engine.store import LeaseLost, StateConflict, StoreError, WorksetNotFound, open_store
-from wsmon.engine.store.base import parse_force_release_reason
-from wsmon.core.exit_codes import EXIT_SOURCE, EXIT_STORE, EXIT_USAGE
-from wsmon.core.models import RECENT_EVENTS_KEPT, Lease, Workset, WorksetState
-from wsmon.core.textsafe import strip_control, truncate
+from wsmon.engine.sweep import Sweeper
+from wsmon.core.models import Lease, Workset, WorksetState
+from wsmon.core.textsafe import strip_control
 
 if TYPE_CHECKING:
     from wsmon.config.settings import Settings
@@ -56,29 +58,6 @@ log = structlog.get_logger(__name__)
 
 S = WorksetState
 REASON_WRITES_PER_PASS = 500  # waiting reasons written per scheduling pass (bounded store cost)
-HALF_WRITTEN_RETRY_SECONDS = 60.0  # an `error` left between the two writes of a retry decision
-RETENTION_EVERY = timedelta(hours=1)  # how often the sweep prunes old notifications and alerts
-# Operators' force releases are found in the store's history (they happen on any host) and
-# notified by one engine per store; the watermark of that look survives restarts in the kv store.
-FORCE_RELEASE_NOTICE_LEASE = "force-release-notifier"
-FORCE_RELEASE_KV = ("engine", "force_release_watermark")
-FORCE_RELEASE_FIRST_LOOKBACK = timedelta(minutes=10)  # how far back an engine's first ever look goes
-FORCE_RELEASE_MAX_LOOKBACK = timedelta(days=1)  # after a long outage, older releases are old news
-LEASE_RECOVERED_REASON = "recovered: lease of"  # the engine's own force release (not an operator's)
-
-
-def _one_line(text: str | None, limit: int = 200) -> str:
-    first = (text or "").strip().splitlines()[:1]
-    return truncate(strip_control(first[0] if first else ""), limit)
-
-
-def _scrub(text: str | None) -> str | None:
-    """Error text as stored on the workset: no control sequences, no secrets or home paths."""
-    if text is None:
-        return None
-    from wsmon.engine.notify import scrub
-
-    return scrub(strip_control(text, keep_newlines=True))
 
 
 class Engine:
@@ -114,9 +93,9 @@ class Engine:
         self._started_at = self.clock.now()
         self._adopted = False
         self._stopped = False
-        self._last_retention: datetime | None = None
         self.host = socket.gethostname()
         self.metrics, self.notifier, self.alerts = self._wire_observability()
+        self.sweeper = Sweeper(self)
 
     # -- wiring ---------------------------------------------------------------------------
     def _wire_observability(self) -> tuple[Any, Any, Any]:
@@ -409,147 +388,19 @@ class Engine:
             future = self._pool.submit(self._drive, job, cluster, reason, adopted)
             self._jobs[job.workset_id] = (job, future)
 
-    # -- one workset attempt ----------------------------------------------------------------
+    # -- one workset attempt (engine/attempt.py) --------------------------------------------
     def _drive(self, job: Job, cluster: str | None, reason: str, adopted: bool) -> str:
-        wid = job.workset_id
         try:
-            if adopted:
-                ws = self.store.get_workset(wid)
-                if ws is None:
-                    return "gone"
-            else:
-                current = self.store.get_workset(wid)
-                if current is None:
-                    return "gone"
-                ws = self.store.update_state(
-                    wid, S.IN_PROGRESS, f"started on {cluster}" if cluster else "started",
-                    self.monitor_id, lease=job.get_lease(), expected_state=S.LOCKED,
-                    cluster_name=cluster, attempts=current.attempts + 1, schedule_reason=reason,
-                    retry_after=None, error_code=None, error_details=None, log_tail=None)
-                self._incr("WorksetStateTransitions", State=S.IN_PROGRESS.value)
-                self._mirror(ws)
-                self._emit("started", ws, cluster=cluster, attempt=ws.attempts)
-                log.info("workset_started", workset=wid, cluster=cluster, attempt=ws.attempts)
-            try:
-                problem = self._fetch_inputs(ws)
-                if problem is not None:
-                    outcome = problem
-                else:
-                    outcome = self.runner.execute(ws, job, self.store, self.monitor_id)
-            except Aborted:
-                return self._aborted(job)
-            except (LeaseLost, StateConflict):
-                raise
-            except StoreError:
-                raise
-            except Exception as exc:  # a runner bug must not strand the workset in_progress
-                log.exception("runner_crashed", workset=wid)
-                outcome = RunOutcome("failed", job.current_step, f"engine error: {exc}", None)
-            return self._finish(job, ws, outcome)
-        except (LeaseLost, StateConflict) as exc:
-            log.warning("lease_lost", workset=wid, detail=strip_control(str(exc)))
-            return "lease_lost"
-        except StoreError as exc:
-            # the lease will expire and the sweep (ours or another engine's) recovers it
-            log.error("store_error_during_run", workset=wid, error=strip_control(str(exc)))
-            return "store_error"
+            return drive_attempt(self, job, cluster, reason, adopted)
         finally:
             with self._jobs_lock:
-                self._jobs.pop(wid, None)
+                self._jobs.pop(job.workset_id, None)
 
-    def _fetch_inputs(self, ws: Workset) -> RunOutcome | None:
-        """Copy stage_samples.tsv next to the step logs when a step template names it
-        ({analysis_samples}, as the Daylily stage command does)."""
-        cfg = self.settings.runner
-        if cfg.kind == "simulated" or not self.settings.discovery.sources:
-            return None
-        templates = " ".join(str(t) for t in (cfg.stage_command, cfg.clone_command,
-                                              cfg.run_command, cfg.export_command) if t)
-        if "{analysis_samples}" not in templates and "{stage_samples}" not in templates:
-            return None
-        if any(r.name == "stage" and r.status == "succeeded" for r in ws.steps):
-            return None
-        from wsmon.engine.runner import sanitise
-
-        dest = self.settings.state_dir / "worksets" / sanitise(ws.workset_id) / "stage_samples.tsv"
-        try:
-            if self._sources is None:
-                self._sources = self._make_sources()
-            self._sources[0][1].download_file(ws, "stage_samples.tsv", dest)
-        except Exception as exc:
-            from wsmon.core.aws import describe_client_error
-
-            return RunOutcome("failed", "stage",
-                              f"could not fetch stage_samples.tsv: {describe_client_error(exc)}")
-        return None
-
-    def _aborted(self, job: Job) -> str:
-        if job.abort_reason.startswith("lease lost"):
-            log.warning("workset_stopped_lease_lost", workset=job.workset_id)
-            return "lease_lost"
-        # shutdown grace ran out during a short step: give the workset back, uncounted
-        try:
-            ws = self.store.get_workset(job.workset_id)
-            if ws is not None:
-                steps = [r.model_copy(update={"status": "interrupted",
-                                              "detail": "engine shut down during this step"})
-                         if r.status == "running" else r for r in ws.steps]
-                self.store.update_fields(job.workset_id, actor=self.monitor_id,
-                                         lease=job.get_lease(), attempts=max(0, ws.attempts - 1),
-                                         steps=steps)
-            self.store.release_lock(job.get_lease(), reason="engine shutting down mid-step")
-            self._incr("WorksetStateTransitions", State=S.READY.value)
-        except (LeaseLost, StoreError) as exc:
-            log.warning("release_failed", workset=job.workset_id, error=strip_control(str(exc)))
-        return "released"
-
-    def _finish(self, job: Job, ws: Workset, outcome: RunOutcome) -> str:
-        wid = job.workset_id
-        if outcome.status == "detached":
-            log.info("pipeline_left_running", workset=wid)
-            return "detached"
-        lease = job.get_lease()
-        if outcome.succeeded:
-            done = self.store.update_state(wid, S.COMPLETE, "all steps succeeded", self.monitor_id,
-                                           lease=lease, expected_state=S.IN_PROGRESS,
-                                           schedule_reason=None)
-            self._incr("WorksetStateTransitions", State=S.COMPLETE.value)
-            self._mirror(done)
-            started = ws.lock_acquired_at or ws.state_changed_at
-            try:
-                self.metrics.observe("WorksetProcessingDuration",
-                                     (done.state_changed_at - started).total_seconds(), "Seconds",
-                                     State=S.COMPLETE.value)
-            except Exception:
-                pass
-            self._emit("completed", done)
-            log.info("workset_completed", workset=wid, attempt=done.attempts)
-            return "completed"
-        now = self.clock.now()
-        text = outcome.error_text or f"{outcome.step or 'a step'} failed"
-        decision = self.retry.decide(ws, text, now, retryable=outcome.retryable)
-        details = _scrub(text)
-        headline = f"{outcome.step or 'step'} failed: {_one_line(text)}"
-        errored = self.store.update_state(
-            wid, S.ERROR, headline, self.monitor_id, lease=lease, expected_state=S.IN_PROGRESS,
-            error_code=decision.error_code, error_details=truncate(details or "", 4000),
-            log_tail=_scrub(outcome.log_tail), retry_after=decision.retry_after)
-        self._incr("WorksetStateTransitions", State=S.ERROR.value)
-        self._emit("failed", errored, step=outcome.step, error_code=decision.error_code)
-        final = self.store.update_state(wid, decision.state, decision.reason, self.monitor_id,
-                                        expected_state=S.ERROR, retry_after=decision.retry_after)
-        self._incr("WorksetStateTransitions", State=decision.state.value)
-        self._mirror(final)
-        if decision.will_retry:
-            self._incr("WorksetRetries")
-            self._emit("retrying", final, retry_after=decision.retry_after, attempt=decision.attempt)
-        else:
-            self._incr("WorksetDeadLettered")
-            self._emit("dead_lettered", final, error_code=decision.error_code,
-                       remediation=decision.remediation)
-        log.warning("workset_failed", workset=wid, step=outcome.step, code=decision.error_code,
-                    next=decision.state.value, attempt=decision.attempt)
-        return decision.state.value
+    def _primary_source(self) -> Any:
+        """The S3Source an attempt downloads its workset files through."""
+        if self._sources is None:
+            self._sources = self._make_sources()
+        return self._sources[0][1]
 
     # -- heartbeat ------------------------------------------------------------------------
     def heartbeat(self) -> None:
@@ -585,7 +436,7 @@ class Engine:
         return (ws is not None and not ws.state.holds_lease and bool(ws.recent_events)
                 and ws.recent_events[-1].actor == self.monitor_id)
 
-    # -- adoption and sweep -----------------------------------------------------------------
+    # -- adoption and sweep (engine/sweep.py) -------------------------------------------------------------
     def adopt_own_leases(self) -> list[str]:
         """Take back the worksets this monitor id held before a restart (new fence)."""
         self._adopted = True
@@ -613,126 +464,20 @@ class Engine:
                      reason=ws.schedule_reason or "re-adopted after restart", adopted=in_progress)
         return True
 
+    @property
+    def claiming(self) -> bool:
+        """False once the engine stops: it takes no new work (and adopts none)."""
+        return self._claiming
+
     def sweep(self) -> dict[str, list[str]]:
-        """Recover expired leases; move due retries back to ready."""
-        now = self.clock.now()
-        result: dict[str, list[str]] = {"recovered": [], "adopted": [], "due": []}
-        active = set(self.active_worksets)
-        for ws in self.store.expired_leases(now):
-            if ws.workset_id in active:
-                continue
-            if ws.lock_owner == self.monitor_id and self._claiming:
-                if self._adopt(ws):
-                    result["adopted"].append(ws.workset_id)
-                continue
-            try:
-                self.store.force_release(
-                    ws.workset_id, self.monitor_id,
-                    f"{LEASE_RECOVERED_REASON} {ws.lock_owner} expired at "
-                    f"{ws.lock_expires_at:%Y-%m-%d %H:%M:%S}Z")
-            except (StateConflict, LeaseLost, WorksetNotFound):
-                continue
-            self._incr("WorksetStateTransitions", State=S.READY.value)
-            result["recovered"].append(ws.workset_id)
-            log.warning("lease_recovered", workset=ws.workset_id, owner=ws.lock_owner)
-        for ws in list(self.store.iter_worksets(state=S.RETRYING)):
-            if ws.retry_after is None or ws.retry_after <= now:
-                try:
-                    self.store.update_state(ws.workset_id, S.READY, "retry due", self.monitor_id,
-                                            expected_state=S.RETRYING)
-                except (StateConflict, WorksetNotFound):
-                    continue
-                self._incr("WorksetStateTransitions", State=S.READY.value)
-                result["due"].append(ws.workset_id)
-        stale = now - timedelta(seconds=HALF_WRITTEN_RETRY_SECONDS)
-        for ws in list(self.store.iter_worksets(state=S.ERROR)):
-            # an engine died between "error" and "retrying": finish its decision
-            if ws.retry_after is not None and ws.updated_at < stale:
-                try:
-                    self.store.update_state(ws.workset_id, S.RETRYING,
-                                            "retry decided before an engine restart",
-                                            self.monitor_id, expected_state=S.ERROR)
-                except (StateConflict, WorksetNotFound):
-                    continue
-        try:
-            result["force_released"] = [wid for wid, _ in self.notice_force_releases()]
-        except StoreError as exc:  # the watermark stays: the next sweep looks again
-            log.warning("force_release_notice_failed", error=strip_control(str(exc))[:300])
-        try:
-            self.prune_history()
-        except StoreError as exc:  # worksets first: a failed prune waits for the next hour
-            log.warning("history_prune_failed", error=strip_control(str(exc))[:300])
-        return result
+        """Recover expired leases; move due retries back to ready (engine/sweep.py)."""
+        return self.sweeper.sweep()
 
     def notice_force_releases(self) -> list[tuple[str, int]]:
-        """Notify ``lock_force_released`` for every operator force release recorded since the
-        last look; returns (workset, event seq) of those newly notified.
-
-        Operators release through the store (dashboard on any host, ``wsmon release``), never
-        through an engine, so the engine reads it back from the history. One engine per store
-        looks (a named lease); the dedup id per (workset, event seq) keeps a restart or a lease
-        handover from notifying twice."""
-        if not self.notifier.channels:
-            return []  # nobody to tell: spare the store the reads
-        lease_seconds = max(90.0, 3 * max(1.0, min(self.settings.discovery.poll_interval_seconds,
-                                                   self.settings.store.heartbeat_seconds)))
-        if self.store.acquire_named_lease(FORCE_RELEASE_NOTICE_LEASE, self.monitor_id,
-                                          lease_seconds) is None:
-            return []
-        stored = self.store.kv_get(*FORCE_RELEASE_KV)
-        now = self.clock.now()
-        since = (max(parse_iso(stored), now - FORCE_RELEASE_MAX_LOOKBACK) if stored
-                 else now - FORCE_RELEASE_FIRST_LOOKBACK)
-        changed, watermark = self.store.worksets_changed_since(since)
-        found: list[tuple[str, int]] = []
-        for ws in changed:
-            for event in self._events_since(ws, since):
-                parsed = parse_force_release_reason(event)
-                if parsed is None:
-                    continue
-                reason, holder = parsed
-                if reason.startswith(LEASE_RECOVERED_REASON):
-                    continue  # an engine recovering a dead holder's lease: the sweep logs that
-                queued = self._emit("lock_force_released", ws, actor=event.actor,
-                                    previous_holder=holder, reason=reason or None,
-                                    dedup_id=f"lock_force_released:{ws.workset_id}:{event.seq}")
-                if not queued:
-                    continue  # already notified (seen again inside the watermark's lag), or no channel
-                found.append((ws.workset_id, event.seq))
-                log.info("force_release_noticed", workset=strip_control(ws.workset_id),
-                         actor=strip_control(event.actor), previous_holder=strip_control(holder or ""))
-        self.store.kv_put(*FORCE_RELEASE_KV, isoformat(watermark))
-        return found
-
-    def _events_since(self, ws: Workset, since: datetime) -> list[Any]:
-        recent = ws.recent_events
-        if (len(recent) >= RECENT_EVENTS_KEPT and min(e.seq for e in recent) > 1
-                and min(e.at for e in recent) >= since):
-            # busier than the inline history: what happened before it is only in the full one
-            recent = self.store.events(ws.workset_id)
-        return [e for e in recent if e.at >= since]
+        return self.sweeper.notice_force_releases()
 
     def prune_history(self) -> dict[str, int] | None:
-        """At most once per ``RETENTION_EVERY`` (by the engine's clock): delete delivered and
-        given-up notifications older than ``notify.outbox_retention_days`` and alerts resolved
-        more than ``alerts.resolved_retention_days`` ago, so the store stops growing with age.
-        Returns what was removed, or None when it was not time yet."""
-        now = self.clock.now()
-        if self._last_retention is not None and now - self._last_retention < RETENTION_EVERY:
-            return None
-        self._last_retention = now  # also on failure: retry next hour, not every sweep
-        s = self.settings
-        removed = {
-            "notifications": self.store.prune_notifications(
-                now - timedelta(days=s.notify.outbox_retention_days)),
-            "alerts": self.store.prune_alerts(
-                now - timedelta(days=s.alerts.resolved_retention_days)),
-        }
-        if any(removed.values()):
-            log.info("history_pruned", **removed,
-                     outbox_retention_days=s.notify.outbox_retention_days,
-                     resolved_retention_days=s.alerts.resolved_retention_days)
-        return removed
+        return self.sweeper.prune_history()
 
     # -- observability jobs -------------------------------------------------------------------
     def flush_metrics(self) -> None:
@@ -744,86 +489,3 @@ class Engine:
 
     def deliver_notifications(self) -> None:
         self.notifier.deliver()
-
-
-# -- entry points ---------------------------------------------------------------------------
-
-def _configure_logging(settings: Settings) -> None:
-    from wsmon.logging import configure_logging
-
-    configure_logging(settings, "headless")
-
-
-def _open_engine(settings: Settings) -> tuple[Engine | None, int]:
-    from wsmon.engine.runner import TemplateError
-
-    try:
-        return Engine(settings), 0
-    except StoreError as exc:
-        log.error("store_unavailable", store=settings.store_url.split("?", 1)[0],
-                  error=strip_control(str(exc)))
-        return None, EXIT_STORE
-    except TemplateError as exc:  # e.g. runner.kind = "ssh" without runner.ssh_host
-        log.error("engine_config_invalid", error=strip_control(str(exc)))
-        return None, EXIT_USAGE
-
-
-def run_headless(settings: Settings) -> int:
-    """``wsmon --headless``: run until SIGTERM/SIGINT, then stop cleanly (exit 0)."""
-    _configure_logging(settings)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            # a second signal means "now": leases expire and are recovered (fences keep it safe)
-            log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
-            os._exit(130)
-        log.info("signal_received", signal=signal.Signals(signum).name,
-                 grace_seconds=settings.runner.shutdown_grace_seconds)
-        stop.set()
-
-    engine, code = _open_engine(settings)
-    if engine is None:
-        return code
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        engine.start()
-        while not stop.wait(1.0):
-            pass
-    except StoreError as exc:
-        log.error("engine_failed", error=strip_control(str(exc)))
-        return EXIT_STORE
-    finally:
-        engine.stop(settings.runner.shutdown_grace_seconds)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
-
-
-def run_once(settings: Settings, timeout: float | None = None) -> int:
-    """``wsmon --headless --once``: poll, schedule, start, wait for what started (or timeout).
-
-    0 when the cycle ran; 4 (the CLI's "store cannot be opened or reached") when it could not;
-    5 when it ran but an S3 discovery source could not be listed (so new worksets were missed).
-    """
-    _configure_logging(settings)
-    engine, code = _open_engine(settings)
-    if engine is None:
-        return code
-    try:
-        summary = engine.run_cycle()
-        finished = engine.wait_idle(timeout)
-        log.info("cycle_done", started=summary["started"], polled=summary["polled"],
-                 all_finished=finished)
-        failures = summary["source_failures"]
-        if failures:
-            log.error("cycle_source_unreachable", sources=[f["source"] for f in failures],
-                      code=failures[0].get("code"), error=failures[0].get("message"),
-                      hint="check aws.endpoint_url / region / credentials and that the bucket exists")
-            code = EXIT_SOURCE
-    except StoreError as exc:
-        log.error("cycle_failed", error=strip_control(str(exc)))
-        code = EXIT_STORE
-    finally:
-        engine.stop(0 if timeout is not None else settings.runner.shutdown_grace_seconds)
-    return code
