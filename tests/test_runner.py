@@ -315,3 +315,92 @@ def test_the_simulated_runner_follows_its_seeded_failure_mix(tmp_path, clock) ->
         expected = {"success": ["succeeded"], "transient": ["failed", "succeeded"],
                     "hang": ["failed", "succeeded"], "permanent": ["failed", "failed"]}[fates[wid]]
         assert statuses == expected, (wid, fates[wid])
+
+
+# -- real Daylily templates (issue 11) --------------------------------------------------------
+def test_template_modes_argv_unless_the_template_uses_shell_syntax() -> None:
+    from wsmon.engine.runner.templates import template_mode
+
+    assert template_mode("day-clone {clone_args}") == "argv"
+    assert template_mode(["echo", "a && b"]) == "argv"  # a list is argv whatever it holds
+    assert template_mode("./bin/stage --pem ~/.ssh/k.pem {analysis_samples}") == "argv"
+    for shell in ("echo cloning && day-clone {clone_args}", ". dyoinit && dy-r ",
+                  "source env.sh; x", "x | tee log", "x > out", "echo ${HOME}"):
+        assert template_mode(shell) == "shell", shell
+
+
+def test_a_shell_template_quotes_every_value_and_keeps_shell_variables() -> None:
+    from wsmon.engine.runner.templates import step_command
+
+    values = {"clone_args": ["-d", "$(touch pwned)", "a b"], "workset": "w;rm -rf /"}
+    argv = step_command("echo cloning && day-clone {clone_args} --name {workset} ${HOME}", values)
+    assert argv[:2] == ["bash", "-lc"]
+    assert argv[2] == ("echo cloning && day-clone -d '$(touch pwned)' 'a b' "
+                       "--name 'w;rm -rf /' ${HOME}")
+
+
+@pytest.mark.parametrize("template", [
+    "./bin/stage --profile {profile} --region {region} {analysis_samples}",
+    "cd /tmp && ./bin/stage --profile {profile} --region {region} {analysis_samples}",
+    ["./bin/stage", "--profile", "{profile}", "--region", "{region}", "{analysis_samples}"],
+])
+def test_an_empty_value_leaves_out_its_option_instead_of_passing_an_empty_argument(template) -> None:
+    from wsmon.engine.runner.templates import step_command
+
+    argv = step_command(template, {"profile": "", "region": "us-west-2",
+                                   "analysis_samples": "/s/stage_samples.tsv"})
+    words = shlex.split(argv[2]) if argv[0] == "bash" else argv
+    assert "--profile" not in words and "" not in words
+    assert words[-3:] == ["--region", "us-west-2", "/s/stage_samples.tsv"]
+
+
+def test_a_shell_clone_template_runs_through_bash_and_values_stay_data(world) -> None:
+    settings = world["settings"].model_copy(deep=True)
+    settings.runner.clone_command = (f"echo cloning && {world['bin'] / 'clone'} -d {{workdir_name}} "
+                                     "{clone_args}")
+    ws, job = claim(world, wid="shell-clone")
+    world["store"].update_fields(ws.workset_id, actor="t", lease=job.lease, metadata={
+        **ws.metadata, "work": {**ws.metadata["work"], "clone_args": ["-t", "$(touch pwned)"]}})
+    ws = world["store"].get_workset(ws.workset_id)
+    outcome = CommandRunner(settings, clock=world["clock"]).execute(ws, job, world["store"], "engine-1")
+    assert outcome.succeeded, outcome.error_text
+    log = (settings.state_dir / "logs" / sanitise(ws.workset_id) / "clone.log").read_text()
+    assert "cloning\ncloning into" in log
+    assert world["store"].get_workset(ws.workset_id).pipeline_dir == str(world["work"] / "wd1")
+    assert not list(world["tmp"].rglob("pwned")) and not list(Path.cwd().glob("pwned"))
+
+
+def test_a_workset_without_day_clone_skips_the_clone_step(world) -> None:
+    ws, job = claim(world, wid="no-clone")
+    world["store"].update_fields(ws.workset_id, actor="t", lease=job.lease, metadata={
+        **ws.metadata, "work": {**ws.metadata["work"], "clone_args": []}})
+    ws = world["store"].get_workset(ws.workset_id)
+    outcome = CommandRunner(world["settings"], clock=world["clock"]).execute(
+        ws, job, world["store"], "engine-1")
+    assert outcome.succeeded, outcome.error_text
+    assert count(world, "clone") == 0 and count(world, "run") == 1
+    steps = {s.name: s.status for s in world["store"].get_workset(ws.workset_id).steps}
+    assert steps["clone"] == "skipped"
+
+
+def test_a_retry_is_classified_from_its_own_output_only(world) -> None:
+    from wsmon.engine.retry import RetryPolicy
+    from wsmon.config.settings import RetrySettings
+
+    write_script(world["bin"] / "dy-r", f'''echo run >> "{world['counts']}/run"
+cat "{world['tmp']}/says"
+exit 1
+''')
+    (world["tmp"] / "says").write_text("Error in rule align: MissingInputException: ref.fa\n")
+    ws, job = claim(world, wid="classify")
+    runner = CommandRunner(world["settings"], clock=world["clock"])
+    first = runner.execute(ws, job, world["store"], "engine-1")
+    assert "MissingInputException" in first.error_text
+    finish_to_ready(world, ws, job)  # the operator's retry
+    (world["tmp"] / "says").write_text("ssh: Connection reset by peer\n")
+    ws, job = claim(world, wid="classify", attempt=2)
+    second = runner.execute(ws, job, world["store"], "engine-1")
+    assert "Connection reset by peer" in second.error_text
+    assert "MissingInputException" not in second.error_text
+    decision = RetryPolicy(RetrySettings()).decide(ws, second.error_text, world["clock"].now())
+    assert decision.will_retry and decision.error_code == "WS-NET-002"

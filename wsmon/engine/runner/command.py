@@ -26,8 +26,15 @@ from wsmon.engine.runner.base import (
     book_safe_finish,
     sanitise,
 )
-from wsmon.engine.runner.hosts import LocalHost, SshHost, child_env, tail_text
-from wsmon.engine.runner.templates import UNSAFE_TOKEN, TemplateError, expand, template_values
+from wsmon.engine.runner.hosts import (
+    ATTEMPT_HEADER,
+    LocalHost,
+    SshHost,
+    child_env,
+    tail_text,
+    this_run_only,
+)
+from wsmon.engine.runner.templates import UNSAFE_TOKEN, TemplateError, step_command, template_values
 from wsmon.engine.runner.tmux import TmuxPipeline
 
 if TYPE_CHECKING:
@@ -78,18 +85,19 @@ class CommandRunner(TmuxPipeline, BaseRunner):
             if name == "run":
                 return self._run_pipeline(workset, job, book, state, previous, values, log_path)
             if name == "clone" and not self.cfg.clone_command:
-                pipeline_dir = str(Path(self.cfg.workdir) / sanitise(workset.workset_id))
-                rec = book.start(name, None, "no clone_command: using the work directory")
-                self.host.makedirs(pipeline_dir)
-                state["pipeline_dir"] = pipeline_dir
-                book.finish(rec, "succeeded", pipeline_dir=pipeline_dir)
-                return None
+                return self._use_work_directory(workset, book, state, "succeeded",
+                                                "no clone_command: using the work directory")
+            if name == "clone" and not values["clone_args"] and "{clone_args}" in str(self.cfg.clone_command):
+                # the earlier monitor cloned only when the workset asked for it (day-clone)
+                return self._use_work_directory(workset, book, state, "skipped",
+                                                "no day-clone in daylily_work.yaml: clone skipped, "
+                                                "using the work directory")
             if name == "export" and not values["export_uri"]:
                 rec = book.start(name, None)
                 book.finish(rec, "skipped", detail="no export_uri in daylily_work.yaml")
                 return None
             template = getattr(self.cfg, f"{name}_command")
-            argv = expand(template, values)
+            argv = step_command(template, values)
         except TemplateError as exc:
             return self._fail(book, name, str(exc), None, retryable=False)
         except StepFailed as exc:
@@ -127,6 +135,14 @@ class CommandRunner(TmuxPipeline, BaseRunner):
         book.finish(rec, "succeeded", exit_code=0, **extra)
         return None
 
+    def _use_work_directory(self, workset: Workset, book: StepBook, state: dict[str, Any],
+                            status: str, detail: str) -> None:
+        pipeline_dir = str(Path(self.cfg.workdir) / sanitise(workset.workset_id))
+        rec = book.start("clone", None, detail)
+        self.host.makedirs(pipeline_dir)
+        state["pipeline_dir"] = pipeline_dir
+        book.finish(rec, status, pipeline_dir=pipeline_dir)
+
     def _fail(self, book: StepBook, name: str, detail: str, log_path: Path | None, *,
               retryable: bool | None = None, record: bool = True) -> RunOutcome:
         if record:
@@ -140,9 +156,7 @@ class CommandRunner(TmuxPipeline, BaseRunner):
             text = log_path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return None
-        marker = f"=== wsmon attempt {attempt} clone"
-        text = text[text.rfind(marker):] if marker in text else text
-        matches = _LOCATION.findall(text)
+        matches = _LOCATION.findall(this_run_only(text))
         return matches[-1].strip().strip("'\"") if matches else None
 
     def _run_process(self, argv: list[str], log_path: Path, timeout: float, job: Job,
@@ -150,7 +164,7 @@ class CommandRunner(TmuxPipeline, BaseRunner):
         """Run to completion; returns (exit code, timed out). Abort interrupts it."""
         wrapped = self.host.wrap(argv)
         with open(log_path, "ab") as out:
-            out.write(f"=== wsmon attempt {attempt} {name} {self.clock.now().isoformat()} argv: "
+            out.write(f"{ATTEMPT_HEADER}{attempt} {name} {self.clock.now().isoformat()} argv: "
                       f"{strip_control(shlex.join(argv))}\n".encode())
             out.flush()
             proc = subprocess.Popen(wrapped, stdout=out, stderr=subprocess.STDOUT,

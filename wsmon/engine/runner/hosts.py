@@ -23,6 +23,21 @@ def child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("WSMON_")}
 
 
+ATTEMPT_HEADER = "=== wsmon attempt "
+
+
+def this_run_only(text: str) -> str:
+    """What follows the last ``=== wsmon attempt`` header: a step log is appended to across
+    attempts, and a failure must be classified from its own output, never from an earlier
+    attempt's text (a retried transient error read as the old permanent one)."""
+    at = text.rfind("\n" + ATTEMPT_HEADER)
+    if at >= 0:
+        return text[text.index("\n", at + 1) + 1:] if "\n" in text[at + 1:] else ""
+    if text.startswith(ATTEMPT_HEADER):
+        return text.split("\n", 1)[1] if "\n" in text else ""
+    return text
+
+
 def tail_text(path: Path, lines: int) -> str | None:
     try:
         with open(path, "rb") as fh:
@@ -32,7 +47,7 @@ def tail_text(path: Path, lines: int) -> str | None:
             data = fh.read().decode("utf-8", "replace")
     except OSError:
         return None
-    kept = data.splitlines()[-lines:]
+    kept = this_run_only(data).splitlines()[-lines:]
     return strip_control("\n".join(kept), keep_newlines=True) or None
 
 
@@ -126,7 +141,8 @@ class SshHost(LocalHost):
         self._run(["mkdir", "-p", "--", path])
 
     def tail(self, path: str, lines: int) -> str | None:
-        proc = self._run(["tail", "-n", str(lines), "--", path])
+        proc = self._run(["tail", "-c", str(64 * 1024), "--", path])
         if proc is None or proc.returncode != 0:
             return None
-        return strip_control(proc.stdout, keep_newlines=True) or None
+        kept = this_run_only(proc.stdout).splitlines()[-lines:]
+        return strip_control("\n".join(kept), keep_newlines=True) or None

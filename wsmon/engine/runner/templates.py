@@ -1,6 +1,20 @@
-"""Argv templates from ``settings.runner``: placeholders filled per token, so a value read from S3 is
-always exactly one argument and never meets a shell; the pipeline's shell text with every run
-suffix token ``shlex.quote``'d."""
+"""Command templates from ``settings.runner``, in one of two modes (``template_mode``):
+
+* **argv**: a list, or a string without shell syntax. Split into words once; placeholders are
+  filled per word, so a value read from S3 is always exactly one argument and never meets a shell.
+* **shell**: a string that uses shell syntax (``&&``, ``||``, ``;``, ``|``, redirections,
+  subshells, ``$``, backticks, ``source``/``.``), as the earlier Daylily monitor's templates do
+  (``echo cloning && day-clone {clone_args}``). The operator's template is trusted and runs through
+  ``bash -lc`` as it did there; every substituted value is ``shlex.quote``'d (a list value word by
+  word), so a value from S3 still stays data. ``${VAR}`` is shell, not a placeholder.
+
+An empty value never becomes an empty argument: a placeholder that is a word of its own and has no
+value is left out, and so is the option right before it (``--profile {profile}`` with no AWS
+profile gives neither ``--profile`` nor ``''``), so the called program uses its own default.
+``wsmon config check`` names each command's mode and warns about placeholders that are empty.
+
+The pipeline's shell text is ``run_prefix`` (shell, trusted) with every run suffix token
+``shlex.quote``'d."""
 
 from __future__ import annotations
 
@@ -46,15 +60,42 @@ def check_token(token: str, what: str) -> str:
     return token
 
 
+_PLACEHOLDER = re.compile(r"(?<!\$)\{(\w+)\}")
+# what a shell would interpret in the template text itself (placeholders removed first)
+_SHELL_SYNTAX = re.compile(r"&&|\|\||[;|&<>()`$\n]|(?:^|\s)(?:\.|source)\s")
+# an option and the placeholder that is its value: "--profile {profile}", "-p {x}", "--pem={x}"
+_OPTION_THEN_PLACEHOLDER = re.compile(r"(?:(?<=\s)|^)-{1,2}[A-Za-z0-9][\w.-]*(?:\s+|=)(?<!\$)\{(\w+)\}(?=\s|$|[;&|)])")
+_LONE_PLACEHOLDER = re.compile(r"(?:(?<=\s)|^)(?<!\$)\{(\w+)\}(?=\s|$|[;&|)])")
+
+
+def template_mode(template: list[str] | str | None) -> str:
+    """``"shell"`` for a string template that uses shell syntax, ``"argv"`` otherwise."""
+    if not isinstance(template, str):
+        return "argv"
+    return "shell" if _SHELL_SYNTAX.search(_PLACEHOLDER.sub("x", template)) else "argv"
+
+
+def is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
 def expand(template: list[str] | str, values: dict[str, Any]) -> list[str]:
-    """Fill a template token by token. A token that is exactly ``{name}`` with a list value
-    becomes that many arguments; otherwise values are substituted as text into one argument.
-    ``~/`` at the start of a template token (config, trusted) is expanded."""
+    """Fill an argv template token by token. A token that is exactly ``{name}`` with a list value
+    becomes that many arguments; with no value it is left out, with the template's option right
+    before it; otherwise values are substituted as text into one argument. ``~/`` at the start of
+    a template token (config, trusted) is expanded."""
     out: list[str] = []
+    option_at: int | None = None  # index in ``out`` of a literal "-x"/"--x" from the template
     for token in _template_tokens(template):
         whole = re.fullmatch(r"\{(\w+)\}", token)
+        if whole and whole.group(1) in values and is_empty(values[whole.group(1)]):
+            if option_at is not None and option_at == len(out) - 1:
+                out.pop()
+            option_at = None
+            continue
         if whole and isinstance(values.get(whole.group(1)), list):
             out.extend(check_token(str(v), whole.group(1)) for v in values[whole.group(1)])
+            option_at = None
             continue
         if token.startswith("~/"):
             token = os.path.expanduser(token)
@@ -68,8 +109,42 @@ def expand(template: list[str] | str, values: dict[str, Any]) -> list[str]:
                 value = " ".join(str(v) for v in value)
             return check_token("" if value is None else str(value), key)
 
+        literal_option = token.startswith("-") and len(token) > 1 and not _PLACEHOLDER.search(token)
         out.append(re.sub(r"\{(\w+)\}", fill, token))
+        option_at = len(out) - 1 if literal_option else None
     return out
+
+
+def render_shell(template: str, values: dict[str, Any]) -> str:
+    """A shell-mode template as shell text: each value ``shlex.quote``'d (a list word by word),
+    an empty value left out with the option before it."""
+    for match in _PLACEHOLDER.finditer(template):
+        if match.group(1) not in values:
+            raise TemplateError(f"unknown placeholder {{{match.group(1)}}} in command template "
+                                f"{template!r}")
+
+    def drop_if_empty(match: re.Match[str]) -> str:
+        return "" if is_empty(values[match.group(1)]) else match.group(0)
+
+    text = _OPTION_THEN_PLACEHOLDER.sub(drop_if_empty, template)
+    text = _LONE_PLACEHOLDER.sub(drop_if_empty, text)
+
+    def fill(match: re.Match[str]) -> str:
+        key = match.group(1)
+        value = values[key]
+        if isinstance(value, list):
+            return " ".join(shlex.quote(check_token(str(v), key)) for v in value)
+        return shlex.quote(check_token("" if value is None else str(value), key))
+
+    return _PLACEHOLDER.sub(fill, text)
+
+
+def step_command(template: list[str] | str, values: dict[str, Any]) -> list[str]:
+    """The argv a step runs: the template's words, or ``bash -lc TEXT`` in shell mode."""
+    if template_mode(template) == "shell":
+        assert isinstance(template, str)
+        return ["bash", "-lc", render_shell(template, values)]
+    return expand(template, values)
 
 
 def run_suffix_tokens(workset: Workset) -> list[str]:

@@ -28,7 +28,7 @@ from wsmon.engine.runner.base import (
     book_safe_finish,
     session_name,
 )
-from wsmon.engine.runner.hosts import LocalHost, SshHost, child_env, tail_text
+from wsmon.engine.runner.hosts import ATTEMPT_HEADER, LocalHost, SshHost, child_env, tail_text
 from wsmon.engine.runner.templates import TemplateError, pipeline_command
 
 if TYPE_CHECKING:
@@ -112,11 +112,14 @@ class TmuxPipeline:
             {"workset_id": workset.workset_id, "owner": lease.owner_id, "session": name}))
         remote = isinstance(self.host, SshHost)
         pipe_log = os.path.join(pipeline_dir, ".wsmon-run.log") if remote else str(log_path)
-        script = (f"{{ {command}\n}} 2>&1 | tee -a {shlex.quote(pipe_log)}\n"
+        # the remote log gets its own attempt header, so its tail is this attempt's output only
+        header = f"{ATTEMPT_HEADER}{book.attempt} run" if remote else None
+        script = ((f"printf '%s\\n' {shlex.quote(header)} >> {shlex.quote(pipe_log)}\n" if header else "")
+                  + f"{{ {command}\n}} 2>&1 | tee -a {shlex.quote(pipe_log)}\n"
                   f"rc=${{PIPESTATUS[0]}}\n"
                   f"printf '%s\\n' \"$rc\" > {shlex.quote(exit_file)}\nexit \"$rc\"\n")
         with open(log_path, "ab") as out:
-            out.write(f"=== wsmon attempt {book.attempt} run {self.clock.now().isoformat()} "
+            out.write(f"{ATTEMPT_HEADER}{book.attempt} run {self.clock.now().isoformat()} "
                       f"tmux session {name} in {pipeline_dir}: "
                       f"{strip_control(command)}\n".encode())
         # recorded before tmux starts: a crash in between is re-adopted (and started), never
