@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from wsmon.cli.main import actor, cli
+from wsmon.cli.main import cli
+from wsmon.core.identity import operator_actor as actor
 from wsmon.core.clock import ManualClock, SystemClock
 from wsmon.engine.store import open_store
 from wsmon.core.models import Alert, AlertState, Severity, WorksetState
+
+from ops_world import S3Folders, s3_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIRD_ID = "run [bold]x[/bold] \x1b[31mred\x1b]52;c;aGk=\x07 ünï"
@@ -28,8 +31,19 @@ pytestmark = pytest.mark.usefixtures("no_user_config")
 
 
 @pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    """A store seeded with one workset per interesting situation."""
+def folders(moto_endpoint: str, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> S3Folders:
+    """The worksets' S3 bucket, which the commands that re-validate read (via the settings)."""
+    monkeypatch.setenv("WSMON_AWS__ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("WSMON_AWS__REGION", "us-west-2")
+    return s3_folders(moto_endpoint, unique_name)
+
+
+@pytest.fixture
+def store_url(tmp_path: Path, folders: S3Folders) -> str:
+    """A store seeded with one workset per interesting situation; the folders of the ones that
+    may go back to ready are valid in S3."""
+    for name in ("ws-error", "ws-failed", "ws-complete", "ws-ignored"):
+        folders.put(name)
     url = f"sqlite:///{tmp_path / 'ops.db'}"
     real = open_store(url, clock=SystemClock(), max_clock_skew=5)
     real.init_schema()
@@ -37,26 +51,26 @@ def store_url(tmp_path: Path) -> str:
     past = ManualClock(now - timedelta(hours=3))
     old = open_store(url, clock=past, max_clock_skew=5)
 
-    real.register_workset("ws-ready", "bucket", "src/ws-ready/", "normal", customer_id="acme")
-    real.register_workset("ws-urgent", "bucket", "src/ws-urgent/", "urgent", customer_id="beta")
+    real.register_workset("ws-ready", folders.bucket, "src/ws-ready/", "normal", customer_id="acme")
+    real.register_workset("ws-urgent", folders.bucket, "src/ws-urgent/", "urgent", customer_id="beta")
     real.register_workset(
-        "ws-error", "bucket", "src/ws-error/", "normal", customer_id="acme", state="error",
+        "ws-error", folders.bucket, "src/ws-error/", "normal", customer_id="acme", state="error",
         error_code="WS-DAT-003", error_details="R1_FQ missing\nsecond line \x1b[2J",
         findings=[{"code": "WS-DAT-003", "severity": "error", "message": "R1_FQ not found",
                    "file": "stage_samples.tsv", "line": 2, "column": 11,
                    "remediation": "upload the FASTQ or fix the path"}],
         attempts=2,
     )
-    real.register_workset("ws-failed", "bucket", "src/ws-failed/", "low", customer_id="beta",
+    real.register_workset("ws-failed", folders.bucket, "src/ws-failed/", "low", customer_id="beta",
                           state="failed", attempts=4)
-    real.register_workset("ws-complete", "bucket", "src/ws-complete/", "normal", state="complete")
-    real.register_workset("ws-ignored", "bucket", "src/ws-ignored/", "low", state="ignored")
-    real.register_workset("ws-live", "bucket", "src/ws-live/", "urgent", customer_id="acme")
+    real.register_workset("ws-complete", folders.bucket, "src/ws-complete/", "normal", state="complete")
+    real.register_workset("ws-ignored", folders.bucket, "src/ws-ignored/", "low", state="ignored")
+    real.register_workset("ws-live", folders.bucket, "src/ws-live/", "urgent", customer_id="acme")
     assert real.acquire_lock("ws-live", "engine-1", lease_seconds=3600) is not None
     # a claim made three hours ago by a monitor that then died: its lease is long expired
-    old.register_workset("ws-stale", "bucket", "src/ws-stale/", "normal")
+    old.register_workset("ws-stale", folders.bucket, "src/ws-stale/", "normal")
     assert old.acquire_lock("ws-stale", "crashed-monitor", lease_seconds=60) is not None
-    real.register_workset(WEIRD_ID, "bucket", f"src/{WEIRD_ID}/", "normal", state="error")
+    real.register_workset(WEIRD_ID, folders.bucket, f"src/{WEIRD_ID}/", "normal", state="error")
 
     real.put_alert(Alert(
         alert_id="al-1", rule="urgent_waiting", subject="ws-urgent", severity=Severity.CRITICAL,
@@ -156,8 +170,9 @@ def test_events_lists_history(store_url: str) -> None:
     assert [e["to_state"] for e in events] == ["ready", "locked"]
 
 
-@pytest.mark.parametrize("command", [["show"], ["events"], ["release", "--yes"], ["retry"],
-                                     ["ignore"], ["priority", "{id}", "urgent"]])
+@pytest.mark.parametrize("command", [["show"], ["events"], ["release", "--yes"], ["retry", "--yes"],
+                                     ["ignore", "--yes"], ["stop", "--to", "error", "--yes"],
+                                     ["priority", "{id}", "urgent"]])
 def test_unknown_workset_is_exit_3_with_a_clear_message(store_url: str, command: list[str]) -> None:
     args = [a.replace("{id}", "nope") for a in command]
     if "{id}" not in command:
@@ -171,10 +186,10 @@ def test_unknown_workset_is_exit_3_with_a_clear_message(store_url: str, command:
 # -- release -----------------------------------------------------------------------------------
 
 def test_release_needs_yes_when_not_on_a_terminal(store_url: str) -> None:
-    result = run(store_url, "release", "ws-live")
+    result = run(store_url, "release", "ws-stale")
     assert result.exit_code == EXIT_USAGE
     assert "--yes" in result.output
-    assert reopen(store_url).get_workset("ws-live").state is WorksetState.LOCKED
+    assert reopen(store_url).get_workset("ws-stale").state is WorksetState.LOCKED
 
 
 def test_release_asks_on_a_terminal_naming_holder_and_duration(
@@ -185,7 +200,7 @@ def test_release_asks_on_a_terminal_naming_holder_and_duration(
     declined = run(store_url, "release", "ws-stale", input="n\n")
     assert declined.exit_code == EXIT_REFUSED
     assert "held by crashed-monitor for 3h00m" in declined.output
-    assert "stale" in declined.output
+    assert "ago" in declined.output  # the lease expired hours ago
     assert reopen(store_url).get_workset("ws-stale").state is WorksetState.LOCKED
 
     accepted = run(store_url, "release", "ws-stale", input="y\n")
@@ -194,22 +209,26 @@ def test_release_asks_on_a_terminal_naming_holder_and_duration(
     assert after.state is WorksetState.READY and after.lock_owner is None
 
 
+def test_release_of_a_live_holder_is_refused_and_points_to_stop(store_url: str) -> None:
+    result = run(store_url, "release", "ws-live", "--yes")
+    assert result.exit_code == EXIT_REFUSED
+    assert "engine-1 is alive" in result.output and "use stop" in result.output
+    after = reopen(store_url).get_workset("ws-live")
+    assert after.state is WorksetState.LOCKED and after.fence == 1
+
+
 def test_release_with_yes_force_releases_and_records_the_operator(store_url: str) -> None:
-    result = run(store_url, "release", "ws-live", "--yes", "--reason", "engine-1 hung")
+    result = run(store_url, "release", "ws-stale", "--yes", "--reason", "monitor crashed")
     assert result.exit_code == 0, result.output
-    assert "engine-1" in result.output
+    assert "crashed-monitor" in result.output
     store = reopen(store_url)
-    after = store.get_workset("ws-live")
+    after = store.get_workset("ws-stale")
     assert after.state is WorksetState.READY
     assert after.fence > 1  # the old holder is fenced out
-    last = store.events("ws-live")[-1]
-    assert last.actor == actor() and "engine-1 hung" in last.reason
-
-
-def test_release_records_the_operator_reason_once(store_url: str) -> None:
-    assert run(store_url, "release", "ws-live", "--yes", "--reason", "hung").exit_code == 0
-    reason = reopen(store_url).events("ws-live")[-1].reason
-    assert reason == f"force release by {actor()}: hung (was held by engine-1, fence 1)"
+    last = store.events("ws-stale")[-1]
+    assert last.actor == actor()
+    assert last.reason == (f"force release by {actor()}: monitor crashed "
+                           "(was held by crashed-monitor, fence 1)")
 
 
 def test_release_refuses_when_the_lock_changed_hands_while_asking(
@@ -228,7 +247,7 @@ def test_release_refuses_when_the_lock_changed_hands_while_asking(
     monkeypatch.setattr(click, "confirm", someone_else_takes_it_meanwhile)
     result = run(store_url, "release", "ws-stale")
     assert result.exit_code == EXIT_REFUSED
-    assert "changed meanwhile" in result.output and "now held by engine-2" in result.output
+    assert "changed meanwhile" in result.output and "now engine-2" in result.output
     after = reopen(store_url).get_workset("ws-stale")
     assert after.state is WorksetState.LOCKED and after.lock_owner == "engine-2"
 
@@ -236,39 +255,81 @@ def test_release_refuses_when_the_lock_changed_hands_while_asking(
 def test_release_of_an_unlocked_workset_is_refused(store_url: str) -> None:
     result = run(store_url, "release", "ws-ready", "--yes")
     assert result.exit_code == EXIT_REFUSED
-    assert "no lock to release" in result.output
+    assert "already ready" in result.output
+
+
+# -- stop --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("to", ["ignored", "error"])
+def test_stop_ends_a_live_run_in_the_state_chosen_with_actor_and_reason(store_url: str,
+                                                                       to: str) -> None:
+    result = run(store_url, "stop", "ws-live", "--to", to, "--reason", "wrong reference", "--yes")
+    assert result.exit_code == 0, result.output
+    store = reopen(store_url)
+    after = store.get_workset("ws-live")
+    assert after.state.value == to and after.lock_owner is None
+    assert store.acquire_lock("ws-live", "engine-2") is None  # nobody can claim it meanwhile
+    last = store.events("ws-live")[-1]
+    assert last.actor == actor() and "wrong reference" in last.reason
+    assert "was held by engine-1, fence 1" in last.reason
+
+
+def test_stop_needs_a_target_and_yes_and_a_running_workset(store_url: str) -> None:
+    assert run(store_url, "stop", "ws-live", "--yes").exit_code == EXIT_USAGE  # --to missing
+    assert run(store_url, "stop", "ws-live", "--to", "error").exit_code == EXIT_USAGE  # no --yes
+    not_running = run(store_url, "stop", "ws-error", "--to", "ignored", "--yes")
+    assert not_running.exit_code == EXIT_REFUSED and "no pipeline is running" in not_running.output
+    assert run(store_url, "stop", "nope", "--to", "error", "--yes").exit_code == EXIT_NOT_FOUND
 
 
 # -- retry / ignore / priority -------------------------------------------------------------------
 
 @pytest.mark.parametrize("workset_id", ["ws-error", "ws-failed", "ws-ignored"])
 def test_retry_sends_back_to_ready_as_the_operator(store_url: str, workset_id: str) -> None:
-    result = run(store_url, "retry", workset_id)
+    result = run(store_url, "retry", workset_id, "--yes")
     assert result.exit_code == 0, result.output
-    assert "-> ready" in result.output
+    assert "sent to ready" in result.output
     store = reopen(store_url)
     assert store.get_workset(workset_id).state is WorksetState.READY
     assert store.events(workset_id)[-1].actor == actor()
 
 
-def test_retry_shows_attempts_so_far(store_url: str) -> None:
-    assert "attempts so far: 2" in run(store_url, "retry", "ws-error").output
+def test_retry_of_a_still_invalid_folder_stays_in_error_with_the_new_findings(
+        store_url: str, folders: S3Folders) -> None:
+    folders.put("ws-error", defect="shell")
+    result = run(store_url, "retry", "ws-error", "--yes")
+    assert result.exit_code == EXIT_REFUSED
+    assert "still invalid" in result.output and "WS-CFG" in result.output
+    after = reopen(store_url).get_workset("ws-error")
+    assert after.state is WorksetState.ERROR
+    assert after.error_code.startswith("WS-CFG")
+    assert all(f["code"] != "WS-DAT-003" for f in after.findings)  # the old findings replaced
 
 
-def test_retry_of_a_locked_workset_points_at_release(store_url: str) -> None:
-    stale = run(store_url, "retry", "ws-stale")
-    assert stale.exit_code == EXIT_REFUSED
-    assert "stale" in stale.output and "wsmon release" in stale.output
-    live = run(store_url, "retry", "ws-live")
-    assert live.exit_code == EXIT_REFUSED and "engine-1" in live.output
+def test_retry_asks_on_a_terminal_with_attempts_so_far(store_url: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsmon.cli import ops_cmd
+
+    assert run(store_url, "retry", "ws-error").exit_code == EXIT_USAGE  # not a tty, no --yes
+    monkeypatch.setattr(ops_cmd, "_stdin_is_tty", lambda: True)
+    declined = run(store_url, "retry", "ws-error", input="n\n")
+    assert "Attempts so far: 2" in declined.output and declined.exit_code == EXIT_REFUSED
+    assert reopen(store_url).get_workset("ws-error").state is WorksetState.ERROR
+
+
+def test_retry_of_a_locked_workset_points_at_stop(store_url: str) -> None:
+    for workset_id in ("ws-stale", "ws-live"):
+        result = run(store_url, "retry", workset_id, "--yes")
+        assert result.exit_code == EXIT_REFUSED and "use stop" in result.output
     assert reopen(store_url).get_workset("ws-stale").state is WorksetState.LOCKED
 
 
-def test_retry_of_complete_needs_rerun_and_ready_is_a_no_op(store_url: str) -> None:
-    assert run(store_url, "retry", "ws-complete").exit_code == EXIT_REFUSED
-    assert run(store_url, "retry", "ws-complete", "--rerun").exit_code == 0
-    ready = run(store_url, "retry", "ws-ready")
-    assert ready.exit_code == 0 and "already ready" in ready.output
+def test_retry_of_complete_needs_rerun_and_ready_is_refused(store_url: str) -> None:
+    complete = run(store_url, "retry", "ws-complete", "--yes")
+    assert complete.exit_code == EXIT_REFUSED and "re-run" in complete.output
+    assert run(store_url, "retry", "ws-complete", "--rerun", "--yes").exit_code == 0
+    ready = run(store_url, "retry", "ws-ready", "--yes")
+    assert ready.exit_code == EXIT_REFUSED and "already ready" in ready.output
 
 
 def test_retry_refuses_when_the_record_changed_after_it_was_read(
@@ -285,28 +346,31 @@ def test_retry_refuses_when_the_record_changed_after_it_was_read(
         return seen
 
     monkeypatch.setattr(ops_cmd, "_require_workset", read_then_someone_else_acts)
-    result = run(store_url, "retry", "ws-error")
+    result = run(store_url, "retry", "ws-error", "--yes")
     assert result.exit_code == EXIT_REFUSED
     assert "changed meanwhile" in result.output
     assert reopen(store_url).get_workset("ws-error").state is WorksetState.IGNORED
 
 
-def test_ignore_and_undo(store_url: str) -> None:
-    assert run(store_url, "ignore", "ws-ready", "--reason", "duplicate upload").exit_code == 0
+def test_ignore_and_undo(store_url: str, folders: S3Folders) -> None:
+    folders.put("ws-ready")
+    assert run(store_url, "ignore", "ws-ready", "--reason", "duplicate upload",
+               "--yes").exit_code == 0
     store = reopen(store_url)
     assert store.get_workset("ws-ready").state is WorksetState.IGNORED
     last = store.events("ws-ready")[-1]
     assert last.actor == actor() and last.reason == "duplicate upload"
-    assert run(store_url, "ignore", "ws-ready", "--undo").exit_code == 0
+    assert run(store_url, "ignore", "ws-ready", "--undo", "--yes").exit_code == 0
     assert reopen(store_url).get_workset("ws-ready").state is WorksetState.READY
-    not_ignored = run(store_url, "ignore", "ws-ready", "--undo")
-    assert not_ignored.exit_code == EXIT_REFUSED and "not ignored" in not_ignored.output
+    not_ignored = run(store_url, "ignore", "ws-ready", "--undo", "--yes")
+    assert not_ignored.exit_code == EXIT_REFUSED and "already ready" in not_ignored.output
 
 
-def test_ignore_of_a_running_workset_is_refused(store_url: str) -> None:
-    result = run(store_url, "ignore", "ws-live")
-    assert result.exit_code == EXIT_REFUSED and "wsmon release" in result.output
-    assert reopen(store_url).get_workset("ws-live").state is WorksetState.LOCKED
+def test_ignore_of_a_running_workset_is_refused_even_when_its_lease_is_stale(store_url: str) -> None:
+    for workset_id in ("ws-live", "ws-stale"):
+        result = run(store_url, "ignore", workset_id, "--yes")
+        assert result.exit_code == EXIT_REFUSED and "use stop" in result.output
+        assert reopen(store_url).get_workset(workset_id).state is WorksetState.LOCKED
 
 
 def test_priority_change_is_recorded(store_url: str) -> None:
@@ -331,7 +395,7 @@ def test_alerts_text_json_and_all(store_url: str) -> None:
 
 
 def test_ack_records_operator_note_and_expiry(store_url: str) -> None:
-    result = run(store_url, "ack", "al-1", "--note", "looking", "--expires", "30")
+    result = run(store_url, "ack", "al-1", "--note", "looking", "--expires", "30m")
     assert result.exit_code == 0, result.output
     alert = reopen(store_url).get_alert("al-1")
     assert alert.state is AlertState.ACKNOWLEDGED
@@ -433,16 +497,18 @@ def test_completion_script_and_workset_id_completion(store_url: str) -> None:
 
 # -- the production backend --------------------------------------------------------------------
 
-def test_same_commands_against_dynamodb(moto_endpoint: str, unique_name: str) -> None:
+def test_same_commands_against_dynamodb(moto_endpoint: str, unique_name: str,
+                                        folders: S3Folders) -> None:
     url = f"dynamodb://{unique_name}?region=us-west-2&endpoint_url={moto_endpoint}"
     store = open_store(url)
     store.init_schema()
-    store.register_workset("ws-a", "bucket", "src/ws-a/", "low", state="error", attempts=1)
+    store.register_workset("ws-a", folders.bucket, "src/ws-a/", "low", state="error", attempts=1)
     store.close()
+    folders.put("ws-a")
 
     rows = json.loads(run(url, "list", "--json").output)
     assert [r["workset_id"] for r in rows] == ["ws-a"]
-    assert run(url, "retry", "ws-a").exit_code == 0
+    assert run(url, "retry", "ws-a", "--yes").exit_code == 0
     assert run(url, "priority", "ws-a", "urgent").exit_code == 0
     shown = json.loads(run(url, "show", "ws-a", "--json").output)
     assert shown["state"] == "ready" and shown["priority"] == "urgent"

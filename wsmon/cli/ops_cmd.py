@@ -1,7 +1,7 @@
 """The operator's scriptable companion to the dashboard.
 
 Every command here goes through the same store operations the dashboard uses and records the
-operator as ``user@host`` (``wsmon.cli.main.actor()``), so the history shows who did what whichever face
+operator as ``user@host`` (``wsmon.core.identity.operator_actor()``), so the history shows who did what whichever face
 they used. Text output is for people (untrusted text passes ``strip_control``); ``--json`` prints
 raw values for scripts (``json.dumps`` escapes every control character).
 
@@ -12,7 +12,6 @@ Exit codes are part of the interface (wsmon/cli/exits.py, documented in docs/cli
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -21,26 +20,27 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.shell_completion import CompletionItem
 
-from wsmon.cli.main import CliContext, actor
 from wsmon.cli.exits import (
     EXIT_CODES_HELP,
     EXIT_NOT_FOUND,
     EXIT_REFUSED,
     EXIT_USAGE,
+    CommandError,
+    open_command_store,
 )
-from wsmon.cli.exits import CommandError, open_command_store
+from wsmon.cli.context import CliContext
+from wsmon.core.identity import operator_actor as actor
 from wsmon.core.models import Priority, WorksetState
 from wsmon.core.textsafe import strip_control, truncate
+from wsmon.operations.rules import ACTIONS
 
 if TYPE_CHECKING:
-    from wsmon.engine.store import Store
     from wsmon.core.models import Alert, Event, MonitorInfo, Workset
+    from wsmon.engine.store import Store
+    from wsmon.operations import Operations, Outcome
 
 STATE_NAMES = [s.value for s in WorksetState]
 PRIORITY_NAMES = [p.value for p in Priority]
-# An operator retry sends a workset back to ready from these; locked/in_progress need a release.
-RETRYABLE_STATES = frozenset({WorksetState.ERROR, WorksetState.FAILED, WorksetState.RETRYING,
-                              WorksetState.IGNORED})
 
 
 def _safe(value: object) -> str:
@@ -67,18 +67,10 @@ def _now(store: Store) -> datetime:
 # -- time formatting --------------------------------------------------------------------------
 
 def _span(seconds: float) -> str:
-    """3s, 4m, 2h05m, 3d04h: compact and unambiguous."""
-    seconds = int(abs(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, _ = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
+    """3s, 4m, 2h05m, 3d04h: the operations module's one way of showing a duration."""
+    from wsmon.operations import format_duration
+
+    return format_duration(seconds)
 
 
 def _relative(when: datetime | None, now: datetime) -> str:
@@ -139,14 +131,14 @@ def _holder(workset: Workset, store: Store, now: datetime) -> str:
 
 def _completion_store(ctx: click.Context) -> Store:
     """Open the store the command line names: during completion the root callback never ran."""
-    from wsmon.config.settings import load_settings
-    from wsmon.engine.store import open_store
+    from wsmon.config import load_settings
+    from wsmon.engine.store.from_settings import open_store_from_settings
 
     root = ctx.find_root()
     store_url = root.params.get("store_url")
     overrides = {"store": {"url": store_url}} if store_url else {}
     settings = load_settings(root.params.get("config_path"), overrides)
-    return open_store(settings.store_url, create=False, aws_profile=settings.aws.profile)
+    return open_store_from_settings(settings, create=False)
 
 
 def _complete_workset_id(ctx: click.Context, param: click.Parameter,
@@ -310,22 +302,74 @@ def show(obj: CliContext, workset_id: str, as_json: bool) -> None:
 
 
 @click.command(epilog=EXIT_CODES_HELP)
-@workset_argument
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N events.")
+@click.argument("workset_id", metavar="[ID]", required=False, shell_complete=_complete_workset_id)
+@click.option("--actions", "actions", is_flag=True,
+              help="Operator actions across every workset and alert (refused ones too), "
+                   "instead of one workset's history.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N events (with "
+              "--actions: the last N actions).")
 @json_option
 @click.pass_obj
-def events(obj: CliContext, workset_id: str, limit: int | None, as_json: bool) -> None:
-    """A workset's whole state history, oldest first."""
+def events(obj: CliContext, workset_id: str | None, actions: bool, limit: int | None,
+           as_json: bool) -> None:
+    """A workset's whole state history, oldest first; or, with --actions, every operator action.
+
+    Reasons are printed whole (wrapped to the terminal), never cut.
+    """
+    if actions == (workset_id is not None):
+        raise CommandError("name a workset ID, or pass --actions (not both)", EXIT_USAGE)
     with open_command_store(obj) as store:
+        if actions:
+            from wsmon.operations import list_actions
+
+            entries = list_actions(store, limit=limit)
+            if as_json:
+                _emit_json([e.to_json() for e in entries])
+                return
+            if not entries:
+                click.echo("no operator actions recorded")
+                return
+            _wrapped_table(["AT", "ACTOR", "ACTION", "TARGET", "OUTCOME", "REASON / DETAIL"],
+                           [[_stamp(e.at), e.actor, e.action, e.target, e.outcome,
+                             "; ".join(x for x in (e.reason, e.detail) if x)] for e in entries])
+            return
+        assert workset_id is not None
         _require_workset(store, workset_id)
         history = store.events(workset_id, limit=limit)
         if as_json:
             _emit_json([e.model_dump(mode="json") for e in history])
             return
-        _table(["SEQ", "AT", "ACTOR", "FROM", "TO", "REASON"],
-               [[str(e.seq), _stamp(e.at), e.actor,
-                 e.from_state.value if e.from_state else "(new)", e.to_state.value, e.reason]
-                for e in history], max_width=72)
+        _wrapped_table(["SEQ", "AT", "ACTOR", "FROM", "TO", "REASON"],
+                       [[str(e.seq), _stamp(e.at), e.actor,
+                         e.from_state.value if e.from_state else "(new)", e.to_state.value,
+                         e.reason] for e in history])
+
+
+def _wrapped_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table whose last column is wrapped to the terminal width, never cut: every other column
+    is short and fixed, the last one (a reason) carries what the operator needs to read."""
+    import shutil
+    import textwrap
+
+    cells = [[_safe(c) for c in row] for row in rows]
+    widths = [_cell_len(h) for h in headers[:-1]]
+    for row in cells:
+        for i, c in enumerate(row[:-1]):
+            widths[i] = max(widths[i], _cell_len(c))
+    indent = sum(widths) + 2 * len(widths)
+    room = max(30, shutil.get_terminal_size((120, 24)).columns - indent)
+
+    def line(values: Sequence[str], last: str) -> str:
+        parts = [v + " " * (widths[i] - _cell_len(v)) for i, v in enumerate(values)]
+        return "  ".join([*parts, last]).rstrip()
+
+    click.echo(line(headers[:-1], headers[-1]))
+    for row in cells:
+        pieces = textwrap.wrap(row[-1], room, break_long_words=True,
+                               break_on_hyphens=False) or [""]
+        click.echo(line(row[:-1], pieces[0]))
+        for more in pieces[1:]:
+            click.echo(" " * indent + more)
 
 
 def _stdin_is_tty() -> bool:
@@ -335,109 +379,141 @@ def _stdin_is_tty() -> bool:
         return False
 
 
-@click.command(epilog=EXIT_CODES_HELP + "\n\n\bWithout --yes: asks on a terminal; refuses (exit 2) when stdin is not one.")
+CONFIRM_HELP = ("\n\n\bWithout --yes: shows what it will do and asks on a terminal; refuses "
+                "(exit 2) when stdin is not one.")
+yes_option = click.option("--yes", "-y", is_flag=True,
+                          help="Do not ask for confirmation (required when not on a terminal).")
+
+
+def _operations(obj: CliContext, store: Store) -> Operations:
+    from wsmon.operations import Operations, s3_validator
+
+    return Operations(store, actor(), validator=s3_validator(obj.settings()))
+
+
+def _confirm(action: str, yes: bool, description: str) -> None:
+    """Ask before an action that changes what runs, unless --yes; never hang a script."""
+    if yes:
+        return
+    if not _stdin_is_tty():
+        raise CommandError(f"{action} asks for confirmation: pass --yes when stdin is not a "
+                           "terminal", EXIT_USAGE)
+    click.echo(_safe(description))
+    if not click.confirm(f"{ACTIONS[action].label}?", default=False):
+        raise CommandError(f"{action}: not done (not confirmed)", EXIT_REFUSED)
+
+
+def _report(outcome: Outcome) -> None:
+    """The outcome as a line (and the findings behind it), and its exit code."""
+    for line in outcome.finding_lines():
+        click.echo(f"  {_safe(line)}", err=not outcome.done)
+    if outcome.done:
+        click.echo(_safe(outcome.line()))
+        return
+    raise CommandError(_safe(outcome.line()), outcome.exit_code)
+
+
+def _shown_or_refused(ops: Operations, action: str, workset_id: str) -> Workset:
+    """The record the operator is about to decide on; a refusal is reported before asking."""
+    workset = _require_workset(ops.store, workset_id)
+    refusal = ops.check(action, workset)
+    if refusal:
+        # through the operation, so the refusal is audited exactly as the dashboard's would be
+        _report(ops.run(action, workset, **({"to": "ignored"} if action == "stop" else {})))
+    return workset
+
+
+def _describe(action: str, workset: Workset, store: Store, now: datetime) -> str:
+    rule = ACTIONS[action]
+    head = f"{workset.workset_id} is {workset.state.value}"
+    if workset.state.holds_lease and workset.lock_owner:
+        held = (_span((now - workset.lock_acquired_at).total_seconds())
+                if workset.lock_acquired_at else "?")
+        head += (f", held by {workset.lock_owner} for {held} (fence {workset.fence}, lease "
+                 f"expires {_relative(workset.lock_expires_at, now)})")
+        if workset.cluster_name:
+            head += f" on cluster {workset.cluster_name}"
+    return f"{head}.\nEffect on a running pipeline: {rule.running}.\nWritten: {rule.event}."
+
+
+@click.command(epilog=EXIT_CODES_HELP + CONFIRM_HELP)
 @workset_argument
-@click.option("--reason", default="operator release", show_default=True,
-              help="Recorded in the workset's history.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required when not on a terminal).")
+@click.option("--reason", default="", help="Recorded in the history and the audit trail.")
+@yes_option
 @click.pass_obj
 def release(obj: CliContext, workset_id: str, reason: str, yes: bool) -> None:
-    """Force-release a workset's lock: it goes back to ready and may run again.
+    """Take back the lock of a holder that is gone: the workset goes back to ready.
 
-    The holder's fence is bumped, so every later write by the holder is refused. A pipeline the
-    holder already started is not stopped by this.
+    Refused while the holder's lease is live (its engine is alive and renewing it): to end a
+    running pipeline use `wsmon stop`. Once the lease has expired, release sends the workset back
+    to ready and bumps the fence; if the old holder comes back, its writes are refused and it
+    ends its tmux session.
     """
     with open_command_store(obj) as store:
-        workset = _require_workset(store, workset_id)
-        now = _now(store)
-        if not workset.state.holds_lease:
-            raise CommandError(f"{_safe(workset_id)!r} is {workset.state.value}: no lock to release")
-        if not yes:
-            if not _stdin_is_tty():
-                raise CommandError("release changes who runs a workset: pass --yes to confirm when "
-                               "stdin is not a terminal", EXIT_USAGE)
-            held = _span((now - workset.lock_acquired_at).total_seconds()) if workset.lock_acquired_at else "?"
-            expiry = _relative(workset.lock_expires_at, now)
-            stale = " (stale: its holder looks dead)" if _lease_is_stale(workset, store, now) else ""
-            click.echo(
-                f"{_safe(workset_id)} is {workset.state.value}, held by {_safe(workset.lock_owner)} "
-                f"for {held} (fence {workset.fence}, lease expires {expiry}){stale}.\n"
-                "Releasing sends it back to ready and fences the holder out: its later writes are "
-                "refused and the workset may run again, here or elsewhere. A pipeline the holder "
-                "already started keeps running until someone stops it."
-            )
-            if not click.confirm("Release?", default=False):
-                raise CommandError("not released", EXIT_REFUSED)
-        from wsmon.engine.store import LockChanged
-
-        try:
-            # The fence shown (or checked) above: if the lease changed hands since, release nothing.
-            after = store.force_release(workset_id, actor=actor(), reason=reason,
-                                        expected_fence=workset.fence)
-        except LockChanged as exc:
-            raise CommandError(f"not released: {_safe(exc)}", EXIT_REFUSED) from None
-        click.echo(f"released {_safe(workset_id)} (was held by {_safe(workset.lock_owner)}); "
-                   f"now {after.state.value}, fence {after.fence}")
+        ops = _operations(obj, store)
+        workset = _shown_or_refused(ops, "release", workset_id)
+        _confirm("release", yes, _describe("release", workset, store, _now(store)))
+        _report(ops.release(workset, reason))
 
 
-@click.command(epilog=EXIT_CODES_HELP)
+@click.command(epilog=EXIT_CODES_HELP + CONFIRM_HELP)
 @workset_argument
-@click.option("--reason", help="Recorded in the history (default: operator retry after N attempt(s)).")
-@click.option("--rerun", is_flag=True, help="Also allow re-running a complete workset.")
+@click.option("--to", "to", type=click.Choice(["ignored", "error"]), required=True,
+              help="Where it ends: ignored (left alone) or error (retry it later).")
+@click.option("--reason", default="", help="Recorded in the history and the audit trail.")
+@yes_option
 @click.pass_obj
-def retry(obj: CliContext, workset_id: str, reason: str | None, rerun: bool) -> None:
-    """Send a workset back to ready (from error, failed, retrying or ignored)."""
+def stop(obj: CliContext, workset_id: str, to: str, reason: str, yes: bool) -> None:
+    """End a running pipeline on purpose.
+
+    One write, fenced on the lease shown, moves the workset straight to ignored or error (no
+    engine can claim it in between); the holding engine then sends Ctrl-C to its tmux session
+    and kills it after a grace period. The run's work so far is lost.
+    """
     with open_command_store(obj) as store:
-        workset = _require_workset(store, workset_id)
-        now = _now(store)
-        state = workset.state
-        if state is WorksetState.READY:
-            click.echo(f"{_safe(workset_id)} is already ready; nothing to do")
-            return
-        if state.holds_lease:
-            hint = (f"its lease held by {_safe(workset.lock_owner)} is stale"
-                    if _lease_is_stale(workset, store, now)
-                    else f"it is held by {_safe(workset.lock_owner)}")
-            raise CommandError(f"{_safe(workset_id)!r} is {state.value} and {hint}: "
-                           f"use `wsmon release` to take the lock back first")
-        if state is WorksetState.COMPLETE and not rerun:
-            raise CommandError(f"{_safe(workset_id)!r} is complete: pass --rerun to run it again")
-        if state not in RETRYABLE_STATES and state is not WorksetState.COMPLETE:
-            raise CommandError(f"{_safe(workset_id)!r} is {state.value}: cannot retry from there")
-        reason = reason or f"operator retry after {workset.attempts} attempt(s)"
-        after = store.update_state(workset_id, WorksetState.READY, reason=reason, actor=actor(),
-                                   expected_state=state, retry_after=None)
-        click.echo(f"{_safe(workset_id)}: {state.value} -> {after.state.value} "
-                   f"(attempts so far: {workset.attempts})")
+        ops = _operations(obj, store)
+        workset = _shown_or_refused(ops, "stop", workset_id)
+        _confirm("stop", yes, _describe("stop", workset, store, _now(store))
+                 + f"\nIt ends {to}; what the pipeline has done so far is lost.")
+        _report(ops.stop(workset, to, reason))
 
 
-@click.command(epilog=EXIT_CODES_HELP)
+@click.command(epilog=EXIT_CODES_HELP + CONFIRM_HELP)
 @workset_argument
-@click.option("--undo", is_flag=True, help="Un-ignore: back to ready.")
-@click.option("--reason", help="Recorded in the history.")
+@click.option("--reason", default="", help="Recorded in the history (default: operator retry "
+              "after N attempt(s)).")
+@click.option("--rerun", is_flag=True, help="Re-run a complete workset (the re-run action).")
+@yes_option
 @click.pass_obj
-def ignore(obj: CliContext, workset_id: str, undo: bool, reason: str | None) -> None:
-    """Ignore a workset so no engine runs it (or --undo)."""
+def retry(obj: CliContext, workset_id: str, reason: str, rerun: bool, yes: bool) -> None:
+    """Send a workset back to ready (from error, failed, retrying or ignored; --rerun: complete).
+
+    Its S3 files are validated again first: only a valid workset goes back to ready. Still
+    invalid: it stays where it is, the new findings replace the old ones and are printed (exit 1).
+    """
+    action = "rerun" if rerun else "retry"
     with open_command_store(obj) as store:
-        workset = _require_workset(store, workset_id)
-        now = _now(store)
-        state = workset.state
-        if undo:
-            if state is not WorksetState.IGNORED:
-                raise CommandError(f"{_safe(workset_id)!r} is {state.value}, not ignored")
-            store.update_state(workset_id, WorksetState.READY, reason=reason or "un-ignored by operator",
-                               actor=actor(), expected_state=state)
-            click.echo(f"{_safe(workset_id)}: ignored -> ready")
-            return
-        if state is WorksetState.IGNORED:
-            click.echo(f"{_safe(workset_id)} is already ignored; nothing to do")
-            return
-        if state.holds_lease and not _lease_is_stale(workset, store, now):
-            raise CommandError(f"{_safe(workset_id)!r} is {state.value}, held by "
-                           f"{_safe(workset.lock_owner)}: use `wsmon release` first")
-        store.update_state(workset_id, WorksetState.IGNORED, reason=reason or "ignored by operator",
-                           actor=actor(), expected_state=state)
-        click.echo(f"{_safe(workset_id)}: {state.value} -> ignored")
+        ops = _operations(obj, store)
+        workset = _shown_or_refused(ops, action, workset_id)
+        _confirm(action, yes, _describe(action, workset, store, _now(store))
+                 + f"\nAttempts so far: {workset.attempts}.")
+        _report(ops.run(action, workset, reason=reason))
+
+
+@click.command(epilog=EXIT_CODES_HELP + CONFIRM_HELP)
+@workset_argument
+@click.option("--undo", is_flag=True, help="Un-ignore: re-validate, then back to ready.")
+@click.option("--reason", default="", help="Recorded in the history.")
+@yes_option
+@click.pass_obj
+def ignore(obj: CliContext, workset_id: str, undo: bool, reason: str, yes: bool) -> None:
+    """Ignore a workset so no engine runs it (or --undo). A running one: use `wsmon stop --to ignored`."""
+    action = "unignore" if undo else "ignore"
+    with open_command_store(obj) as store:
+        ops = _operations(obj, store)
+        workset = _shown_or_refused(ops, action, workset_id)
+        _confirm(action, yes, _describe(action, workset, store, _now(store)))
+        _report(ops.run(action, workset, reason=reason))
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -448,13 +524,8 @@ def ignore(obj: CliContext, workset_id: str, undo: bool, reason: str | None) -> 
 def priority(obj: CliContext, workset_id: str, level: str, reason: str) -> None:
     """Change a workset's priority (urgent, normal, low)."""
     with open_command_store(obj) as store:
-        workset = _require_workset(store, workset_id)
-        if workset.priority.value == level:
-            click.echo(f"{_safe(workset_id)} is already {level}; nothing to do")
-            return
-        store.set_priority(workset_id, level, actor=actor(),
-                           reason=reason or f"priority {workset.priority.value} -> {level}")
-        click.echo(f"{_safe(workset_id)}: priority {workset.priority.value} -> {level}")
+        ops = _operations(obj, store)
+        _report(ops.set_priority(_require_workset(store, workset_id), level, reason))
 
 
 # -- alerts ------------------------------------------------------------------------------------
@@ -486,77 +557,80 @@ def alerts(obj: CliContext, include_resolved: bool, as_json: bool) -> None:
             click.echo("")
             click.echo("active silences:")
             for s in silences:
-                click.echo(f"  {_safe(s.rule or '*')} / {_safe(s.subject or '*')} until "
-                           f"{_stamp_rel(s.ends_at, now)} by {_safe(s.created_by)}"
-                           + (f": {_safe(s.reason)}" if s.reason else ""))
+                click.echo(f"  {_safe(s.silence_id)}  {_safe(s.rule or '*')} / "
+                           f"{_safe(s.subject or '*')} until {_stamp_rel(s.ends_at, now)} by "
+                           f"{_safe(s.created_by)}" + (f": {_safe(s.reason)}" if s.reason else ""))
 
 
-@click.command(epilog=EXIT_CODES_HELP)
-@click.argument("alert_id", metavar="ALERT", shell_complete=_complete_alert_id)
-@click.option("--note", help="Why, or who is on it (shown in the dashboard and notifications).")
-@click.option("--expires", type=click.FloatRange(min=0, min_open=True), metavar="MINUTES",
-              help="Notify again if still firing after this many minutes.")
-@click.pass_obj
-def ack(obj: CliContext, alert_id: str, note: str | None, expires: float | None) -> None:
-    """Acknowledge an alert: it stops notifying (until --expires)."""
-    with open_command_store(obj) as store:
-        if store.get_alert(alert_id) is None:
-            raise CommandError(f"no alert {_safe(alert_id)!r} (see `wsmon alerts`)", EXIT_NOT_FOUND)
-        expires_at = _now(store) + timedelta(minutes=expires) if expires else None
-        after = store.ack_alert(alert_id, actor=actor(), note=note, expires_at=expires_at)
-        until = f" until {_stamp(after.ack_expires_at)}" if after.ack_expires_at else ""
-        click.echo(f"acknowledged {_safe(alert_id)} ({_safe(after.rule)}: {_safe(after.subject)}){until}")
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``2h``, ``1h30m``, ``1d``; a bare number means minutes."""
-    value = text.strip().lower()
-    if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        seconds = float(value) * 60
-    else:
-        parts = _DURATION_PART.findall(value)
-        if not parts or "".join(n + u for n, u in parts) != value:
-            raise ValueError(f"cannot read duration {text!r}: use e.g. 90s, 30m, 2h, 1h30m, 1d")
-        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    if seconds <= 0:
-        raise ValueError("duration must be positive")
-    return timedelta(seconds=seconds)
+def _require_alert(store: Store, alert_id: str) -> Alert:
+    alert = store.get_alert(alert_id)
+    if alert is None:
+        raise CommandError(f"no alert {_safe(alert_id)!r} (see `wsmon alerts`)", EXIT_NOT_FOUND)
+    return alert
 
 
 class DurationType(click.ParamType):
+    """The one duration syntax (wsmon.operations.durations): 90s, 30m, 4h, 2d."""
+
     name = "DURATION"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        from wsmon.operations import DurationError, parse_duration
+
         if isinstance(value, timedelta):
             return value
         try:
             return parse_duration(str(value))
-        except ValueError as exc:
+        except DurationError as exc:
             self.fail(str(exc), param, ctx)
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.argument("alert_id", metavar="ALERT", shell_complete=_complete_alert_id)
+@click.option("--note", default="", help="Why, or who is on it (shown in the dashboard and notifications).")
+@click.option("--expires", type=DurationType(), metavar="DURATION",
+              help="Notify again if still firing after this long: 90s, 30m, 4h, 2d.")
+@click.pass_obj
+def ack(obj: CliContext, alert_id: str, note: str, expires: timedelta | None) -> None:
+    """Acknowledge an alert: it stops notifying (until --expires)."""
+    with open_command_store(obj) as store:
+        ops = _operations(obj, store)
+        _report(ops.acknowledge(_require_alert(store, alert_id), note, expires))
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.argument("alert_id", metavar="ALERT", shell_complete=_complete_alert_id)
+@click.option("--reason", required=True, help="Why it is resolved (recorded in the audit trail).")
+@click.pass_obj
+def resolve(obj: CliContext, alert_id: str, reason: str) -> None:
+    """Resolve an alert by hand. If its condition still holds, the engine opens a new alert."""
+    with open_command_store(obj) as store:
+        ops = _operations(obj, store)
+        _report(ops.resolve(_require_alert(store, alert_id), reason))
 
 
 @click.command(epilog=EXIT_CODES_HELP)
 @click.option("--rule", help="Only this alert rule (default: every rule).")
 @click.option("--subject", help="Only this subject, e.g. a workset id or cluster (default: every subject).")
 @click.option("--for", "duration", type=DurationType(), required=True,
-              help="How long: 90s, 30m, 2h, 1h30m, 1d (a bare number is minutes).")
+              help="How long: 90s, 30m, 4h, 2d.")
 @click.option("--reason", default="", help="Shown with the silence.")
 @click.pass_obj
 def silence(obj: CliContext, rule: str | None, subject: str | None, duration: timedelta,
             reason: str) -> None:
     """Silence matching alerts for a while (they still show, they do not notify)."""
     with open_command_store(obj) as store:
-        ends_at = _now(store) + duration
-        created = store.silence(actor=actor(), ends_at=ends_at, rule=rule, subject=subject,
-                                reason=reason)
-        scope = f"rule {rule or '*'}, subject {subject or '*'}"
-        if not rule and not subject:
-            scope = "every alert"
-        click.echo(f"silenced {_safe(scope)} until {_stamp(created.ends_at)} (id {_safe(created.silence_id)})")
+        _report(_operations(obj, store).silence(rule, subject, duration, reason))
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.argument("silence_id", metavar="SILENCE")
+@click.option("--reason", default="", help="Recorded in the audit trail.")
+@click.pass_obj
+def unsilence(obj: CliContext, silence_id: str, reason: str) -> None:
+    """End a silence now (its id is listed by `wsmon alerts`)."""
+    with open_command_store(obj) as store:
+        _report(_operations(obj, store).unsilence(silence_id, reason))
 
 
 # -- monitors ----------------------------------------------------------------------------------
