@@ -12,7 +12,13 @@ from wsmon.operations.durations import (
     parse_duration,
 )
 from wsmon.operations.outcome import Outcome, Result
-from wsmon.operations.rules import ACTIONS, ALERT_ACTIONS, WORKSET_ACTIONS, ActionRule, precondition
+from wsmon.operations.rules import (
+    ACTIONS,
+    ALERT_ACTIONS,
+    WORKSET_ACTIONS,
+    ActionRule,
+    precondition,
+)
 from wsmon.operations.validation import Validator, s3_validator
 
 __all__ = [

@@ -24,7 +24,7 @@ from wsmon.engine.store.base import (
 from wsmon.operations import audit
 from wsmon.operations.durations import format_duration
 from wsmon.operations.outcome import Outcome, Result
-from wsmon.operations.rules import ACTIONS, precondition
+from wsmon.operations.rules import precondition
 from wsmon.operations.validation import Validator, validation_fields
 
 S = WorksetState
@@ -265,7 +265,7 @@ class Operations:
 
     def acknowledge(self, shown: Alert, note: str = "",
                     expires_after: timedelta | None = None) -> Outcome:
-        current, refused = self._reread_alert("ack", shown, note)
+        _current, refused = self._reread_alert("ack", shown, note)
         if refused:
             return refused
         expires_at = self.now() + expires_after if expires_after else None
@@ -286,7 +286,7 @@ class Operations:
             return self._finish(Outcome("resolve", shown.alert_id, Result.REFUSED,
                                         "a reason is required to resolve an alert by hand",
                                         shown), reason)
-        current, refused = self._reread_alert("resolve", shown, reason)
+        _current, refused = self._reread_alert("resolve", shown, reason)
         if refused:
             return refused
         try:
