@@ -1,7 +1,9 @@
 """The store contract: the one seam between the engine, the dashboard and the CLI.
 
-Every backend implements ``Store``. The state machine of ARCHITECTURE.md lives here and only
-here (``check_transition``); backends call it before every conditional write.
+Every backend implements ``Store``. What an operation may do (the state machine, the claim rule,
+the still-held check, ack/resolve/silence rules, roll-ups, the cursor format) lives in
+``rules.py`` and only there; a backend reads, writes under a condition and maps its errors.
+The errors are in ``errors.py``; both are re-exported here.
 
 Contract, in short (tests/contract/ checks all of it against every backend):
 
@@ -21,10 +23,11 @@ Contract, in short (tests/contract/ checks all of it against every backend):
 from __future__ import annotations
 
 import abc
-import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+
+import structlog
 
 from wsmon.core.clock import Clock, SystemClock
 from wsmon.core.models import (
@@ -44,162 +47,35 @@ from wsmon.core.models import (
     Workset,
     WorksetState,
 )
+from wsmon.engine.store import rules
+from wsmon.engine.store.errors import (
+    ActiveAlertExists,
+    AlertChanged,
+    AlertNotFound,
+    CorruptStore,
+    IllegalTransition,
+    InvalidCursor,
+    LeaseLost,
+    LockChanged,
+    StateConflict,
+    StoreError,
+    StoreNotInitialized,
+    StoreUnavailable,
+    WorksetNotFound,
+)
+from wsmon.engine.store.rules import (
+    FORCE_RELEASE_REASON_PREFIX,
+    TRANSITIONS,
+    check_fields,
+    check_transition,
+    force_release_reason,
+    parse_force_release_reason,
+)
 
-S = WorksetState
+log = structlog.get_logger(__name__)
 
-# from-state -> allowed to-states. "operator retry" and "force release" are the transitions back
-# to READY; ``retrying -> ready`` is the engine noticing ``retry_after`` has passed.
-TRANSITIONS: Mapping[WorksetState, frozenset[WorksetState]] = {
-    S.READY: frozenset({S.LOCKED, S.IGNORED, S.ERROR, S.COMPLETE, S.FAILED}),
-    S.LOCKED: frozenset({S.IN_PROGRESS, S.READY, S.ERROR, S.IGNORED}),
-    S.IN_PROGRESS: frozenset({S.COMPLETE, S.ERROR, S.READY, S.IGNORED}),
-    S.ERROR: frozenset({S.RETRYING, S.FAILED, S.READY, S.IGNORED}),
-    S.RETRYING: frozenset({S.READY, S.FAILED, S.IGNORED}),
-    S.FAILED: frozenset({S.READY, S.IGNORED}),
-    S.IGNORED: frozenset({S.READY}),
-    S.COMPLETE: frozenset({S.READY, S.IGNORED}),
-}
-# Notes on the less obvious edges:
-#   ready -> error/complete/failed : S3 import of a folder that only carries a terminal sentinel,
-#                                    and validation failing before any claim.
-#   locked/in_progress -> ready    : release (holder) or force release (operator).
-#   complete -> ready              : an operator deliberately re-runs a finished workset.
-#   * -> ignored                   : operator or a ``daylily.ignore`` sentinel.
-
-
-class StoreError(Exception):
-    """Base class; the message is meant for an operator."""
-
-
-class StoreUnavailable(StoreError):
-    """The backend cannot be reached, or refused us (the message says what to do)."""
-
-
-class StoreNotInitialized(StoreError):
-    """Tables/schema missing: run ``wsmon store init``."""
-
-
-class CorruptStore(StoreError):
-    """The SQLite file is not a database or is damaged."""
-
-
-class WorksetNotFound(StoreError, KeyError):
-    def __init__(self, workset_id: str) -> None:
-        super().__init__(f"no workset {workset_id!r} in the store")
-        self.workset_id = workset_id
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
-
-
-class AlertNotFound(StoreError, KeyError):
-    def __init__(self, alert_id: str) -> None:
-        super().__init__(f"no alert {alert_id!r} in the store")
-        self.alert_id = alert_id
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class IllegalTransition(StoreError):
-    def __init__(self, from_state: WorksetState, to_state: WorksetState) -> None:
-        super().__init__(
-            f"illegal transition {from_state.value} -> {to_state.value}"
-        )
-        self.from_state = from_state
-        self.to_state = to_state
-
-
-class StateConflict(StoreError):
-    """The record was not in the state the caller expected (someone else changed it)."""
-
-    def __init__(self, workset_id: str, expected: WorksetState | None, actual: WorksetState) -> None:
-        exp = expected.value if expected else "?"
-        super().__init__(
-            f"workset {workset_id!r} is {actual.value}, expected {exp}; it changed meanwhile"
-        )
-        self.workset_id = workset_id
-        self.expected = expected
-        self.actual = actual
-
-
-class LockChanged(StateConflict):
-    """A force release named the fence the operator saw and the lease has moved on since.
-    Nothing was changed."""
-
-    def __init__(self, workset_id: str, expected_fence: int, actual: WorksetState,
-                 current_holder: str | None, current_fence: int) -> None:
-        now = (f"now held by {current_holder}" if current_holder
-               else f"now {actual.value}, not held")
-        StoreError.__init__(
-            self, f"workset {workset_id!r} changed meanwhile: {now} (fence {current_fence}), "
-                  f"not fence {expected_fence} as shown"
-        )
-        self.workset_id = workset_id
-        self.expected = None
-        self.actual = actual
-        self.expected_fence = expected_fence
-        self.current_holder = current_holder
-        self.current_fence = current_fence
-
-
-class LeaseLost(StoreError):
-    """The caller's lease is no longer the current one: its fence moved on. Nothing was changed."""
-
-    def __init__(self, workset_id: str, fence: int, current_fence: int | None = None) -> None:
-        cur = "" if current_fence is None else f" (current fence {current_fence})"
-        super().__init__(f"lease on {workset_id!r} with fence {fence} was lost{cur}")
-        self.workset_id = workset_id
-        self.fence = fence
-        self.current_fence = current_fence
-
-
-# Every operator force release records a reason starting with this, so the engine can tell it
-# apart from a holder's own release when it reads the history (to notify about it).
-FORCE_RELEASE_REASON_PREFIX = "force release by "
-
-
-def force_release_reason(actor: str, reason: str, holder: str | None, fence: int) -> str:
-    """The event reason both backends record for ``force_release``: says each thing once."""
-    why = f"{FORCE_RELEASE_REASON_PREFIX}{actor}"
-    if reason:
-        why += f": {reason}"
-    if holder:
-        why += f" (was held by {holder}, fence {fence})"
-    return why
-
-
-def parse_force_release_reason(event: Event) -> tuple[str, str | None] | None:
-    """(operator reason, previous holder) of a ``force_release`` event; None for any other."""
-    prefix = f"{FORCE_RELEASE_REASON_PREFIX}{event.actor}"
-    if (not event.reason.startswith(prefix) or event.to_state is not S.READY
-            or event.from_state not in (S.LOCKED, S.IN_PROGRESS)):
-        return None
-    rest = event.reason[len(prefix):]
-    holder = None
-    held = re.search(r" \(was held by (.*), fence \d+\)$", rest)
-    if held:
-        holder, rest = held.group(1), rest[:held.start()]
-    if rest and not rest.startswith(": "):
-        return None  # an actor whose name merely starts like this one
-    return rest[2:], holder
-
-
-def check_transition(from_state: WorksetState | str, to_state: WorksetState | str) -> None:
-    """Raise ``IllegalTransition`` unless the state machine allows ``from_state -> to_state``."""
-    src, dst = WorksetState.parse(from_state), WorksetState.parse(to_state)
-    if dst not in TRANSITIONS[src]:
-        raise IllegalTransition(src, dst)
-
-
-def check_fields(fields: Mapping[str, Any]) -> None:
-    from wsmon.core.models import MUTABLE_WORKSET_FIELDS
-
-    unknown = set(fields) - MUTABLE_WORKSET_FIELDS
-    if unknown:
-        raise ValueError(
-            f"cannot set workset field(s) {sorted(unknown)}; settable: {sorted(MUTABLE_WORKSET_FIELDS)}"
-        )
+#: How often a read-modify-write of an alert is retried when another writer got there first.
+ALERT_CHANGE_ATTEMPTS = 6
 
 
 class Store(abc.ABC):
@@ -391,7 +267,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def put_alert(self, alert: Alert, expected_updated_at: datetime | None = None) -> Alert:
         """Create or replace. With ``expected_updated_at`` conditional on the stored
-        ``updated_at`` (optimistic concurrency; ``StoreError`` on conflict)."""
+        ``updated_at`` (optimistic concurrency: ``AlertChanged`` when it differs or the alert is
+        gone). ``ActiveAlertExists`` when another not-resolved alert has the same (rule, subject)."""
 
     @abc.abstractmethod
     def get_alert(self, alert_id: str) -> Alert | None: ...
@@ -406,13 +283,37 @@ class Store(abc.ABC):
         """Not-resolved alerts in ``states`` (all not-resolved when None), plus resolved ones
         newer than ``resolved_since`` when given; newest first."""
 
-    @abc.abstractmethod
     def ack_alert(self, alert_id: str, actor: str, note: str | None = None,
                   expires_at: datetime | None = None) -> Alert:
         """firing/pending -> acknowledged (idempotent for an acknowledged alert: updates the note)."""
+        return self._change_alert(alert_id, lambda alert, now: rules.acknowledge(
+            alert, actor, note, expires_at, now))
 
-    @abc.abstractmethod
-    def resolve_alert(self, alert_id: str, actor: str, reason: str = "") -> Alert: ...
+    def resolve_alert(self, alert_id: str, actor: str, reason: str = "") -> Alert:
+        def change(alert: Alert, now: datetime) -> Alert:
+            new = rules.resolve(alert, actor, now)
+            if new is not alert:
+                log.info("alert_resolved", alert_id=alert_id, actor=actor, reason=reason)
+            return new
+
+        return self._change_alert(alert_id, change)
+
+    def _change_alert(self, alert_id: str, change: Any) -> Alert:
+        """Read, apply the rule, write conditional on what was read (``put_alert`` with
+        ``expected_updated_at``); when another writer got there first (``AlertChanged``), read
+        again and re-apply, so the rule always decides on the current alert."""
+        for _ in range(ALERT_CHANGE_ATTEMPTS):
+            alert = self.get_alert(alert_id)
+            if alert is None:
+                raise AlertNotFound(alert_id)
+            new = change(alert, self.clock.now())
+            if new is alert:
+                return alert
+            try:
+                return self.put_alert(new, expected_updated_at=alert.updated_at)
+            except AlertChanged:
+                continue
+        raise StoreUnavailable(f"alert {alert_id!r} kept changing under us; try again")
 
     @abc.abstractmethod
     def silence(self, actor: str, ends_at: datetime, rule: str | None = None,
@@ -490,3 +391,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def prune_metric_history(self, before: datetime) -> int:
         """Drop minute samples older than ``before``; returns how many."""
+
+
+__all__ = [
+    "ALERT_CHANGE_ATTEMPTS", "ActiveAlertExists", "AlertChanged", "AlertNotFound", "CorruptStore",
+    "FORCE_RELEASE_REASON_PREFIX", "IllegalTransition", "InvalidCursor", "LeaseLost",
+    "LockChanged", "StateConflict", "Store", "StoreError", "StoreNotInitialized",
+    "StoreUnavailable", "TRANSITIONS", "WorksetNotFound", "check_fields", "check_transition",
+    "force_release_reason", "parse_force_release_reason",
+]

@@ -24,8 +24,6 @@ sort as text. The full event history lives in its own table, keyed by (workset_i
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import sqlite3
@@ -41,23 +39,7 @@ from urllib.parse import unquote
 import structlog
 
 from wsmon.core.clock import Clock, isoformat, parse_iso, utc
-from wsmon.engine.store.base import (
-    AlertNotFound,
-    CorruptStore,
-    LeaseLost,
-    LockChanged,
-    StateConflict,
-    Store,
-    StoreError,
-    StoreNotInitialized,
-    StoreUnavailable,
-    WorksetNotFound,
-    check_fields,
-    check_transition,
-    force_release_reason,
-)
 from wsmon.core.models import (
-    RECENT_EVENTS_KEPT,
     Alert,
     AlertState,
     ClusterStatus,
@@ -74,6 +56,19 @@ from wsmon.core.models import (
     Workset,
     WorksetState,
 )
+from wsmon.engine.store import rules
+from wsmon.engine.store.base import (
+    ActiveAlertExists,
+    AlertChanged,
+    CorruptStore,
+    StateConflict,
+    Store,
+    StoreError,
+    StoreNotInitialized,
+    StoreUnavailable,
+    WorksetNotFound,
+    check_fields,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -85,12 +80,9 @@ SCHEMA_VERSION = 2
 #: How long a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_SECONDS = 30.0
 
-#: ``worksets_changed_since`` hands back a watermark this far behind "now": a write whose
-#: timestamp was taken just before a concurrent read committed after it is still picked up next
-#: time (readers see WAL snapshots, and the writer's clock is read inside its transaction).
-CHANGE_WATERMARK_LAG = timedelta(seconds=2)
-
-_LEASE_STATES = (WorksetState.LOCKED.value, WorksetState.IN_PROGRESS.value)
+#: ``worksets_changed_since`` hands back a watermark this far behind "now" (readers see WAL
+#: snapshots, and the writer's clock is read inside its transaction).
+CHANGE_WATERMARK_LAG = rules.CHANGE_WATERMARK_LAG
 
 # SQLite primary result codes we translate (extended codes carry these in their low byte).
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
@@ -298,21 +290,11 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
-def _encode_cursor(rank: int, created_at: str, workset_id: str) -> str:
-    raw = json.dumps([rank, created_at, workset_id], ensure_ascii=False).encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[int, str, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        rank, created_at, workset_id = json.loads(raw)
-        if not (isinstance(rank, int) and isinstance(created_at, str)
-                and isinstance(workset_id, str)):
-            raise ValueError("bad cursor shape")
-        return rank, created_at, workset_id
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise StoreError(f"invalid page cursor {cursor[:40]!r}; start again without a cursor") from None
+def _cursor_shape(data: dict[str, Any]) -> bool:
+    """A keyset cursor: the (priority rank, created_at, workset_id) of the last row handed out."""
+    after = data.get("after")
+    return (isinstance(after, list) and len(after) == 3 and isinstance(after[0], int)
+            and isinstance(after[1], str) and isinstance(after[2], str))
 
 
 class SqliteStore(Store):
@@ -538,27 +520,15 @@ class SqliteStore(Store):
             f"SELECT {_WORKSET_COLUMNS} FROM worksets WHERE workset_id = ?", (workset_id,)
         ).fetchone()
 
-    @staticmethod
-    def _apply_fields(ws: Workset, fields: Mapping[str, Any], **store_fields: Any) -> Workset:
-        """A new, validated Workset with ``fields`` applied (validation normalises types)."""
-        data = ws.model_dump()
-        data.update(fields)
-        data.update(store_fields)
-        return Workset.model_validate(data)
-
-    def _append_event(self, conn: sqlite3.Connection, ws: Workset, seq: int, at: datetime,
-                      actor: str, from_state: WorksetState | None, to_state: WorksetState,
-                      reason: str) -> Workset:
-        event = Event(workset_id=ws.workset_id, seq=seq, at=at, actor=actor,
-                      from_state=from_state, to_state=to_state, reason=reason)
+    def _append_event(self, conn: sqlite3.Connection, ws: Workset, event: Event) -> Workset:
         conn.execute(
             "INSERT INTO events (workset_id, seq, at, actor, from_state, to_state, reason) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (ws.workset_id, seq, isoformat(at), actor,
-             from_state.value if from_state else None, to_state.value, reason),
+            (ws.workset_id, event.seq, isoformat(event.at), event.actor,
+             event.from_state.value if event.from_state else None, event.to_state.value,
+             event.reason),
         )
-        recent = [*ws.recent_events, event][-RECENT_EVENTS_KEPT:]
-        return ws.model_copy(update={"recent_events": recent})
+        return rules.with_event(ws, event)
 
     def _write_back(self, conn: sqlite3.Connection, row: sqlite3.Row, ws: Workset,
                     event_seq: int, extra_where: str = "", extra_params: tuple[Any, ...] = ()) -> None:
@@ -582,44 +552,45 @@ class SqliteStore(Store):
             raise StateConflict(ws.workset_id, WorksetState.parse(row["state"]),
                                 WorksetState.parse(row["state"]))
 
+    def _commit(self, conn: sqlite3.Connection, row: sqlite3.Row, ws: Workset,
+                change: rules.Change, extra_where: str = "",
+                extra_params: tuple[Any, ...] = ()) -> Workset:
+        """Write what a rule decided: the new record and, with an event, the next history row."""
+        new = rules.apply(ws, change)
+        seq = row["event_seq"]
+        if change.event is not None:
+            seq += 1
+            new = self._append_event(conn, new, change.event.numbered(ws.workset_id, seq))
+        self._write_back(conn, row, new, seq, extra_where, extra_params)
+        return new
+
+    # The lease condition of a holder's write, in the WHERE clause as well as checked by the rule.
+    _HELD = " AND fence = ? AND lock_owner = ?"
+
     # -- worksets ----------------------------------------------------------------------------------
     def register_workset(self, workset_id: str, bucket: str, prefix: str,
                          priority: Priority | str = "normal", metadata: dict[str, Any] | None = None,
                          customer_id: str | None = None, *, state: WorksetState | str = "ready",
                          state_at: datetime | None = None, actor: str = "wsmon",
                          reason: str = "registered", **fields: Any) -> bool:
-        check_fields(fields)
-        initial = WorksetState.parse(state)
-        if initial.holds_lease:
-            raise StoreError(
-                f"cannot register workset {workset_id!r} as {initial.value}: a workset only "
-                "becomes locked or in_progress through a claim"
-            )
-        prio = Priority.parse(priority)
         with self._write() as conn:
+            # The clock is read inside the transaction (see CHANGE_WATERMARK_LAG).
+            ws, first = rules.new_workset(workset_id, bucket, prefix, priority, metadata,
+                                          customer_id, state, state_at, actor, reason, fields,
+                                          self._now())
             if conn.execute("SELECT 1 FROM worksets WHERE workset_id = ?",
                             (workset_id,)).fetchone():
                 return False
-            now = self._now()
-            changed_at = utc(state_at) if state_at else now
-            data: dict[str, Any] = {
-                "workset_id": workset_id, "bucket": bucket, "prefix": prefix, "state": initial,
-                "priority": prio, "customer_id": customer_id, "metadata": metadata or {},
-                "created_at": now, "updated_at": now, "state_changed_at": changed_at,
-            }
-            data.update(fields)
-            if customer_id is not None:  # the explicit argument wins over fields
-                data["customer_id"] = customer_id
-            ws = Workset.model_validate(data)
-            ws = self._append_event(conn, ws, 1, changed_at, actor, None, initial, reason)
+            ws = self._append_event(conn, ws, first.numbered(workset_id, 1))
             # ON CONFLICT DO NOTHING + rowcount keeps "second register changes nothing" true
             # even if the SELECT above were ever removed.
             cur = conn.execute(
                 f"INSERT INTO worksets ({_WORKSET_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, 0, 1, ?) "
                 "ON CONFLICT (workset_id) DO NOTHING",
-                (workset_id, bucket, prefix, initial.value, prio.value, prio.rank, ws.customer_id,
-                 isoformat(now), isoformat(now), isoformat(changed_at), self._body(ws)),
+                (workset_id, bucket, prefix, ws.state.value, ws.priority.value, ws.priority.rank,
+                 ws.customer_id, isoformat(ws.created_at), isoformat(ws.updated_at),
+                 isoformat(ws.state_changed_at), self._body(ws)),
             )
             if cur.rowcount != 1:
                 conn.rollback()
@@ -634,8 +605,7 @@ class SqliteStore(Store):
     def list_worksets(self, state: WorksetState | str | None = None,
                       priority: Priority | str | None = None, customer_id: str | None = None,
                       limit: int = 500, cursor: str | None = None) -> Page:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
+        rules.check_page_limit(limit)
         where: list[str] = []
         params: list[Any] = []
         if state is not None:
@@ -650,7 +620,7 @@ class SqliteStore(Store):
         if cursor:
             # Keyset pagination: stable under concurrent inserts and O(page) at any depth.
             where.append("(priority_rank, created_at, workset_id) > (?, ?, ?)")
-            params.extend(_decode_cursor(cursor))
+            params.extend(rules.decode_cursor(cursor, _cursor_shape)["after"])
         sql = f"SELECT {_WORKSET_COLUMNS} FROM worksets"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -663,12 +633,12 @@ class SqliteStore(Store):
         next_cursor = None
         if more and rows:
             last = rows[-1]
-            next_cursor = _encode_cursor(last["priority_rank"], last["created_at"],
-                                         last["workset_id"])
+            next_cursor = rules.encode_cursor(
+                {"after": [last["priority_rank"], last["created_at"], last["workset_id"]]})
         return Page(items=[self._row_to_workset(r) for r in rows], next_cursor=next_cursor)
 
     def worksets_changed_since(self, since: datetime | None) -> tuple[list[Workset], datetime]:
-        watermark = self._now() - CHANGE_WATERMARK_LAG
+        watermark = rules.change_watermark(self._now())
         with self._translate():
             conn = self._conn()
             if since is None:
@@ -702,28 +672,13 @@ class SqliteStore(Store):
                         lease: Lease | None,
                         expected_state: WorksetState | str | None) -> tuple[sqlite3.Row, Workset]:
         """Read the row inside the write transaction and check the caller's conditions."""
+        rules.check_lease_is_for(workset_id, lease)
         row = self._fetch_row(conn, workset_id)
         if row is None:
             raise WorksetNotFound(workset_id)
-        if lease is not None:
-            if lease.workset_id != workset_id:
-                raise ValueError(
-                    f"lease is for workset {lease.workset_id!r}, not {workset_id!r}"
-                )
-            self._check_lease(row, lease)
-        if expected_state is not None:
-            expected = WorksetState.parse(expected_state)
-            if row["state"] != expected.value:
-                raise StateConflict(workset_id, expected, WorksetState.parse(row["state"]))
-        return row, self._row_to_workset(row)
-
-    @staticmethod
-    def _check_lease(row: sqlite3.Row, lease: Lease) -> None:
-        # The fence is the truth; owner and state are checked too because a holder that already
-        # left locked/in_progress (lease fields cleared, fence unchanged) no longer holds anything.
-        if (row["fence"] != lease.fence or row["lock_owner"] != lease.owner_id
-                or row["state"] not in _LEASE_STATES):
-            raise LeaseLost(lease.workset_id, lease.fence, row["fence"])
+        ws = self._row_to_workset(row)
+        rules.check_conditions(ws, lease, expected_state)
+        return row, ws
 
     def update_state(self, workset_id: str, new_state: WorksetState | str, reason: str,
                      actor: str, lease: Lease | None = None,
@@ -732,51 +687,27 @@ class SqliteStore(Store):
         target = WorksetState.parse(new_state)
         with self._write() as conn:
             row, ws = self._load_for_write(conn, workset_id, lease, expected_state)
-            check_transition(ws.state, target)
-            if target is WorksetState.LOCKED:
-                raise StoreError(
-                    f"workset {workset_id!r} can only become locked through a claim (acquire_lock)"
-                )
-            now = self._now()
-            lease_fields: dict[str, Any] = {}
-            if not target.holds_lease:
-                lease_fields = {"lock_owner": None, "lock_acquired_at": None,
-                                "lock_expires_at": None}
-            new = self._apply_fields(ws, fields, state=target, updated_at=now,
-                                     state_changed_at=now, **lease_fields)
-            seq = row["event_seq"] + 1
-            new = self._append_event(conn, new, seq, now, actor, ws.state, target, reason)
-            self._write_back(conn, row, new, seq)
-        return new
+            change = rules.transition(ws, target, actor, reason, self._now(), fields)
+            return self._commit(conn, row, ws, change)
 
     def update_fields(self, workset_id: str, *, actor: str = "wsmon", lease: Lease | None = None,
                       expected_state: WorksetState | str | None = None, **fields: Any) -> Workset:
         check_fields(fields)
         with self._write() as conn:
             row, ws = self._load_for_write(conn, workset_id, lease, expected_state)
-            new = self._apply_fields(ws, fields, updated_at=self._now())
-            self._write_back(conn, row, new, row["event_seq"])
-        return new
+            return self._commit(conn, row, ws, rules.edit_fields(self._now(), fields))
 
     def set_priority(self, workset_id: str, priority: Priority | str, actor: str,
                      reason: str = "") -> Workset:
         prio = Priority.parse(priority)
         with self._write() as conn:
             row, ws = self._load_for_write(conn, workset_id, None, None)
-            now = self._now()
-            new = ws.model_copy(update={"priority": prio, "updated_at": now})
-            seq = row["event_seq"] + 1
-            why = reason or f"priority {ws.priority.value} -> {prio.value}"
-            new = self._append_event(conn, new, seq, now, actor, ws.state, ws.state, why)
-            self._write_back(conn, row, new, seq)
-        return new
+            change = rules.reprioritise(ws, prio, actor, reason, self._now())
+            return self._commit(conn, row, ws, change)
 
     # -- leases ----------------------------------------------------------------------------------
     def _lease_seconds(self, lease_seconds: float | None) -> timedelta:
-        seconds = self.default_lease_seconds if lease_seconds is None else lease_seconds
-        if seconds <= 0:
-            raise ValueError(f"lease_seconds must be positive, not {seconds}")
-        return timedelta(seconds=seconds)
+        return rules.lease_duration(self.default_lease_seconds, lease_seconds)
 
     def acquire_lock(self, workset_id: str, owner_id: str,
                      lease_seconds: float | None = None) -> Lease | None:
@@ -786,102 +717,49 @@ class SqliteStore(Store):
             if row is None:
                 return None
             now = self._now()
-            stale_before = isoformat(now - self.max_clock_skew)
-            free = row["state"] == WorksetState.READY.value and row["lock_owner"] is None
-            stale = (row["state"] in _LEASE_STATES and row["lock_expires_at"] is not None
-                     and row["lock_expires_at"] < stale_before)
-            if not (free or stale):
-                return None
             ws = self._row_to_workset(row)
-            expires = now + duration
-            target = WorksetState.LOCKED if free else ws.state
-            new = ws.model_copy(update={
-                "state": target, "lock_owner": owner_id, "lock_acquired_at": now,
-                "lock_expires_at": expires, "fence": ws.fence + 1, "updated_at": now,
-                "state_changed_at": now if free else ws.state_changed_at,
-            })
-            seq = row["event_seq"] + 1
-            if free:
-                new = self._append_event(conn, new, seq, now, owner_id, ws.state, target, "claimed")
-            else:
-                new = self._append_event(
-                    conn, new, seq, now, owner_id, ws.state, target,
-                    f"claimed: lease of {ws.lock_owner} expired at {_ts(ws.lock_expires_at)}",
-                )
+            change = rules.claim(ws, owner_id, now, duration, self.max_clock_skew)
+            if change is None:
+                return None
             # The claim condition itself, in the WHERE clause.
-            self._write_back(
-                conn, row, new, seq,
+            self._commit(
+                conn, row, ws, change,
                 " AND ((state = 'ready' AND lock_owner IS NULL) OR "
                 "(state IN ('locked', 'in_progress') AND lock_expires_at < ?))",
-                (stale_before,),
+                (isoformat(rules.claim_cutoff(now, self.max_clock_skew)),),
             )
-        return Lease(workset_id=workset_id, owner_id=owner_id, fence=new.fence, expires_at=expires)
+        return change.lease
 
     def renew_lock(self, lease: Lease, lease_seconds: float | None = None) -> Lease:
         duration = self._lease_seconds(lease_seconds)
         with self._write() as conn:
             row, ws = self._load_for_write(conn, lease.workset_id, lease, None)
-            now = self._now()
-            expires = now + duration
-            new = ws.model_copy(update={"lock_expires_at": expires, "updated_at": now})
-            self._write_back(conn, row, new, row["event_seq"], " AND fence = ? AND lock_owner = ?",
-                             (lease.fence, lease.owner_id))
-        return Lease(workset_id=lease.workset_id, owner_id=lease.owner_id, fence=lease.fence,
-                     expires_at=expires)
+            change = rules.renew(ws, lease, self._now(), duration)
+            self._commit(conn, row, ws, change, self._HELD, (lease.fence, lease.owner_id))
+        assert change.lease is not None
+        return change.lease
 
     def release_lock(self, lease: Lease, reason: str = "released") -> Workset:
         with self._write() as conn:
             row, ws = self._load_for_write(conn, lease.workset_id, lease, None)
-            check_transition(ws.state, WorksetState.READY)
-            now = self._now()
-            new = ws.model_copy(update={
-                "state": WorksetState.READY, "lock_owner": None, "lock_acquired_at": None,
-                "lock_expires_at": None, "updated_at": now, "state_changed_at": now,
-            })
-            seq = row["event_seq"] + 1
-            new = self._append_event(conn, new, seq, now, lease.owner_id, ws.state,
-                                     WorksetState.READY, reason)
-            self._write_back(conn, row, new, seq, " AND fence = ? AND lock_owner = ?",
-                             (lease.fence, lease.owner_id))
-        return new
+            change = rules.release(ws, lease, reason, self._now())
+            return self._commit(conn, row, ws, change, self._HELD, (lease.fence, lease.owner_id))
 
     def adopt_lock(self, lease: Lease, lease_seconds: float | None = None) -> Lease:
         duration = self._lease_seconds(lease_seconds)
         with self._write() as conn:
-            # Live or expired makes no difference: if nobody else claimed it, the fence and owner
-            # are unchanged and this owner may carry on.
             row, ws = self._load_for_write(conn, lease.workset_id, lease, None)
-            now = self._now()
-            expires = now + duration
-            new = ws.model_copy(update={
-                "lock_expires_at": expires, "fence": ws.fence + 1, "updated_at": now,
-            })
-            seq = row["event_seq"] + 1
-            new = self._append_event(conn, new, seq, now, lease.owner_id, ws.state, ws.state,
-                                     f"lease adopted after restart (fence {ws.fence} -> {new.fence})")
-            self._write_back(conn, row, new, seq, " AND fence = ? AND lock_owner = ?",
-                             (lease.fence, lease.owner_id))
-        return Lease(workset_id=lease.workset_id, owner_id=lease.owner_id, fence=new.fence,
-                     expires_at=expires)
+            change = rules.adopt(ws, lease, self._now(), duration)
+            self._commit(conn, row, ws, change, self._HELD, (lease.fence, lease.owner_id))
+        assert change.lease is not None
+        return change.lease
 
     def force_release(self, workset_id: str, actor: str, reason: str, *,
                       expected_fence: int | None = None) -> Workset:
         with self._write() as conn:
             row, ws = self._load_for_write(conn, workset_id, None, None)
-            if expected_fence is not None and ws.fence != expected_fence:
-                raise LockChanged(workset_id, expected_fence, ws.state, ws.lock_owner, ws.fence)
-            check_transition(ws.state, WorksetState.READY)
-            now = self._now()
-            new = ws.model_copy(update={
-                "state": WorksetState.READY, "lock_owner": None, "lock_acquired_at": None,
-                "lock_expires_at": None, "fence": ws.fence + 1, "updated_at": now,
-                "state_changed_at": now,
-            })
-            seq = row["event_seq"] + 1
-            new = self._append_event(conn, new, seq, now, actor, ws.state, WorksetState.READY,
-                                     force_release_reason(actor, reason, ws.lock_owner, ws.fence))
-            self._write_back(conn, row, new, seq)
-        return new
+            change = rules.force_release(ws, actor, reason, expected_fence, self._now())
+            return self._commit(conn, row, ws, change)
 
     def expired_leases(self, now: datetime | None = None) -> list[Workset]:
         at = utc(now) if now is not None else self._now()
@@ -890,12 +768,13 @@ class SqliteStore(Store):
                 f"SELECT {_WORKSET_COLUMNS} FROM worksets "
                 "WHERE lock_expires_at IS NOT NULL AND lock_expires_at < ? "
                 "AND state IN ('locked', 'in_progress') ORDER BY lock_expires_at, workset_id",
-                (isoformat(at - self.max_clock_skew),),
+                (isoformat(rules.claim_cutoff(at, self.max_clock_skew)),),
             ).fetchall()
         return [self._row_to_workset(r) for r in rows]
 
     # -- history ---------------------------------------------------------------------------------
     def events(self, workset_id: str, limit: int | None = None) -> list[Event]:
+        rules.check_limit(limit)
         sql = ("SELECT workset_id, seq, at, actor, from_state, to_state, reason FROM events "
                "WHERE workset_id = ? ORDER BY seq")
         params: tuple[Any, ...] = (workset_id,)
@@ -957,20 +836,17 @@ class SqliteStore(Store):
         with self._write() as conn:
             now = self._now()
             expires = isoformat(now + duration)
-            stale_before = isoformat(now - self.max_clock_skew)
             row = conn.execute("SELECT owner_id, fence, expires_at FROM named_leases "
                                "WHERE name = ?", (name,)).fetchone()
+            fence = rules.named_lease_fence(
+                row["owner_id"] if row else None, row["fence"] if row else None,
+                _dt(row["expires_at"]) if row else None, owner_id, now, self.max_clock_skew)
+            if fence is None:
+                return None
             if row is None:
-                fence = 1
                 conn.execute("INSERT INTO named_leases (name, owner_id, fence, expires_at) "
                              "VALUES (?, ?, ?, ?)", (name, owner_id, fence, expires))
             else:
-                if row["owner_id"] == owner_id:
-                    fence = row["fence"]  # renewal keeps the fence
-                elif row["owner_id"] is None or row["expires_at"] < stale_before:
-                    fence = row["fence"] + 1  # released, or abandoned long enough ago
-                else:
-                    return None
                 cur = conn.execute(
                     "UPDATE named_leases SET owner_id = ?, fence = ?, expires_at = ? "
                     "WHERE name = ? AND fence = ? AND owner_id IS ?",
@@ -1071,17 +947,10 @@ class SqliteStore(Store):
                          isoformat(expected_updated_at)),
                     )
                     if cur.rowcount != 1:
-                        raise StoreError(
-                            f"alert {alert.alert_id!r} changed meanwhile (or is gone); "
-                            "read it again and retry"
-                        )
+                        raise AlertChanged(alert.alert_id)
         except StoreError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, sqlite3.IntegrityError):
-                raise StoreError(
-                    f"an active alert for rule {alert.rule!r} and subject {alert.subject!r} "
-                    "already exists; update that one instead"
-                ) from None
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):  # the alerts_active index
+                raise ActiveAlertExists(alert.rule, alert.subject) from None
             raise
         return alert
 
@@ -1101,22 +970,17 @@ class SqliteStore(Store):
 
     def list_alerts(self, states: Iterable[AlertState | str] | None = None,
                     resolved_since: datetime | None = None, limit: int = 500) -> list[Alert]:
-        wanted = (None if states is None
-                  else {AlertState(s).value if not isinstance(s, AlertState) else s.value
-                        for s in states})
+        rules.check_limit(limit)
+        query = rules.alert_query(states, resolved_since)
         clauses: list[str] = []
         params: list[Any] = []
-        active = (sorted(s for s in wanted if s != AlertState.RESOLVED.value)
-                  if wanted is not None else None)
-        if active is None:
-            clauses.append("state != 'resolved'")
-        elif active:
-            clauses.append(f"state IN ({', '.join('?' * len(active))})")
-            params.extend(active)
-        if resolved_since is not None:
+        if query.active:
+            clauses.append(f"state IN ({', '.join('?' * len(query.active))})")
+            params.extend(s.value for s in query.active)
+        if query.resolved_since is not None:
             clauses.append("(state = 'resolved' AND resolved_at >= ?)")
-            params.append(isoformat(resolved_since))
-        elif wanted is not None and AlertState.RESOLVED.value in wanted:
+            params.append(isoformat(query.resolved_since))
+        elif query.all_resolved:
             clauses.append("state = 'resolved'")
         if not clauses:
             return []
@@ -1127,60 +991,11 @@ class SqliteStore(Store):
             rows = self._conn().execute(sql, params).fetchall()
         return [Alert.model_validate(json.loads(r["body"])) for r in rows]
 
-    def _change_alert(self, alert_id: str, change: Any) -> Alert:
-        with self._write() as conn:
-            row = conn.execute("SELECT body, updated_at FROM alerts WHERE alert_id = ?",
-                               (alert_id,)).fetchone()
-            if row is None:
-                raise AlertNotFound(alert_id)
-            alert = Alert.model_validate(json.loads(row["body"]))
-            new = change(alert, self._now())
-            if new is alert:
-                return alert
-            cur = conn.execute(
-                "UPDATE alerts SET rule = ?, subject = ?, state = ?, updated_at = ?, "
-                "resolved_at = ?, body = ? WHERE alert_id = ? AND updated_at = ?",
-                (*self._alert_params(new), alert_id, row["updated_at"]),
-            )
-            if cur.rowcount != 1:
-                raise StoreError(f"alert {alert_id!r} changed meanwhile; try again")
-        return new
-
-    def ack_alert(self, alert_id: str, actor: str, note: str | None = None,
-                  expires_at: datetime | None = None) -> Alert:
-        def change(alert: Alert, now: datetime) -> Alert:
-            if alert.state is AlertState.RESOLVED:
-                raise StoreError(f"alert {alert_id!r} is already resolved; nothing to acknowledge")
-            first = alert.state is not AlertState.ACKNOWLEDGED
-            return alert.model_copy(update={
-                "state": AlertState.ACKNOWLEDGED, "acknowledged_by": actor,
-                "acknowledged_at": now if first else alert.acknowledged_at,
-                "ack_note": note if note is not None else alert.ack_note,
-                "ack_expires_at": expires_at, "updated_at": now,
-            })
-
-        return self._change_alert(alert_id, change)
-
-    def resolve_alert(self, alert_id: str, actor: str, reason: str = "") -> Alert:
-        def change(alert: Alert, now: datetime) -> Alert:
-            if alert.state is AlertState.RESOLVED:
-                return alert
-            log.info("alert_resolved", alert_id=alert_id, actor=actor, reason=reason)
-            return alert.model_copy(update={
-                "state": AlertState.RESOLVED, "resolved_at": now, "resolved_by": actor,
-                "updated_at": now,
-            })
-
-        return self._change_alert(alert_id, change)
-
     def silence(self, actor: str, ends_at: datetime, rule: str | None = None,
                 subject: str | None = None, reason: str = "",
                 starts_at: datetime | None = None) -> Silence:
-        start = utc(starts_at) if starts_at else self._now()
-        silence = Silence(silence_id=uuid.uuid4().hex, rule=rule, subject=subject,
-                          created_by=actor, reason=reason, starts_at=start, ends_at=ends_at)
-        if silence.ends_at <= silence.starts_at:
-            raise ValueError("a silence must end after it starts")
+        silence = rules.new_silence(uuid.uuid4().hex, actor, ends_at, rule, subject, reason,
+                                    starts_at, self._now())
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO silences (silence_id, starts_at, ends_at, body) VALUES (?, ?, ?, ?)",
@@ -1215,10 +1030,7 @@ class SqliteStore(Store):
     @staticmethod
     def _outbox_index_at(entry: OutboxEntry, now: datetime) -> str:
         """The entry's time in the (status, time) index (see the ``outbox`` table)."""
-        if entry.status == "pending":
-            return isoformat(entry.next_attempt_at)
-        final = entry.delivered_at if entry.status == "delivered" and entry.delivered_at else now
-        return isoformat(max(final, entry.created_at))
+        return isoformat(rules.outbox_index_at(entry, now))
 
     def enqueue_notification(self, entry: OutboxEntry) -> bool:
         with self._write() as conn:
@@ -1232,9 +1044,7 @@ class SqliteStore(Store):
                 "SELECT entry_id, dedup_id, body FROM outbox WHERE channel = ? AND "
                 "coalesce_key = ? AND status = 'pending'", (entry.channel, entry.coalesce_key),
             ).fetchall()
-            coalesced = entry.coalesced
             for row in folded:
-                coalesced += 1 + int(json.loads(row["body"]).get("coalesced", 0))
                 conn.execute("DELETE FROM outbox WHERE entry_id = ? AND status = 'pending'",
                              (row["entry_id"],))
                 conn.execute(
@@ -1242,7 +1052,8 @@ class SqliteStore(Store):
                     "dedup_id) VALUES (?, ?, ?, ?)",
                     (entry.entry_id, row["entry_id"], entry.channel, row["dedup_id"]),
                 )
-            new = entry.model_copy(update={"coalesced": coalesced})
+            new = rules.coalesce(entry, (OutboxEntry.model_validate(json.loads(row["body"]))
+                                         for row in folded))
             conn.execute(
                 "INSERT INTO outbox (entry_id, channel, dedup_id, coalesce_key, status, "
                 "created_at, next_attempt_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1252,6 +1063,7 @@ class SqliteStore(Store):
 
     def due_notifications(self, now: datetime, limit: int = 100,
                           channel: str | None = None) -> list[OutboxEntry]:
+        rules.check_limit(limit)
         sql = "SELECT body FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
         params: list[Any] = [isoformat(now)]
         if channel is not None:
@@ -1279,25 +1091,15 @@ class SqliteStore(Store):
             )
 
     def mark_notification_delivered(self, entry_id: str, at: datetime) -> None:
-        self._change_entry(entry_id, lambda e: e.model_copy(update={
-            "status": "delivered", "delivered_at": utc(at), "attempts": e.attempts + 1,
-            "last_error": None,
-        }))
+        self._change_entry(entry_id, lambda e: rules.delivered(e, at))
 
     def mark_notification_failed(self, entry_id: str, error: str,
                                  next_attempt_at: datetime | None) -> None:
-        def change(e: OutboxEntry) -> OutboxEntry:
-            update: dict[str, Any] = {"attempts": e.attempts + 1, "last_error": error}
-            if next_attempt_at is None:
-                update["status"] = "dead"
-            else:
-                update["next_attempt_at"] = utc(next_attempt_at)
-            return e.model_copy(update=update)
-
-        self._change_entry(entry_id, change)
+        self._change_entry(entry_id, lambda e: rules.failed(e, error, next_attempt_at))
 
     def list_notifications(self, status: str | None = None, limit: int = 500,
                            since: datetime | None = None) -> list[OutboxEntry]:
+        rules.check_limit(limit)
         clauses: list[str] = []
         params: list[Any] = []
         if status is not None:
@@ -1363,7 +1165,8 @@ class SqliteStore(Store):
 
     # -- metric history --------------------------------------------------------------------------
     def record_metric_samples(self, samples: Iterable[MetricSample]) -> None:
-        rows = [(s.name, isoformat(s.at), _dumps(s.dimensions), float(s.value)) for s in samples]
+        rows = [(s.name, isoformat(s.at), rules.series_key(s.dimensions), float(s.value))
+                for s in samples]
         if not rows:
             return
         with self._write() as conn:
@@ -1373,44 +1176,23 @@ class SqliteStore(Store):
                 "ON CONFLICT (name, at, dimensions) DO UPDATE SET value = excluded.value", rows,
             )
 
-    _BUCKET_WIDTH = {"minute": None, "hour": 13, "day": 10}  # ISO prefix length of a bucket
-
     def metric_history(self, name: str, since: datetime, until: datetime | None = None,
                        resolution: str = "minute",
                        dimensions: Mapping[str, str] | None = None) -> list[MetricSample]:
-        if resolution not in self._BUCKET_WIDTH:
-            raise ValueError(f"unknown resolution {resolution!r} (allowed: minute, hour, day)")
+        rules.check_resolution(resolution)
         sql = "SELECT at, dimensions, value FROM metric_samples WHERE name = ? AND at >= ?"
         params: list[Any] = [name, isoformat(since)]
         if until is not None:
             sql += " AND at < ?"
             params.append(isoformat(until))
-        sql += " ORDER BY at, dimensions"
         with self._translate():
             rows = self._conn().execute(sql, params).fetchall()
-        wanted = dict(dimensions or {})
-        selected: list[tuple[str, str, dict[str, str], float]] = []
+        selected = []
         for r in rows:
             dims = json.loads(r["dimensions"])
-            if all(dims.get(k) == v for k, v in wanted.items()):
-                selected.append((r["at"], r["dimensions"], dims, r["value"]))
-        width = self._BUCKET_WIDTH[resolution]
-        if width is None:
-            return [MetricSample(name=name, at=parse_iso(at), value=value, dimensions=dims)
-                    for at, _, dims, value in selected]
-        # Roll-ups are one mean per (bucket, series), so filtering on some dimensions never
-        # averages different series together.
-        buckets: dict[tuple[str, str], tuple[dict[str, str], float, int]] = {}
-        for at, key, dims, value in selected:
-            bucket = at[:width]
-            _, total, count = buckets.get((bucket, key), (dims, 0.0, 0))
-            buckets[(bucket, key)] = (dims, total + value, count + 1)
-        pad = {13: ":00:00.000000Z", 10: "T00:00:00.000000Z"}[width]
-        return [
-            MetricSample(name=name, at=parse_iso(bucket + pad), value=total / count,
-                         dimensions=dims)
-            for (bucket, _), (dims, total, count) in sorted(buckets.items())
-        ]
+            if rules.dimensions_match(dims, dimensions):
+                selected.append((parse_iso(r["at"]), dims, r["value"]))
+        return rules.roll_up(name, selected, resolution)
 
     def prune_metric_history(self, before: datetime) -> int:
         with self._write() as conn:
