@@ -127,3 +127,21 @@ def test_check_reports_a_state_dir_it_cannot_write(tmp_path: Path) -> None:
     result = run("config", "check", env={"WSMON_STATE_DIR": str(blocker / "wsmon")})
     assert result.exit_code == 1
     assert f"state_dir (env WSMON_STATE_DIR): {blocker / 'wsmon'} cannot be created: {blocker} is a file" in result.output
+
+
+def test_check_says_how_each_command_runs_and_warns_about_an_empty_placeholder(
+        tmp_path: Path, daylily_fixtures: str) -> None:
+    text = (Path(daylily_fixtures) / "test_snv" / "daylily_info.yaml").read_text()
+    text = text.replace("  profile: daylily-service-lsmc\n", "")  # no AWS profile on this host
+    text = text.replace("clone_command: day-clone {clone_args}",
+                        "clone_command: echo cloning && day-clone {clone_args}")
+    daylily = write(tmp_path / "daylily.yaml", text)
+    result = run("config", "check", env={"WSMON_DAYLILY_YAML": str(daylily)})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "command stage: argv mode, runs as argv, each value exactly one argument, no shell" in lines
+    assert "command clone: shell mode, runs through bash -lc, every value shell-quoted" in lines
+    assert any(l.startswith("command run: shell (bash in tmux)") for l in lines)
+    (empty,) = [l for l in lines if "{profile}" in l]
+    assert empty.startswith("warning: runner.stage_command: {profile} is empty (aws.profile")
+    assert "left out" in empty

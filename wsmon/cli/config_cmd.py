@@ -150,9 +150,14 @@ def check(ctx: click.Context) -> None:
         _report_problems(exc.problems)
         ctx.exit(1)
         return
+    from wsmon.engine.runner.templates import describe_commands
+
     problems, warnings = audit(settings)
-    for warning in warnings:
+    modes, command_warnings = describe_commands(settings)
+    for warning in warnings + command_warnings:
         click.echo(f"warning: {warning}")
+    for line in modes:
+        click.echo(f"command {line}")
     if problems:
         _report_problems(problems)
         ctx.exit(1)

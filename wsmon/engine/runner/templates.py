@@ -210,3 +210,51 @@ def template_values(settings: Settings, workset: Workset, pipeline_dir: str | No
     for key in ("workset", "workdir_name", "cluster", "export_uri"):
         check_token(str(values[key]), key)
     return values
+
+
+# placeholders whose value comes from config alone, and the setting that gives it
+CONFIG_PLACEHOLDERS = {"profile": "aws.profile", "region": "aws.region", "workdir": "runner.workdir",
+                       "local_stage_root": "runner.local_stage_root",
+                       "reference_bucket": "runner.reference_bucket"}
+_QUOTED_PLACEHOLDER = re.compile(r"""(["'])[^"']*(?<!\$)\{\w+\}[^"']*\1""")
+
+
+def describe_commands(settings: Settings) -> tuple[list[str], list[str]]:
+    """For ``wsmon config check``: one line per step saying how its command runs, and warnings
+    (a config placeholder with no value, a quoted placeholder in a shell template)."""
+    cfg = settings.runner
+    config_values = {"profile": settings.aws.profile, "region": settings.aws.region,
+                     "workdir": cfg.workdir, "local_stage_root": cfg.local_stage_root,
+                     "reference_bucket": cfg.reference_bucket}
+    lines: list[str] = []
+    warnings: list[str] = []
+    for step in ("stage", "clone", "run", "export"):
+        key = f"runner.{step}_command"
+        template: Any = getattr(cfg, f"{step}_command", None)
+        if step == "run" and not template:
+            if cfg.run_prefix is None:
+                lines.append("run: not configured (set runner.run_prefix or runner.run_command)")
+                continue
+            key, template = "runner.run_prefix", cfg.run_prefix
+            lines.append("run: shell (bash in tmux): runner.run_prefix followed by the workset's "
+                         "run suffix, each word shell-quoted")
+        elif not template:
+            lines.append(f"{step}: not configured ("
+                         + ("the pipeline runs in the work directory" if step == "clone"
+                            else "step skipped") + ")")
+            continue
+        else:
+            mode = template_mode(template)
+            how = ("through bash -lc, every value shell-quoted" if mode == "shell"
+                   else "as argv, each value exactly one argument, no shell")
+            lines.append(f"{step}: {mode} mode, runs {how}")
+        text = template if isinstance(template, str) else " ".join(str(t) for t in template)
+        for name in dict.fromkeys(_PLACEHOLDER.findall(text)):
+            if name in config_values and is_empty(config_values[name]):
+                warnings.append(f"{key}: {{{name}}} is empty ({CONFIG_PLACEHOLDERS[name]} is not "
+                                "set): it is left out, with the option right before it")
+        if isinstance(template, str) and template_mode(template) == "shell" \
+                and _QUOTED_PLACEHOLDER.search(template):
+            warnings.append(f"{key}: a placeholder inside quotes: wsmon quotes every value "
+                            "itself, so the quotes become part of the argument; write it bare")
+    return lines, warnings
