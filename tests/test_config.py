@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from wsmon.config.settings import ConfigError, Settings, load_settings, resolve_secret
+from wsmon.config import ConfigError, Settings, load_settings
+from wsmon.config.settings import resolve_secret
 from wsmon.config.schema import find_setting
 from wsmon.config.daylily_yaml import DAYLILY_KEYS
 
@@ -340,7 +341,7 @@ def test_inline_secret_is_accepted_when_explicitly_allowed(tmp_path: Path) -> No
 
 
 def test_loading_settings_imports_neither_boto3_nor_textual(tmp_path: Path) -> None:
-    probe = ("import sys\nfrom wsmon.config.settings import load_settings\n"
+    probe = ("import sys\nfrom wsmon.config import load_settings\n"
              f"load_settings(None, {{}}, env={{'XDG_CONFIG_HOME': {str(tmp_path)!r}}})\n"
              "print('\\n'.join(sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from wsmon.core import aws
-from wsmon.config.settings import load_settings
+from wsmon.config import load_settings
 from wsmon.engine.service import Engine
 from wsmon.engine.store import open_store
 from wsmon.core.models import WorksetState

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from wsmon.config.settings import Settings, load_settings
-from wsmon.logging import configure_logging, redact, redact_value, reset_logging
+from wsmon.config import Settings, load_settings
+from wsmon.core.redaction import redact, redact_value
+from wsmon.logging import configure_logging, reset_logging
 
 AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 AWS_SESSION_KEY_ID = "ASIAY34FZKBOKMUTVV7A"

@@ -31,6 +31,7 @@ from wsmon.core.clock import Clock, SystemClock
 from wsmon.engine.store.base import Store, StoreError
 from wsmon.core.exit_codes import EXIT_STORE, EXIT_USAGE
 from wsmon.core.models import Alert, AlertState, ClusterStatus, QueueStats, Severity, Silence, Workset
+from wsmon.screens.shared import MUTATING_ACTIONS, describe_error
 from wsmon.screens.snapshot import EngineStatus, QueueRow, Snapshot, SnapshotReader, live_engine
 from wsmon.core.textsafe import strip_control, truncate
 
@@ -40,10 +41,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SCREEN_NAMES = ("queue", "clusters", "alerts")
-# Actions that change the store; hidden (and refused) in read-only mode.
-MUTATING_ACTIONS = frozenset({"release", "retry", "ignore", "unignore", "toggle_ignore",
-                              "priority", "ack", "silence", "toggle_select", "select_all",
-                              "clear_selection"})
 
 APP_CSS = """
 Screen { layers: base overlay; }
@@ -65,13 +62,6 @@ class StoreFailed(Message):
     def __init__(self, error: str) -> None:
         super().__init__()
         self.error = error
-
-
-def describe_error(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if not isinstance(exc, StoreError):
-        text = f"{type(exc).__name__}: {text}"
-    return truncate(strip_control(text), 300)
 
 
 class WsmonCommands(Provider):
@@ -158,7 +148,7 @@ class WsmonApp(App[int]):
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         if actor is None:
-            from wsmon.cli.main import actor as default_actor
+            from wsmon.core.identity import operator_actor as default_actor
 
             actor = default_actor()
         self.actor = actor
@@ -438,15 +428,6 @@ class WsmonApp(App[int]):
             self.refresh_now()
 
 
-def _configure_logging(settings: Settings) -> None:
-    from wsmon.logging import configure_logging
-
-    try:
-        configure_logging(settings, "tui")
-    except Exception as exc:  # logging must never keep the dashboard from starting
-        print(f"wsmon: logging not configured: {exc}")
-
-
 def run_dashboard(settings: Settings, engine_mode: str = "auto") -> int:
     """Open the store and run the dashboard; returns the exit code.
 
@@ -456,13 +437,12 @@ def run_dashboard(settings: Settings, engine_mode: str = "auto") -> int:
     """
     import click
 
-    from wsmon.engine.store import open_store
+    from wsmon.engine.store.from_settings import open_store_from_settings
+    from wsmon.logging import configure_logging
 
-    _configure_logging(settings)
+    configure_logging(settings, "tui")
     try:
-        store = open_store(settings.store_url, max_clock_skew=settings.store.max_clock_skew_seconds,
-                           default_lease_seconds=settings.store.lease_seconds,
-                           aws_profile=settings.aws.profile)
+        store = open_store_from_settings(settings)
     except StoreError as exc:
         click.echo(f"wsmon: cannot open the store: {exc}", err=True)
         return EXIT_STORE

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from wsmon.cli.main import CliContext
+from wsmon.cli.context import CliContext
 
 if TYPE_CHECKING:
     from wsmon.config.settings import Settings
@@ -34,7 +34,7 @@ def _load(ctx: click.Context) -> Settings:
 def _shown_value(info: Any, value: Any) -> Any:
     """The value as `config show` may print it: secrets masked, secret-looking text redacted."""
     from wsmon.config.schema import MASK
-    from wsmon.logging import redact_value
+    from wsmon.core.redaction import redact_value
 
     if value is None:
         return None
@@ -131,7 +131,7 @@ def show(ctx: click.Context, as_json: bool) -> None:
 
 
 def _shown_url(url: str) -> str:
-    from wsmon.logging import redact
+    from wsmon.core.redaction import redact
 
     return redact(url)
 
@@ -140,7 +140,7 @@ def _shown_url(url: str) -> str:
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Validate the configuration; exit 1 with a list of problems, 0 when it is usable."""
-    from wsmon.config.settings import ConfigError, load_settings
+    from wsmon.config import ConfigError, load_settings
     from wsmon.config.loader import audit
 
     obj = ctx.ensure_object(CliContext)

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from wsmon.cli.main import CliContext
+from wsmon.cli.context import CliContext
 from wsmon.cli.exits import (
     EXIT_CODES_HELP,
     EXIT_REFUSED,

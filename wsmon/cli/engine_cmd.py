@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import click
 
 if TYPE_CHECKING:
-    from wsmon.cli.main import CliContext
+    from wsmon.cli.context import CliContext
     from wsmon.config.settings import Settings
 
 # What the engine's store calls (wsmon/engine/store/dynamodb.py); TransactWriteItems is

@@ -16,7 +16,7 @@ import click
 from wsmon.core.textsafe import strip_control
 
 if TYPE_CHECKING:
-    from wsmon.cli.main import CliContext
+    from wsmon.cli.context import CliContext
     from wsmon.config.settings import Settings
     from wsmon.engine.store import Store
 

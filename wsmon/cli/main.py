@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import click
 
 from wsmon import __version__
-
-if TYPE_CHECKING:
-    from wsmon.config.settings import Settings
-    from wsmon.engine.store import Store
+from wsmon.cli.context import CliContext
 
 # name -> "module:attribute"; help text is kept here so --help never imports the module.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
@@ -64,64 +59,6 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@dataclass
-class CliContext:
-    """What every subcommand needs: settings and the store, loaded on first use."""
-
-    config_path: Path | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    _settings: Settings | None = None
-    _store: Store | None = None
-
-    def settings(self) -> Settings:
-        if self._settings is None:
-            from wsmon.config.settings import ConfigError, load_settings
-
-            try:
-                self._settings = load_settings(self.config_path, self.overrides)
-            except ConfigError as exc:
-                raise click.ClickException("configuration problems:\n  " + "\n  ".join(exc.problems)) from None
-        return self._settings
-
-    def open_store(self, *, create: bool = True) -> Store:
-        if self._store is None:
-            from wsmon.engine.store import StoreError, open_store
-
-            s = self.settings()
-            try:
-                self._store = open_store(
-                    s.store_url, max_clock_skew=s.store.max_clock_skew_seconds,
-                    default_lease_seconds=s.store.lease_seconds, aws_profile=s.aws.profile,
-                    create=create,
-                )
-            except StoreError as exc:
-                raise click.ClickException(str(exc)) from None
-        return self._store
-
-
-def actor() -> str:
-    """``user@host``: who an operator action is recorded as."""
-    import getpass
-    import os
-    import socket
-
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
-
-
-def _set_override(ctx: click.Context, dotted: str, value: Any) -> None:
-    if value is None:
-        return
-    node = ctx.ensure_object(CliContext).overrides
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[leaf] = value
-
-
 @click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="wsmon")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -150,10 +87,10 @@ def cli(ctx: click.Context, config_path: Path | None, daylily_yaml: Path | None,
     """
     obj = ctx.ensure_object(CliContext)
     obj.config_path = config_path
-    _set_override(ctx, "daylily_yaml", str(daylily_yaml) if daylily_yaml else None)
-    _set_override(ctx, "store.url", store_url)
-    _set_override(ctx, "ui.read_only", read_only)
-    _set_override(ctx, "ui.theme", theme)
+    obj.set_override("daylily_yaml", str(daylily_yaml) if daylily_yaml else None)
+    obj.set_override("store.url", store_url)
+    obj.set_override("ui.read_only", read_only)
+    obj.set_override("ui.theme", theme)
     if ctx.invoked_subcommand is not None:
         return
     if once and not headless:

@@ -13,7 +13,8 @@ import json
 
 import click
 
-from wsmon.cli.main import CliContext, actor
+from wsmon.cli.context import CliContext
+from wsmon.core.identity import operator_actor as actor
 from wsmon.cli.exits import (
     EXIT_CODES_HELP,
     EXIT_REFUSED,

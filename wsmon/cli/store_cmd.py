@@ -9,7 +9,7 @@ import json
 
 import click
 
-from wsmon.cli.main import CliContext
+from wsmon.cli.context import CliContext
 from wsmon.cli.exits import EXIT_CODES_HELP, open_command_store
 
 

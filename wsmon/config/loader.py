@@ -13,7 +13,6 @@ import copy
 import difflib
 import json
 import os
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 import typing
@@ -24,23 +23,15 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import PydanticBaseSettingsSource, TomlConfigSettingsSource
 
 from wsmon.config import schema
-from wsmon.config.settings import SECRET_SETTINGS, ConfigError, Settings
+from wsmon.config.settings import LOADING_SOURCES, SECRET_SETTINGS, ConfigError, Settings, default_config_path
 from wsmon.config.schema import Loc
 from wsmon.config.daylily_yaml import DaylilyValues, DaylilyYamlError, read_daylily_yaml
+from wsmon.core.store_url import store_url_problem
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
-
-# The sources below the flags for the load in progress; Settings.settings_customise_sources reads it.
-_ACTIVE_SOURCES: ContextVar[tuple[PydanticBaseSettingsSource, ...] | None] = ContextVar(
-    "wsmon_settings_sources", default=None)
-
-
-def active_sources() -> tuple[PydanticBaseSettingsSource, ...] | None:
-    return _ACTIVE_SOURCES.get()
-
 
 # ---- where values came from ---------------------------------------------------------------------
 
@@ -314,11 +305,6 @@ def _line_for(lines: dict[Loc, int], path: Loc) -> int | None:
 # ---- loading ------------------------------------------------------------------------------------
 
 
-def default_config_path(environ: dict[str, str] | None = None) -> Path:
-    base = (environ if environ is not None else os.environ).get("XDG_CONFIG_HOME")
-    return (Path(base) if base else Path.home() / ".config") / "wsmon" / "config.toml"
-
-
 @dataclass
 class LoadInfo:
     """Attached to the Settings a load produced: provenance, warnings, the files that were read."""
@@ -330,8 +316,10 @@ class LoadInfo:
     daylily_yaml: Path | None
 
 
-def load(config_path: Path | str | None, overrides: dict[str, Any], *,
-         env: dict[str, str] | None = None) -> Settings:
+def load_settings(config_path: Path | str | None = None, overrides: dict[str, Any] | None = None,
+                  *, env: dict[str, str] | None = None) -> Settings:
+    """Load settings from all sources. Raises ``ConfigError`` listing every problem."""
+    overrides = overrides or {}
     environ = dict(os.environ) if env is None else dict(env)
     problems: list[str] = []
     warnings: list[str] = []
@@ -370,13 +358,13 @@ def load(config_path: Path | str | None, overrides: dict[str, Any], *,
     provenance = Provenance([flags] + [s.layer for s in layered])
 
     settings: Settings | None = None
-    token = _ACTIVE_SOURCES.set(tuple(layered))
+    token = LOADING_SOURCES.set(tuple(layered))
     try:
         settings = Settings(**copy.deepcopy(overrides))
     except ValidationError as exc:
         problems += describe_validation_error(exc, provenance)
     finally:
-        _ACTIVE_SOURCES.reset(token)
+        LOADING_SOURCES.reset(token)
 
     problems += _inline_secret_problems(provenance, overrides, env_source, file_source)
     if problems:
@@ -461,7 +449,7 @@ def _show(value: Any, secret: bool, *, raw: bool) -> str:
             text = schema.toml_literal(value)
         except Exception:
             text = repr(value)
-    from wsmon.logging import redact
+    from wsmon.core.redaction import redact
 
     text = redact(text)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -513,19 +501,9 @@ def audit(settings: Settings) -> tuple[list[str], list[str]]:
         except ConfigError as exc:
             problems += exc.problems
 
-    from urllib.parse import urlsplit
-
-    url = settings.store_url
-    scheme = urlsplit(url).scheme.lower()
-    known = ("sqlite", "dynamodb")
-    where = settings.source_of("store.url")
-    if scheme not in known:
-        problems.append(f"store.url ({where}): unknown scheme {scheme + '://' if scheme else 'in ' + repr(url)}; "
-                        "use sqlite:///PATH or dynamodb://TABLE?region=REGION[&endpoint_url=URL].")
-    elif scheme == "sqlite" and not urlsplit(url).path:
-        problems.append(f"store.url ({where}): sqlite URL has no path; use sqlite:///PATH.")
-    elif scheme == "dynamodb" and not urlsplit(url).netloc:
-        problems.append(f"store.url ({where}): dynamodb URL has no table name; use dynamodb://TABLE?region=REGION.")
+    url_problem = store_url_problem(settings.store_url)
+    if url_problem:
+        problems.append(f"store.url ({settings.source_of('store.url')}): {url_problem}")
 
     identity = settings.runner.ssh_identity_file
     if identity is not None and not Path(identity).expanduser().is_file():

@@ -17,6 +17,8 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
+from wsmon.core.redaction import MASK
+
 ENV_PREFIX = "WSMON_"
 ENV_DELIMITER = "__"
 
@@ -329,7 +331,7 @@ def literal_values(annotation: Any) -> tuple[Any, ...]:
 
 # ---- rendering values the way a TOML file spells them -------------------------------------------
 
-MASK = "****"
+# A secret shows as MASK (wsmon.core.redaction), as in the logs.
 
 
 def toml_literal(value: Any) -> str:

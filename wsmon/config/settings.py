@@ -3,8 +3,8 @@
 Sources, highest first: command-line flags, ``WSMON_*`` environment (nested with ``__``, e.g.
 ``WSMON_STORE__URL``), the TOML file (``--config``, else ``$XDG_CONFIG_HOME/wsmon/config.toml``),
 defaults. The earlier Daylily monitor's YAML config is read too (``daylily_yaml``), below the file.
-``load_settings`` reads every source (wsmon/config/loader.py); ``Settings(...)`` built directly
-takes only its arguments.
+``load_settings`` (wsmon/config/loader.py) reads every source; ``Settings(...)`` built directly
+takes only its arguments. The loader imports this model, never the reverse.
 
 Every setting has a default, a type and a one-line description; docs/configuration.md is
 generated from these models (tests/test_config_docs.py fails when it drifts).
@@ -15,9 +15,11 @@ Each engine module owns one section below; add a setting to your own section onl
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -26,8 +28,8 @@ if TYPE_CHECKING:
     from wsmon.config.loader import LoadInfo
 
 
-def xdg_dir(env: str, fallback: str) -> Path:
-    base = os.environ.get(env)
+def xdg_dir(env: str, fallback: str, environ: Mapping[str, str] | None = None) -> Path:
+    base = (os.environ if environ is None else environ).get(env)
     return Path(base) if base else Path.home() / fallback
 
 
@@ -35,8 +37,16 @@ def default_state_dir() -> Path:
     return xdg_dir("XDG_STATE_HOME", ".local/state") / "wsmon"
 
 
-def default_config_path() -> Path:
-    return xdg_dir("XDG_CONFIG_HOME", ".config") / "wsmon" / "config.toml"
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the TOML file is read from when ``--config`` is not given."""
+    return xdg_dir("XDG_CONFIG_HOME", ".config", environ) / "wsmon" / "config.toml"
+
+
+# The sources below the flags for the load in progress (set by the loader, wsmon/config/loader.py);
+# Settings.settings_customise_sources reads them. Kept beside the model so the model never imports
+# the loader.
+LOADING_SOURCES: ContextVar[tuple[PydanticBaseSettingsSource, ...] | None] = ContextVar(
+    "wsmon_settings_sources", default=None)
 
 
 class Section(BaseModel):
@@ -328,9 +338,7 @@ class Settings(BaseSettings):
         env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        from wsmon.config.loader import active_sources
-
-        loaded = active_sources()
+        loaded = LOADING_SOURCES.get()
         if loaded is None:
             # Constructed directly (tests, the demo): exactly the arguments given, so nothing from
             # the operator's environment can point a demo or a test at a real store or bucket.
@@ -362,14 +370,9 @@ class Settings(BaseSettings):
     def effective_monitor_id(self) -> str:
         if self.monitor_id:
             return self.monitor_id
-        import getpass
-        import socket
+        from wsmon.core.identity import default_monitor_id
 
-        try:
-            user = getpass.getuser()
-        except Exception:  # no passwd entry in some containers
-            user = str(os.getuid())
-        return f"{socket.gethostname()}-{user}"
+        return default_monitor_id()
 
 
 class ConfigError(Exception):
@@ -378,14 +381,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-def load_settings(config_path: Path | str | None = None, overrides: dict[str, Any] | None = None,
-                  *, env: dict[str, str] | None = None) -> Settings:
-    """Load settings from all sources. Raises ``ConfigError`` listing every problem."""
-    from wsmon.config.loader import load  # the machinery lives beside, this stays the API
-
-    return load(config_path, overrides or {}, env=env)
 
 
 @dataclass(frozen=True)

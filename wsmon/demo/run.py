@@ -33,9 +33,11 @@ import structlog
 
 from wsmon.core.clock import SystemClock
 from wsmon.core.exit_codes import EXIT_USAGE
+from wsmon.engine.store.from_settings import open_store_from_settings
+from wsmon.logging import configure_logging
 
 if TYPE_CHECKING:
-    from wsmon.cli.main import CliContext
+    from wsmon.cli.context import CliContext
     from wsmon.config.settings import Settings
     from wsmon.demo.worksets import DemoWorkset
     from wsmon.engine.store import Store
@@ -261,7 +263,7 @@ def seed_world(world: DemoWorld, say: Callable[[str], None] = lambda _text: None
 
     settings = world.settings
     say(f"creating the store ({_shown_url(settings.store_url)})")
-    store = open_demo_store(settings)
+    store = open_store_from_settings(settings)
     try:
         for line in store.init_schema():
             log.info("demo_store", detail=line)
@@ -315,13 +317,6 @@ def seed_history(store: Store, now: datetime, hours: int = 6, step_minutes: int 
     return len(samples)
 
 
-def open_demo_store(settings: Settings) -> Store:
-    from wsmon.engine.store import open_store
-
-    return open_store(settings.store_url, max_clock_skew=settings.store.max_clock_skew_seconds,
-                      default_lease_seconds=settings.store.lease_seconds, create=True)
-
-
 def crash_a_monitor(settings: Settings, store: Store) -> None:
     """One workset claimed by a monitor that then "crashed": its lease runs out and the engine's
     sweep recovers it (lease + clock skew + one poll), which the dashboard shows as it happens."""
@@ -340,18 +335,12 @@ def crash_a_monitor(settings: Settings, store: Store) -> None:
 
 
 def _summary(settings: Settings) -> dict[str, int]:
-    store = open_demo_store(settings)
+    store = open_store_from_settings(settings)
     try:
         stats = store.queue_stats()
     finally:
         store.close()
     return {state: sum(by_priority.values()) for state, by_priority in sorted(stats.counts.items())}
-
-
-def _configure_logging(settings: Settings, mode: str) -> None:
-    from wsmon.logging import configure_logging
-
-    configure_logging(settings, mode)
 
 
 def _run_headless(settings: Settings, timeout: float | None) -> int:
@@ -370,7 +359,7 @@ def _run_headless(settings: Settings, timeout: float | None) -> int:
             pass
     clock = SystemClock()
     deadline = None if timeout is None else clock.monotonic() + timeout
-    store = open_demo_store(settings)
+    store = open_store_from_settings(settings)
     engine: Engine | None = None
     try:
         engine = Engine(settings, store=store, clock=None)
@@ -419,7 +408,7 @@ def run_demo(obj: CliContext, *, headless: bool, store_kind: str, timeout: float
             print(f"wsmon demo: AWS stand-in at {endpoint}, state in {state_dir}", file=out, flush=True)
             world = create_world(endpoint, state_dir, store_kind, ui_overrides=ui)
             settings = world.settings
-            _configure_logging(settings, "headless" if headless else "tui")
+            configure_logging(settings, "headless" if headless else "tui")
             seed_world(world, say=lambda text: print(f"wsmon demo: {text}", file=out, flush=True))
             print(f"wsmon demo: {len(world.seeded)} worksets in s3://{BUCKET}/{PREFIX}, store "
                   f"{_shown_url(settings.store_url)}; new worksets arrive every 10-20 s", file=out,

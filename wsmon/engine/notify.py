@@ -28,6 +28,7 @@ import structlog
 
 from wsmon.core.clock import Clock, SystemClock, isoformat
 from wsmon.core.models import Alert, OutboxEntry, Severity, Workset
+from wsmon.core.redaction import scrub
 from wsmon.core.textsafe import strip_control
 
 if TYPE_CHECKING:
@@ -66,52 +67,8 @@ RETRY_AFTER_CAP_SECONDS = 3600.0
 
 
 # ------------------------------------------------------------------------------------------------
-# scrubbing
+# scrubbing (the redactor itself is wsmon.core.redaction.scrub, shared with the logs)
 # ------------------------------------------------------------------------------------------------
-
-_HOME_PATH = re.compile(
-    r"(?<![\w/.])(?:~[\w.-]*(?=/)|/home/[^/\s'\"]+|/Users/[^/\s'\"]+|/root(?![\w.-]))(?:/[^\s'\"<>|,;]*)?"
-)
-_KEY_FILE = re.compile(
-    r"[^\s'\"<>|,;]*(?:\bid_(?:rsa|dsa|ecdsa|ed25519)(?:\.pub)?\b|\.(?:pem|key|p12|pfx|ppk|jks)\b)",
-)
-_SECRET_PATTERNS = (
-    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
-    re.compile(r"\bASIA[0-9A-Z]{16}\b"),
-    re.compile(r"\blin_(?:api|oauth)_[A-Za-z0-9]{8,}\b"),
-    re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{8,}"),
-    re.compile(r"https://hooks\.slack\.com/[^\s'\"<>]+"),
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
-    re.compile(
-        r"(?i)\b(aws_secret_access_key|aws_session_token|secret|password|passwd|token|api[_-]?key|"
-        r"authorization)(\s*[=:]\s*)(?:bearer\s+)?[^\s'\",;]+"
-    ),
-)
-
-
-def scrub(text: object, secrets: Iterable[str] = ()) -> str:
-    """Remove secrets, home-directory paths and key file names from text that leaves the host."""
-    value = str(text)
-    for secret in sorted(set(secrets), key=len, reverse=True):  # whole URL before its parts
-        if secret and len(secret) >= 4:
-            value = value.replace(secret, "[secret]")
-    try:  # the shared log redactor, when present, knows the secrets configured elsewhere
-        from wsmon.logging import redact  # type: ignore[attr-defined]
-
-        redacted = redact(value)
-        if isinstance(redacted, str):
-            value = redacted
-    except Exception:  # not written yet or a different signature: our own patterns still apply
-        pass
-    for pattern in _SECRET_PATTERNS:
-        if pattern.groups >= 2:
-            value = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}[secret]", value)
-        else:
-            value = pattern.sub("[secret]", value)
-    value = _KEY_FILE.sub("[key-file]", value)
-    value = _HOME_PATH.sub("[home-path]", value)
-    return value
-
 
 def _clean_line(text: object, secrets: Iterable[str] = (), limit: int = 500) -> str:
     value = scrub(strip_control(text), secrets)

@@ -45,7 +45,8 @@ from wsmon.engine.clusters import ClusterRegistry
 from wsmon.engine.retry import RetryPolicy
 from wsmon.engine.runner import BaseRunner, Job, make_runner
 from wsmon.engine.scheduler import SchedulingPolicy, placeable, plan
-from wsmon.engine.store import LeaseLost, StateConflict, StoreError, WorksetNotFound, open_store
+from wsmon.engine.store import LeaseLost, StateConflict, StoreError, WorksetNotFound
+from wsmon.engine.store.from_settings import open_store_from_settings
 from wsmon.engine.sweep import Sweeper
 from wsmon.core.models import Lease, Workset, WorksetState
 from wsmon.core.textsafe import strip_control
@@ -68,10 +69,7 @@ class Engine:
         self.monitor_id = monitor_id or settings.effective_monitor_id
         self._own_store = store is None
         if store is None:
-            store = open_store(settings.store_url, clock=clock,
-                               max_clock_skew=settings.store.max_clock_skew_seconds,
-                               default_lease_seconds=settings.store.lease_seconds,
-                               aws_profile=settings.aws.profile)
+            store = open_store_from_settings(settings, clock=clock)
         self.store = store
         self.clock: Clock = clock or getattr(store, "clock", None) or SystemClock()
         self.runner = runner or make_runner(settings, clock=self.clock)

@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from wsmon.screens.shared import MUTATING_ACTIONS
 from wsmon.widgets.header import StatusHeader, StoreBanner
 
 if TYPE_CHECKING:
@@ -40,8 +41,6 @@ class WsmonScreen(Screen):
         yield Footer(compact=True, show_command_palette=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        from wsmon.app import MUTATING_ACTIONS
-
         if self.wsmon.read_only and action in MUTATING_ACTIONS:
             return False
         return True

@@ -104,7 +104,7 @@ class DetailScreen(WsmonScreen):
             tail = read_log_tail(record) if record is not None else None
             error = None
         except Exception as exc:
-            from wsmon.app import describe_error
+            from wsmon.screens.shared import describe_error
 
             record, events, tail, error = self.record, self.events, self.log_tail, describe_error(exc)
         self.app.call_from_thread(self._show, record, events, tail, error)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from wsmon.core.store_url import SUPPORTED_SCHEMES, URL_FORMS  # the forms `config check` knows too
 from wsmon.engine.store.base import (
     AlertNotFound,
     CorruptStore,
@@ -33,7 +34,6 @@ __all__ = [
     "open_store", "SUPPORTED_SCHEMES",
 ]
 
-SUPPORTED_SCHEMES = ("sqlite", "dynamodb")
 
 
 def open_store(url: str, *, clock: Clock | None = None, max_clock_skew: float = 30.0,
@@ -56,7 +56,4 @@ def open_store(url: str, *, clock: Clock | None = None, max_clock_skew: float = 
 
         return DynamoDBStore.from_url(url, aws_profile=aws_profile, **common, **options)
     shown = url.split("?", 1)[0]
-    raise StoreError(
-        f"unknown store URL {shown!r}: expected one of "
-        "sqlite:///PATH or dynamodb://TABLE?region=REGION[&endpoint_url=URL]"
-    )
+    raise StoreError(f"unknown store URL {shown!r}: expected one of {URL_FORMS}")

@@ -1,0 +1,27 @@
+"""Open the configured store: the one place settings become ``open_store`` arguments.
+
+The engine, the dashboard, every command and the demo open their store here, so none of them can
+leave out a setting (the AWS profile, the lease length, the allowed clock skew) that the others pass.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from wsmon.engine.store import Store, open_store
+
+if TYPE_CHECKING:
+    from wsmon.config.settings import Settings
+    from wsmon.core.clock import Clock
+
+
+def open_store_from_settings(settings: Settings, *, clock: Clock | None = None, create: bool = True) -> Store:
+    """The store ``settings`` name (``store.url``, else SQLite in the state directory).
+
+    ``create``: for SQLite, create the file and schema when missing; commands other than
+    ``store init`` pass False so a typo in the path is an error instead of an empty new store.
+    """
+    return open_store(settings.store_url, clock=clock,
+                      max_clock_skew=settings.store.max_clock_skew_seconds,
+                      default_lease_seconds=settings.store.lease_seconds,
+                      aws_profile=settings.aws.profile, create=create)
