@@ -4,6 +4,7 @@ the normal one next to it is registered in the same poll."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -88,3 +89,141 @@ def test_a_stale_ready_timestamp_does_not_jump_the_queue(bucket: Bucket, daylily
     one_slot = ClusterCapacity("c1", "us-west-2d", 1024, 0, 8192, 0, 0, 1, 0.05, "ready")
     decisions = schedule(ready, [one_slot], now=bucket.clock.now())
     assert [d.workset_id for d in placements(decisions)] == ["urgent_help"]
+
+
+# -- the earlier monitor's own config, end to end ---------------------------------------------
+# Stand-ins for what the real config names: ./bin/daylily-stage-samples-from-local-to-headnode
+# and ./bin/daylily-export-fsx-to-s3 (relative to where the monitor runs), day-clone, dyoinit,
+# dy-a and dy-r on PATH. Each records the argv it was given, one line per word.
+STAND_INS = {
+    "bin/daylily-stage-samples-from-local-to-headnode": r'''
+printf '%s\n' "$@" > "$E2E_SEEN/stage.$(basename "$(dirname "${@: -1}")").argv"
+head -1 "${@: -1}" | grep -q SAMPLE_ID || { echo "no sample sheet at ${@: -1}"; exit 2; }
+''',
+    "path/day-clone": r'''
+printf '%s\n' "$@" > "$E2E_SEEN/clone.$2.argv"
+mkdir -p "$E2E_WORK/$2/bin"
+printf '#!/bin/bash\nprintf "%%s\\n" "$@" > day_run.argv\ntouch daylily.successful_run\n' > "$E2E_WORK/$2/bin/day_run"
+printf 'day_activate_args="$*"\n' > "$E2E_WORK/$2/bin/day_activate"
+chmod +x "$E2E_WORK/$2/bin/day_run"
+echo "Location: $E2E_WORK/$2"
+''',
+    "path/dyoinit": "export DYOINIT_SOURCED=1\n",
+    "path/dyoainit": "export DYOINIT_SOURCED=1\n",
+    "path/dy-a": r'''printf '%s\n' "$@" > dy-a.argv
+''',
+    "path/dy-r": r'''[ "$DYOINIT_SOURCED" = 1 ] || { echo "dyoinit was not sourced"; exit 3; }
+printf '%s\n' "$@" > dy-r.argv
+touch daylily.successful_run
+''',
+    "bin/daylily-export-fsx-to-s3": r'''
+printf '%s\n' "$@" > "$E2E_SEEN/export.$$.argv"
+''',
+}
+
+# the issue's variant of the same file: shell syntax in the clone command and the run prefix
+ISSUE_VARIANT = {
+    "clone_command: day-clone {clone_args}": "clone_command: echo cloning && day-clone {clone_args}",
+    'run_prefix: ". dyoinit && dy-a slurm hg38 && dy-r "':
+        'run_prefix: "source dyoainit && source bin/day_activate slurm hg38 && DAY_CONTAINERIZED=0 ./bin/day_run "',
+}
+REAL_SUFFIX = ["produce_snv_concordances", "-p", "-k", "-j", "20", "--config",
+               "aligners=[sent,bwa2a,strobe]", "dedupers=[dppl]", "snv_callers=[sentd,deep19,oct]"]
+FIXTURE_NAMES = ("test_allgiab", "test_help", "test_snv")
+
+
+@pytest.mark.parametrize("variant", ["as-is", "issue-variant"])
+def test_the_earlier_monitors_own_config_runs_the_real_folders_to_complete(
+        bucket: Bucket, daylily_fixtures: str, tmp_path: Path, moto_endpoint: str,
+        monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
+    from wsmon.config import load_settings
+    from wsmon.engine.service import Engine
+
+    home, work, seen, cwd = (tmp_path / d for d in ("home", "work", "seen", "monitor"))
+    for d in (home, work, seen, cwd / "bin", cwd / "path"):
+        d.mkdir(parents=True)
+    for rel, body in STAND_INS.items():
+        (cwd / rel).write_text("#!/bin/bash\n" + body)
+        (cwd / rel).chmod(0o755)
+    # this machine's AWS profile (the moto endpoint), in a config file of its own
+    aws_config = tmp_path / "aws-config"
+    aws_config.write_text("[profile wsmon-e2e]\nregion = us-west-2\naws_access_key_id = testing\n"
+                          "aws_secret_access_key = testing\n")
+    for name, value in (("AWS_CONFIG_FILE", str(aws_config)), ("HOME", str(home)),
+                        ("PATH", f"{cwd / 'path'}:{os.environ['PATH']}"),
+                        ("E2E_SEEN", str(seen)), ("E2E_WORK", str(work))):
+        monkeypatch.setenv(name, value)
+    # shell-mode commands run in a login shell (bash -lc), which takes PATH from the profile
+    (home / ".bash_profile").write_text(f'export PATH="{cwd / "path"}:$PATH"\n')
+    monkeypatch.chdir(cwd)
+    for name in FIXTURE_NAMES:
+        bucket.upload_fixture(daylily_fixtures, name)
+    # the Daylily file as it is; only the AWS profile, the workdir and the bucket prefix (a
+    # unique one per test on the shared moto server) differ
+    text = (Path(daylily_fixtures) / "test_snv" / "daylily_info.yaml").read_text()
+    text = (text.replace("profile: daylily-service-lsmc", "profile: wsmon-e2e")
+                .replace("workdir: /fsx/worksets", f"workdir: {work}")
+                .replace("prefix: daylily_monitoring/active_worksets/", f"prefix: {bucket.prefix}"))
+    if variant == "issue-variant":
+        for old, new in ISSUE_VARIANT.items():
+            assert old in text
+            text = text.replace(old, new)
+    daylily = tmp_path / "daylily-monitor.yaml"
+    daylily.write_text(text)
+    toml = tmp_path / "wsmon.toml"
+    toml.write_text(f'''monitor_id = "e2e"
+state_dir = "{tmp_path / 'state'}"
+daylily_yaml = "{daylily}"
+[aws]
+endpoint_url = "{moto_endpoint}"
+[store]
+url = "sqlite:///{tmp_path / 'engine.db'}"
+[discovery]
+ready_lock_backoff_seconds = 0
+[clusters]
+slurm_usage = false
+static = [{{ name = "newcluex", availability_zone = "us-west-2d", max_vcpus = 100000, max_memory_gb = 1000000.0 }}]
+[runner]
+tmux_socket = "wsmon-test-{bucket.prefix.split('/')[0][-10:]}"
+pipeline_poll_seconds = 0.1
+[metrics]
+sink = "none"
+''')
+    settings = load_settings(toml)
+    assert settings.aws.profile == "wsmon-e2e" and settings.discovery.sources[0].bucket == FIXTURE_BUCKET
+    store = open_store(settings.store_url, clock=bucket.clock)
+    engine = Engine(settings, store=store, clock=bucket.clock)
+    try:
+        for _ in range(3):
+            engine.run_cycle(wait=True, timeout=60)
+        states = {name: store.get_workset(name).state for name in FIXTURE_NAMES}
+        assert states == dict.fromkeys(FIXTURE_NAMES, WorksetState.COMPLETE), {
+            n: (store.get_workset(n).error_code, store.get_workset(n).error_details) for n in FIXTURE_NAMES}
+        pem = str(home / ".ssh" / "daylily-headnode.pem")
+        for name in FIXTURE_NAMES:
+            stage = (seen / f"stage.{sanitised_dir(name)}.argv").read_text().splitlines()
+            assert stage[:9] == ["--profile", "wsmon-e2e", "--region", "us-west-2", "--pem", pem,
+                                 "--cluster", "newcluex"] + stage[8:9]
+            assert len(stage) == 9 and stage[8].endswith("stage_samples.tsv")
+            tag = "0.7.389" if name == "test_allgiab" else "main"
+            assert (seen / f"clone.{name}.argv").read_text().splitlines() == ["-d", name, "-t", tag]
+            run_argv = work / name / ("dy-r.argv" if variant == "as-is" else "day_run.argv")
+            expected = ["help"] if name == "test_help" else REAL_SUFFIX
+            assert run_argv.read_text().splitlines() == expected
+        exports = [p.read_text().splitlines() for p in seen.glob("export.*.argv")]
+        assert exports == 3 * [["--cluster", "newcluex", "--target-uri", f"s3://{FIXTURE_BUCKET}/"
+                                "daylily_monitoring/active_worksets/runme14/results/"]]
+        if variant == "as-is":
+            assert (work / "test_snv" / "dy-a.argv").read_text().splitlines() == ["slurm", "hg38"]
+    finally:
+        engine.stop(0)
+        store.close()
+        import subprocess
+        subprocess.run(["tmux", "-L", settings.runner.tmux_socket, "kill-server"],
+                       capture_output=True, check=False)
+
+
+def sanitised_dir(workset_id: str) -> str:
+    from wsmon.engine.runner import sanitise
+
+    return sanitise(workset_id)
