@@ -160,6 +160,18 @@ class RunnerSettings(Section):
     reference_bucket: str | None = Field(None, description="S3 bucket with reference data ({reference_bucket} in templates).")
 
 
+class ProgressSettings(Section):
+    enabled: bool = Field(True, description="Follow each running workset's pipeline log for Snakemake progress, and ask sacct what its Slurm jobs used.")
+    interval_seconds: float = Field(30.0, gt=0, description="Seconds between reads of the running pipelines' logs (only bytes added since the last read).")
+    eta_window_minutes: float = Field(30.0, gt=0, description="ETA: the rate of finished steps is measured over this recent window (see docs/operator-guide.md).")
+    tail_lines: int = Field(200, ge=10, le=5000, description="Last lines of a running pipeline's log kept on the workset for the detail screen.")
+    catch_up_mb: int = Field(16, ge=1, description="A log backlog larger than this (a restarted engine, a log of gigabytes) is read from its last this many MB only.")
+    sacct_interval_seconds: float = Field(300.0, gt=0, description="Seconds between sacct calls for a running workset's Slurm jobs (once more when the run ends).")
+    sacct_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one sacct call.")
+    default_cost_per_vcpu_hour: float = Field(0.05, ge=0, description="Actual cost: USD per vCPU-hour for a partition with no price below and a cluster not in clusters.static.")
+    partition_prices: dict[str, dict[str, float]] = Field(default_factory=dict, description="Actual cost: USD per vCPU-hour by cluster, then partition, e.g. {\"prod\" = {\"i192\" = 0.045}}. Else the cluster's cost_per_vcpu_hour, else default_cost_per_vcpu_hour.")
+
+
 class RetrySettings(Section):
     base_seconds: float = Field(60.0, gt=0, description="Backoff base: delay = uniform(0, min(cap, base * 2**attempt)).")
     cap_seconds: float = Field(3600.0, gt=0, description="Backoff cap in seconds.")
@@ -239,6 +251,14 @@ class BackendErrorsRule(AlertRuleSettings):
     severity: AlertSeverityName = Field("critical", description="Severity of the alerts this rule raises.")
 
 
+class PipelineStalledRule(AlertRuleSettings):
+    threshold: float = Field(60.0, gt=0, description="Minutes without a finished Snakemake step, while the pipeline's tmux session lives, before the alert fires.")
+
+
+class OverBudgetRule(AlertRuleSettings):
+    estimate_factor: float = Field(1.5, gt=0, description="With no budget in daylily_work.yaml: fire when the actual cost passes the estimated cost times this.")
+
+
 class AlertsSettings(Section):
     enabled: bool = Field(True, description="Evaluate alert rules.")
     evaluate_interval_seconds: float = Field(30.0, gt=0, description="Seconds between alert evaluations.")
@@ -257,6 +277,8 @@ class AlertsSettings(Section):
     engine_heartbeat: EngineHeartbeatRule = Field(default_factory=EngineHeartbeatRule, description="An engine stopped sending heartbeats.")
     channel_failing: ChannelFailingRule = Field(default_factory=ChannelFailingRule, description="A notification channel failing.")
     backend_errors: BackendErrorsRule = Field(default_factory=BackendErrorsRule, description="S3 or DynamoDB errors persisting.")
+    pipeline_stalled: PipelineStalledRule = Field(default_factory=PipelineStalledRule, description="A running pipeline whose log shows no progress for too long.")
+    over_budget: OverBudgetRule = Field(default_factory=OverBudgetRule, description="A workset whose actual cost passed its budget (or its estimate times a factor).")
 
 
 class ChannelFilter(Section):
@@ -322,6 +344,7 @@ class Settings(BaseSettings):
     clusters: ClustersSettings = Field(default_factory=ClustersSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    progress: ProgressSettings = Field(default_factory=ProgressSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)

@@ -110,6 +110,47 @@ class StepRecord(_Model):
     _norm = field_validator("started_at", "finished_at", mode="before")(_aware)
 
 
+class RunProgress(_Model):
+    """What the pipeline's run log says, kept on the workset by the engine (engine/progress).
+
+    ``steps_total`` and ``percent`` stay None until Snakemake states them: a log without progress
+    lines shows elapsed time only, never a made-up percentage."""
+
+    status: str = "progress unknown"
+    steps_done: int = 0
+    steps_total: int | None = None
+    percent: float | None = None
+    running_rules: dict[str, int] = Field(default_factory=dict)
+    done_per_rule: dict[str, int] = Field(default_factory=dict)
+    errors: int = 0
+    last_error_rule: str | None = None
+    partial: bool = False  # the log's start was skipped (too large): per-rule counts are partial
+    last_progress_at: datetime | None = None
+    eta: datetime | None = None
+    rate_per_hour: float | None = None
+    slurm_job_ids: list[str] = Field(default_factory=list)  # the most recent, bounded
+    session: str | None = None
+    log_path: str | None = None
+    log_host: str | None = None  # None: this engine's host; else the SSH head node
+    updated_at: datetime | None = None
+
+    _norm = field_validator("last_progress_at", "eta", "updated_at", mode="before")(_aware)
+
+
+class ActualUsage(_Model):
+    """What the workset's Slurm jobs actually used (sacct), priced from configuration."""
+
+    vcpu_hours: float = 0.0
+    cost_usd: float = 0.0
+    jobs: int = 0
+    jobs_running: int = 0
+    final: bool = False  # measured once more after the run ended
+    status: str = "not measured yet"
+    updated_at: datetime | None = None
+
+    _norm = field_validator("updated_at", mode="before")(_aware)
+
+
 class Workset(_Model):
     """A workset as the store knows it."""
 
@@ -142,6 +183,9 @@ class Workset(_Model):
     findings: list[dict[str, Any]] = Field(default_factory=list)
     estimate: dict[str, Any] | None = None
     schedule_reason: str | None = None
+    # inside the run: progress from the pipeline log, and actual usage from Slurm
+    progress: RunProgress | None = None
+    actual: ActualUsage | None = None
     # S3 presence: a folder that vanished is marked, never deleted
     s3_missing: bool = False
     # the last few events; the full history comes from Store.events()
@@ -168,7 +212,7 @@ class Workset(_Model):
 MUTABLE_WORKSET_FIELDS = frozenset({
     "metadata", "customer_id", "cluster_name", "attempts", "max_retries", "retry_after", "steps",
     "pipeline_dir", "log_tail", "error_code", "error_details", "findings", "estimate",
-    "schedule_reason", "s3_missing",
+    "schedule_reason", "s3_missing", "progress", "actual",
 })
 
 RECENT_EVENTS_KEPT = 5

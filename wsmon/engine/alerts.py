@@ -382,6 +382,80 @@ def rule_backend_errors(ctx: _Context, cfg: Any) -> list[Observation]:
     return out
 
 
+def _pipeline_running(ws: Workset) -> bool:
+    """The run step is running: the runner watches its tmux session and finishes the step within
+    one runner.pipeline_poll_seconds of the session ending, so this is "the session lives"."""
+    runs = [s for s in ws.steps if s.name == "run"]
+    return bool(runs) and runs[-1].status == "running"
+
+
+def rule_pipeline_stalled(ctx: _Context, cfg: Any) -> list[Observation]:
+    out = []
+    limit = timedelta(minutes=cfg.threshold)
+    for ws in ctx.worksets(WorksetState.IN_PROGRESS):
+        progress = ws.progress
+        if progress is None or not _pipeline_running(ws):
+            continue
+        runs = [s for s in ws.steps if s.name == "run"]
+        last = progress.last_progress_at or runs[-1].started_at
+        if last is None:
+            continue
+        quiet = ctx.now - last
+        if quiet > limit:
+            where = (f"{progress.steps_done} of {progress.steps_total} steps"
+                     if progress.steps_total else "no Snakemake progress in its log")
+            out.append(Observation(
+                subject=ws.workset_id, value=round(quiet.total_seconds() / 60, 1),
+                summary=f"pipeline of {_label(ws.workset_id)} made no progress for "
+                        f"{_minutes(quiet.total_seconds())} ({where})",
+                description=f"Workset {_label(ws.workset_id, 300)}: its tmux session "
+                            f"{_label(progress.session or '?', 80)} is alive but the log "
+                            f"{_label(progress.log_path or '?', 200)} shows no finished step for "
+                            f"{_minutes(quiet.total_seconds())} (limit {cfg.threshold:g} min; {where}). "
+                            "Attach read-only from the detail screen to look.",
+                labels={"workset_id": ws.workset_id, "priority": ws.priority.value, "state": ws.state.value},
+                since=last + limit,
+            ))
+    return out
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 0 else None
+
+
+def rule_over_budget(ctx: _Context, cfg: Any) -> list[Observation]:
+    out = []
+    for ws in ctx.worksets(WorksetState.IN_PROGRESS):
+        if ws.actual is None or ws.actual.cost_usd <= 0:
+            continue
+        work = (ws.metadata or {}).get("work") or {}
+        budget = _float(work.get("budget")) if isinstance(work, dict) else None
+        if budget is not None:
+            limit, why = budget, f"its budget of ${budget:,.2f}"
+        else:
+            estimate = _float((ws.estimate or {}).get("cost_usd")) if isinstance(ws.estimate, dict) else None
+            if not estimate:
+                continue
+            limit = estimate * cfg.estimate_factor
+            why = f"{cfg.estimate_factor:g} × its estimate of ${estimate:,.2f}"
+        cost = ws.actual.cost_usd
+        if cost > limit:
+            out.append(Observation(
+                subject=ws.workset_id, value=round(cost, 2),
+                summary=f"workset {_label(ws.workset_id)} has cost ${cost:,.2f}, beyond {why}",
+                description=f"Workset {_label(ws.workset_id, 300)} on {_label(ws.cluster_name or '?', 80)} "
+                            f"has used {ws.actual.vcpu_hours:,.1f} vCPU-hours costing ${cost:,.2f} "
+                            f"(sacct, {ws.actual.jobs} jobs), beyond {why} (limit ${limit:,.2f}).",
+                labels={"workset_id": ws.workset_id, "priority": ws.priority.value, "state": ws.state.value,
+                        "cost_usd": f"{cost:.2f}", "limit_usd": f"{limit:.2f}"},
+            ))
+    return out
+
+
 RuleFunction = Callable[[_Context, Any], list[Observation]]
 RULES: dict[str, RuleFunction] = {
     "queue_depth": rule_queue_depth,
@@ -395,6 +469,8 @@ RULES: dict[str, RuleFunction] = {
     "engine_heartbeat": rule_engine_heartbeat,
     "channel_failing": rule_channel_failing,
     "backend_errors": rule_backend_errors,
+    "pipeline_stalled": rule_pipeline_stalled,
+    "over_budget": rule_over_budget,
 }
 
 
