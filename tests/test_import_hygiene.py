@@ -57,3 +57,37 @@ def test_screens_and_widgets_never_import_boto3() -> None:
     if app.exists():
         loaded = _modules_after("import wsmon.app\nimport wsmon.screens")
         assert "boto3" not in loaded, "the dashboard must reach AWS only through the store"
+
+
+API_STACK = ("fastapi", "starlette", "uvicorn", "prometheus_client", "textual_serve")
+
+
+def _api_stack(loaded: set[str]) -> set[str]:
+    return {m for m in loaded if m.split(".")[0] in API_STACK}
+
+
+def _run_cli(args: list[str]) -> str:
+    return (
+        "import sys\nfrom wsmon.cli.main import cli\n"
+        f"try:\n    cli.main(args={args!r}, prog_name='wsmon', standalone_mode=False)\n"
+        "except SystemExit:\n    pass\n"
+    )
+
+
+@pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["web", "--help"],
+                                  ["list", "--help"]])
+def test_help_never_imports_the_api_stack(args: list[str]) -> None:
+    assert not _api_stack(_modules_after(_run_cli(args))), args
+
+
+def test_cli_command_and_headless_without_api_never_import_the_api_stack(tmp_path, no_user_config) -> None:
+    """A real command and a real --headless --once cycle, each against a SQLite store: neither
+    loads FastAPI, Starlette, uvicorn or prometheus-client when [api] is not enabled."""
+    store = f"sqlite:///{tmp_path / 'state.db'}"
+    env_setup = f"import os\nos.environ['WSMON_STORE__URL'] = {store!r}\n"
+    listed = _modules_after(env_setup + _run_cli(["store", "init"]) + _run_cli(["list", "--json"]))
+    assert "wsmon.cli.ops_cmd" in listed  # the command really ran
+    assert not _api_stack(listed)
+    headless = _modules_after(env_setup + _run_cli(["--headless", "--once", "--timeout", "5"]))
+    assert "wsmon.engine.process" in headless
+    assert not _api_stack(headless)

@@ -28,16 +28,21 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "notify": ("wsmon.cli.notify_cmd:notify", "Notification channels: notify test, notify status."),
     "list": ("wsmon.cli.ops_cmd:list_cmd", "List worksets."),
     "show": ("wsmon.cli.ops_cmd:show", "Show one workset."),
-    "events": ("wsmon.cli.ops_cmd:events", "A workset's state history."),
-    "release": ("wsmon.cli.ops_cmd:release", "Force-release a workset's lock."),
+    "events": ("wsmon.cli.ops_cmd:events", "A workset's state history, or --actions: every operator action."),
+    "release": ("wsmon.cli.ops_cmd:release", "Take back the lock of a holder that is gone."),
+    "stop": ("wsmon.cli.ops_cmd:stop", "End a running pipeline (to ignored or error)."),
     "retry": ("wsmon.cli.ops_cmd:retry", "Send a workset back to ready."),
     "ignore": ("wsmon.cli.ops_cmd:ignore", "Ignore a workset (or --undo)."),
     "priority": ("wsmon.cli.ops_cmd:priority", "Change a workset's priority."),
     "alerts": ("wsmon.cli.ops_cmd:alerts", "List alerts."),
     "ack": ("wsmon.cli.ops_cmd:ack", "Acknowledge an alert."),
     "silence": ("wsmon.cli.ops_cmd:silence", "Silence alerts for a while."),
+    "unsilence": ("wsmon.cli.ops_cmd:unsilence", "End a silence now."),
+    "resolve": ("wsmon.cli.ops_cmd:resolve", "Resolve an alert by hand, with a reason."),
     "monitors": ("wsmon.cli.ops_cmd:monitors", "Engines and dashboards seen by the store."),
     "completion": ("wsmon.cli.ops_cmd:completion", "Print the shell completion script (bash, zsh, fish)."),
+    "serve": ("wsmon.cli.serve_cmd:serve", "Serve the HTTP API: REST, event stream, /metrics."),
+    "web": ("wsmon.cli.serve_cmd:web", "The dashboard in a browser (read-only unless --allow-actions)."),
 }
 
 
@@ -49,8 +54,20 @@ class LazyGroup(click.Group):
         if name in LAZY_COMMANDS:
             target, _ = LAZY_COMMANDS[name]
             module_name, attr = target.split(":")
-            return getattr(importlib.import_module(module_name), attr)
+            from wsmon.cli.global_options import add_global_options
+
+            return add_global_options(getattr(importlib.import_module(module_name), attr), self)
         return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        from wsmon.core.aws import NoRegion
+
+        try:
+            return super().invoke(ctx)
+        except NoRegion as exc:  # wherever an AWS client was needed: a configuration error
+            from wsmon.cli.exits import EXIT_USAGE, CommandError
+
+            raise CommandError(str(exc), EXIT_USAGE) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, LAZY_COMMANDS[name][1]) for name in sorted(LAZY_COMMANDS)]
@@ -85,10 +102,11 @@ def cli(ctx: click.Context, config_path: Path | None, daylily_yaml: Path | None,
 
     With no command, opens the dashboard.
     """
+    from wsmon.cli.global_options import apply_global_option
+
     obj = ctx.ensure_object(CliContext)
-    obj.config_path = config_path
-    obj.set_override("daylily_yaml", str(daylily_yaml) if daylily_yaml else None)
-    obj.set_override("store.url", store_url)
+    for name, value in (("config_path", config_path), ("daylily_yaml", daylily_yaml), ("store_url", store_url)):
+        apply_global_option(obj, name, value)  # the same options after the subcommand: global_options.py
     obj.set_override("ui.read_only", read_only)
     obj.set_override("ui.theme", theme)
     if ctx.invoked_subcommand is not None:
