@@ -12,11 +12,13 @@ def all_screen_classes() -> list[type]:
         AckDialog,
         JumpDialog,
         PriorityDialog,
+        ResolveDialog,
         SilenceDialog,
+        StopDialog,
         WorksetActionDialog,
     )
     from wsmon.screens.help import HelpScreen
     from wsmon.screens.queue import QueueScreen
 
     return [QueueScreen, ClustersScreen, AlertsScreen, DetailScreen, HelpScreen, JumpDialog,
-            WorksetActionDialog, PriorityDialog, AckDialog, SilenceDialog]
+            WorksetActionDialog, PriorityDialog, AckDialog, SilenceDialog, StopDialog, ResolveDialog]
