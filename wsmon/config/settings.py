@@ -55,10 +55,10 @@ class Section(BaseModel):
 
 class AwsSettings(Section):
     profile: str | None = Field(None, description="AWS profile name (None: the default credential chain).")
-    region: str | None = Field(None, description="AWS region for every client (None: the profile's region).")
+    region: str | None = Field(None, description="AWS region for every client. None: AWS_REGION, then AWS_DEFAULT_REGION, then the profile's region; with none of them, anything that needs AWS refuses with exit 2. A dynamodb:// store URL's region= wins for the store.")
     endpoint_url: str | None = Field(None, description="Endpoint override for every AWS client (moto, LocalStack).")
     session_duration_seconds: int | None = Field(None, description="Role session duration when the profile assumes a role.")
-    max_attempts: int = Field(5, ge=1, le=20, description="botocore standard-mode retry attempts per request.")
+    max_attempts: int | None = Field(None, ge=1, le=20, description="Attempts per AWS request, counting the first, as the AWS CLI counts them. None: AWS_MAX_ATTEMPTS or the profile's max_attempts, else 5. The retry mode is AWS_RETRY_MODE or the profile's retry_mode, else standard.")
 
 
 class StoreSettings(Section):
@@ -85,6 +85,10 @@ class DiscoverySettings(Section):
     list_workers: int = Field(8, ge=1, le=64, description="Threads listing workset folders in parallel.")
     head_workers: int = Field(8, ge=1, le=64, description="Threads checking FASTQ objects exist (HEAD) in parallel.")
     max_file_bytes: int = Field(5_000_000, gt=0, description="Largest workset file (YAML/TSV) that is read; larger is a validation error.")
+    max_sample_rows: int = Field(10_000, ge=1, description="Most sample rows a stage_samples.tsv may have; more is a validation error (WS-DAT-016).")
+    max_findings_per_folder: int = Field(100, ge=1, description="Validation findings kept per folder: the first this many, then one finding that counts the rest (WS-DAT-017).")
+    folder_time_budget_seconds: float = Field(30.0, gt=0, description="Time one folder's validation may take in a poll; past it the folder gets WS-DAT-019 and the poll goes on.")
+    folder_memory_budget_mb: int = Field(256, ge=16, description="Memory one folder's validation may add to the engine in a poll; past it the folder gets WS-DAT-019.")
     estimate_vcpus: int = Field(64, ge=1, description="Estimate: vCPUs a workset occupies while it runs (when daylily_info.yaml gives none).")
     estimate_memory_gb: float = Field(256.0, gt=0, description="Estimate: memory (GB) a workset occupies while it runs (when daylily_info.yaml gives none).")
     estimate_vcpu_hours_per_sample: float = Field(96.0, gt=0, description="Estimate: vCPU-hours per sample in stage_samples.tsv (30x WGS through alignment and calling).")
@@ -95,10 +99,6 @@ class DiscoverySettings(Section):
 
 class ClusterConfig(Section):
     name: str = Field(..., description="Cluster name.")
-    max_sample_rows: int = Field(10_000, ge=1, description="Most sample rows a stage_samples.tsv may have; more is a validation error (WS-DAT-016).")
-    max_findings_per_folder: int = Field(100, ge=1, description="Validation findings kept per folder: the first this many, then one finding that counts the rest (WS-DAT-017).")
-    folder_time_budget_seconds: float = Field(30.0, gt=0, description="Time one folder's validation may take in a poll; past it the folder gets WS-DAT-019 and the poll goes on.")
-    folder_memory_budget_mb: int = Field(256, ge=16, description="Memory one folder's validation may add to the engine in a poll; past it the folder gets WS-DAT-019.")
     availability_zone: str | None = Field(None, description="Availability zone, e.g. us-west-2d.")
     max_vcpus: int = Field(256, ge=0, description="vCPUs worksets may use on this cluster.")
     max_memory_gb: float = Field(2048.0, ge=0, description="Memory (GB) worksets may use on this cluster.")
@@ -321,6 +321,25 @@ class UISettings(Section):
     read_only: bool = Field(False, description="Hide every action that changes state.")
 
 
+class ApiSettings(Section):
+    enabled: bool = Field(False, description="Run the HTTP API (wsmon serve) inside wsmon --headless too.")
+    bind: str = Field("127.0.0.1:8080", description="HOST:PORT the HTTP API listens on; anything but loopback needs a token.")
+    # Tokens come from the environment or a file only: wsmon serve refuses a token written in the config file.
+    token: SecretStr | None = Field(None, description="Bearer token(s) allowed to read and write: TOKEN or NAME:TOKEN, comma-separated; only from WSMON_API_TOKEN, never inline.", json_schema_extra={"env": "WSMON_API_TOKEN", "secret": True})
+    token_file: Path | None = Field(None, description="File of read-write tokens, one NAME:TOKEN (or TOKEN) per line (keep it mode 0600).")
+    read_token: SecretStr | None = Field(None, description="Bearer token(s) allowed to read only: TOKEN or NAME:TOKEN, comma-separated; only from WSMON_API_READ_TOKEN.", json_schema_extra={"env": "WSMON_API_READ_TOKEN", "secret": True})
+    read_token_file: Path | None = Field(None, description="File of read-only tokens, one NAME:TOKEN (or TOKEN) per line.")
+    read_token_required: bool | None = Field(None, description="Reads need a token too (None: on when bound beyond loopback).")
+    read_only: bool = Field(False, description="Refuse every write through the API (403), whatever the token.")
+    max_body_bytes: int = Field(65_536, ge=1024, description="Largest JSON request body accepted (413 beyond).")
+    max_upload_bytes: int = Field(50_000_000, ge=1024, description="Largest workset folder archive POST /worksets/validate accepts (413 beyond).")
+    stream_poll_seconds: float = Field(0.5, gt=0, description="How often the event stream looks for workset and alert changes in the store.")
+    stream_history: int = Field(1000, ge=10, description="Recent stream events kept so a client resuming with Last-Event-ID misses nothing.")
+    stream_client_buffer: int = Field(256, ge=1, description="Events queued for one slow stream client before it is disconnected (it resumes with Last-Event-ID).")
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1"], description="Addresses whose X-Forwarded-For / X-Forwarded-Proto are believed (a reverse proxy on this host).")
+    web_bind: str = Field("127.0.0.1:8000", description="HOST:PORT wsmon web serves the dashboard on.")
+
+
 class LoggingSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     format: Literal["auto", "json", "console"] = Field("auto", description="auto: JSON when not a terminal (headless), console on a terminal.")
@@ -350,6 +369,7 @@ class Settings(BaseSettings):
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     ui: UISettings = Field(default_factory=UISettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     keymap: dict[str, str] = Field(default_factory=dict, description="Rebind dashboard keys: binding id = key(s) (ids are listed by ? in the dashboard), e.g. release = \"ctrl+l\".")
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
