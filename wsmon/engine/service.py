@@ -16,6 +16,8 @@ own ``misfire_grace_time``; a job that raises logs and runs again next tick):
              their retention are deleted (metric history prunes itself in the metrics job)
 * metrics, alerts, outbox: flush CloudWatch metrics and sample history, evaluate alert rules,
   deliver notifications
+* progress   the pipeline log of every workset this engine drives (only the bytes added), its
+             ETA, and sacct for its Slurm jobs' actual usage and cost (engine/progress)
 
 Restart safety: a new engine with the same monitor id first re-adopts the worksets its previous
 process held (``adopt_lock`` bumps the fence, so the old process, if it still lives, is fenced
@@ -42,6 +44,7 @@ from wsmon import __version__
 from wsmon.core.clock import Clock, SystemClock
 from wsmon.engine.attempt import drive_attempt
 from wsmon.engine.clusters import ClusterRegistry
+from wsmon.engine.progress.tracker import ProgressTracker
 from wsmon.engine.retry import RetryPolicy
 from wsmon.engine.runner import BaseRunner, Job, make_runner
 from wsmon.engine.scheduler import SchedulingPolicy, placeable, plan
@@ -94,6 +97,8 @@ class Engine:
         self.host = socket.gethostname()
         self.metrics, self.notifier, self.alerts = self._wire_observability()
         self.sweeper = Sweeper(self)
+        self.progress = ProgressTracker(settings, store, self.runner, actor=self.monitor_id,
+                                        clock=self.clock)
 
     # -- wiring ---------------------------------------------------------------------------
     def _wire_observability(self) -> tuple[Any, Any, Any]:
@@ -182,6 +187,7 @@ class Engine:
             ("metrics", self.flush_metrics, s.metrics.flush_interval_seconds),
             ("alerts", self.evaluate_alerts, s.alerts.evaluate_interval_seconds),
             ("outbox", self.deliver_notifications, s.notify.deliver_interval_seconds),
+            ("progress", self.follow_progress, s.progress.interval_seconds),
         ]
         for name, fn, seconds in jobs:
             scheduler.add_job(self._guard(name, fn), "interval", seconds=seconds, id=name,
@@ -487,3 +493,10 @@ class Engine:
 
     def deliver_notifications(self) -> None:
         self.notifier.deliver()
+
+    def follow_progress(self) -> None:
+        """Progress, log tail and actual cost of the worksets this engine drives; one whose
+        attempt ended gets its final figures (engine/progress/tracker.py)."""
+        running = {job.workset_id: job.get_lease() for job, future in self._snapshot_jobs()
+                   if not future.done()}
+        self.progress.observe(running)
