@@ -404,3 +404,65 @@ exit 1
     assert "MissingInputException" not in second.error_text
     decision = RetryPolicy(RetrySettings()).decide(ws, second.error_text, world["clock"].now())
     assert decision.will_retry and decision.error_code == "WS-NET-002"
+
+
+def wait_until(predicate, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+CRASHING_ENGINE = """
+import json, sys
+from wsmon.config.settings import Settings
+from wsmon.core.models import Lease
+from wsmon.engine.runner import CommandRunner, Job
+from wsmon.engine.store import open_store
+args = json.loads(sys.argv[1])
+settings = Settings(state_dir=args["state_dir"], runner=json.loads(args["runner"]))
+store = open_store(args["db"])
+lease = Lease.model_validate_json(args["lease"])
+runner = CommandRunner(settings)
+runner.execute(store.get_workset(lease.workset_id), Job(lease.workset_id, lease), store, "engine-1")
+"""
+
+
+def test_a_stage_that_outlives_a_crashed_engine_is_waited_for_not_started_again(world) -> None:
+    import json
+    import sys
+
+    tmp = world["tmp"]
+    write_script(world["bin"] / "stage", f'''echo started >> "{tmp}/stage.started"
+while [ ! -e "{tmp}/release" ]; do sleep 0.05; done
+echo stage >> "{world['counts']}/stage"
+''')
+    ws, job = claim(world, wid="survivor")
+    settings = world["settings"]
+    engine = subprocess.Popen([sys.executable, "-c", CRASHING_ENGINE, json.dumps({
+        "state_dir": str(settings.state_dir), "runner": settings.runner.model_dump_json(),
+        "db": f"sqlite:///{tmp / 'state.db'}", "lease": job.lease.model_dump_json()})])
+    try:
+        wait_until(lambda: (tmp / "stage.started").exists(), "the stage step to start")
+    finally:
+        engine.kill()  # kill -9: the stage process lives on in its own session
+        engine.wait()
+    store = world["store"]
+    lease = store.adopt_lock(job.lease)  # the restarted engine (same monitor id)
+    result: dict = {}
+    restarted = threading.Thread(target=lambda: result.update(outcome=CommandRunner(
+        settings, clock=world["clock"]).execute(store.get_workset(ws.workset_id),
+                                                Job(ws.workset_id, lease), store, "engine-1")))
+    restarted.start()
+
+    def waiting_for_survivor() -> bool:
+        steps = store.get_workset(ws.workset_id).steps
+        return any(s.name == "stage" and "waiting for the stage process" in (s.detail or "")
+                   for s in steps)
+
+    wait_until(waiting_for_survivor, "the restarted runner to find the surviving stage")
+    (tmp / "release").touch()
+    restarted.join(60)
+    assert result["outcome"].succeeded, result["outcome"].error_text
+    assert (tmp / "stage.started").read_text().splitlines() == ["started"]  # never started twice
+    assert count(world, "stage") == 1 and count(world, "run") == 1

@@ -1,8 +1,18 @@
 """The command runner: stage, clone and export as subprocesses (each with a timeout and a log file),
-the pipeline in tmux (``tmux.py``), on this host or over SSH (``hosts.py``)."""
+the pipeline in tmux (``tmux.py``), on this host or over SSH (``hosts.py``).
+
+A step's process runs in a session of its own, so it outlives an engine that crashes. It runs
+under a small ``bash`` wrapper that writes its exit status to ``<step>.exit`` beside the step log,
+and its pid and start time go to ``<step>.pid``. A restarted engine that finds the step recorded
+as running looks for that survivor (the same pid *and* start time, so a reused pid is never
+mistaken for it): while it lives, the engine waits for it (within the step's timeout, counted from
+when it started); when it has ended, its exit status is the step's result. Only when neither the
+process nor its status is found is the step started again, so a step never runs twice at once.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -12,6 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from wsmon.core.clock import Clock
 from wsmon.core.models import StepRecord, Workset
@@ -41,6 +53,7 @@ if TYPE_CHECKING:
     from wsmon.config.settings import Settings
 
 
+log = structlog.get_logger(__name__)
 _LOCATION = re.compile(r"^\s*Location:\s*(\S.*?)\s*$", re.MULTILINE)
 
 
@@ -102,18 +115,27 @@ class CommandRunner(TmuxPipeline, BaseRunner):
             return self._fail(book, name, str(exc), None, retryable=False)
         except StepFailed as exc:
             return self._fail(book, name, exc.detail, None, retryable=exc.retryable)
-        rec = book.start(name, log_path)
         timeout = self.cfg.step_timeout_minutes * 60
+        if previous is not None and previous.status == "running":
+            survivor = self._adopt_survivor(name, job, book, previous, log_path, timeout)
+            if survivor is not None:
+                code, timed_out = survivor
+                return self._step_result(name, book, previous, state, log_path, code, timed_out,
+                                         timeout)
+        rec = book.start(name, log_path)
         try:
             code, timed_out = self._run_process(argv, log_path, timeout, job, book.attempt, name)
         except Aborted:
             book_safe_finish(book, rec, "interrupted", f"stopped: {job.abort_reason}")
             raise
         except OSError as exc:
-            detail = f"{name}: command not found: {argv[0]}" if isinstance(exc, FileNotFoundError) \
-                else f"{name}: could not start {argv[0]}: {exc}"
+            detail = f"{name}: could not start {argv[0]}: {exc}"
             book.finish(rec, "failed", detail=detail)
             return self._fail(book, name, detail, log_path, record=False)
+        return self._step_result(name, book, rec, state, log_path, code, timed_out, timeout)
+
+    def _step_result(self, name: str, book: StepBook, rec: StepRecord, state: dict[str, Any],
+                     log_path: Path, code: int, timed_out: bool, timeout: float) -> RunOutcome | None:
         tail = tail_text(log_path, self.cfg.log_tail_lines)
         if timed_out:
             detail = (f"{name} exceeded its time limit of {timeout:g}s: sent Ctrl-C, then killed")
@@ -162,7 +184,10 @@ class CommandRunner(TmuxPipeline, BaseRunner):
     def _run_process(self, argv: list[str], log_path: Path, timeout: float, job: Job,
                      attempt: int, name: str) -> tuple[int, bool]:
         """Run to completion; returns (exit code, timed out). Abort interrupts it."""
-        wrapped = self.host.wrap(argv)
+        pid_file, exit_file = _survivor_files(log_path)
+        exit_file.unlink(missing_ok=True)
+        wrapped = ["bash", "-c", _STATUS_WRAPPER, "wsmon-step", str(exit_file),
+                   *self.host.wrap(argv)]
         with open(log_path, "ab") as out:
             out.write(f"{ATTEMPT_HEADER}{attempt} {name} {self.clock.now().isoformat()} argv: "
                       f"{strip_control(shlex.join(argv))}\n".encode())
@@ -170,6 +195,7 @@ class CommandRunner(TmuxPipeline, BaseRunner):
             proc = subprocess.Popen(wrapped, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     env=child_env())
+        pid_file.write_text(json.dumps({"pid": proc.pid, "start": process_start(proc.pid)}))
         deadline = self._monotonic() + timeout
         while True:
             try:
@@ -183,6 +209,38 @@ class CommandRunner(TmuxPipeline, BaseRunner):
             if self._monotonic() >= deadline:
                 return self._interrupt_process(proc), True
 
+    def _adopt_survivor(self, name: str, job: Job, book: StepBook, previous: StepRecord,
+                        log_path: Path, timeout: float) -> tuple[int, bool] | None:
+        """(exit code, timed out) of the step process a crashed engine left behind, after
+        waiting for it while it lives; None when there is none (start the step again)."""
+        pid_file, exit_file = _survivor_files(log_path)
+        owner = _json_file(pid_file)
+        pid, started = (owner or {}).get("pid"), (owner or {}).get("start")
+        alive = isinstance(pid, int) and started is not None and process_start(pid) == started
+        if alive:
+            log.info("step_survivor_found", step=name, pid=pid, workset=job.workset_id)
+            book.put(previous.model_copy(update={
+                "detail": f"waiting for the {name} process (pid {pid}) left by an engine restart"}))
+            already = 0.0
+            if previous.started_at is not None:
+                already = max(0.0, (self.clock.now() - previous.started_at).total_seconds())
+            deadline = self._monotonic() + max(0.0, timeout - already)
+            while process_start(pid) == started:
+                if job.abort.is_set():
+                    raise Aborted(job.abort_reason)
+                if self._monotonic() >= deadline:
+                    _end_group(pid, self.cfg.kill_grace_seconds, lambda: process_start(pid) == started)
+                    return -1, True
+                job.abort.wait(0.2)
+        code = _int_file(exit_file)
+        if code is None:
+            if alive:  # it ended without writing a status: killed
+                return 128 + int(signal.SIGKILL), False
+            return None
+        if not alive:
+            log.info("step_survivor_finished", step=name, code=code, workset=job.workset_id)
+        return code, False
+
     def _interrupt_process(self, proc: subprocess.Popen) -> int:
         """Ctrl-C to the whole process group, a grace period, then SIGKILL."""
         for sig, wait in ((signal.SIGINT, self.cfg.kill_grace_seconds), (signal.SIGKILL, 10.0)):
@@ -195,3 +253,56 @@ class CommandRunner(TmuxPipeline, BaseRunner):
             except subprocess.TimeoutExpired:
                 continue
         return proc.wait()
+
+
+# runs a step's argv and records its exit status, so an engine that restarts finds the result
+_STATUS_WRAPPER = 'exit_file=$1; shift; "$@"; rc=$?; printf "%s\\n" "$rc" > "$exit_file"; exit "$rc"'
+
+
+def _survivor_files(log_path: Path) -> tuple[Path, Path]:
+    return log_path.with_suffix(".pid"), log_path.with_suffix(".exit")
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), or None if it is gone.
+    With the pid it identifies one process: a pid reused later has another start time."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    if fields and fields[0] == "Z":  # a zombie has ended
+        return None
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _end_group(pid: int, grace: float, alive: Callable[[], bool]) -> None:
+    """Ctrl-C to a survivor's process group, ``grace`` seconds, then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        end = time.monotonic() + wait
+        while alive() and time.monotonic() < end:
+            time.sleep(0.1)
+        if not alive():
+            return
+
+
+def _json_file(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _int_file(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
