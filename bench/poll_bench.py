@@ -41,7 +41,7 @@ import structlog  # noqa: E402
 
 from wsmon.core import aws  # noqa: E402
 from wsmon.config.settings import Settings  # noqa: E402
-from wsmon.engine.s3source import S3Source  # noqa: E402
+from wsmon.engine.s3 import S3Source  # noqa: E402
 from wsmon.engine.store import open_store  # noqa: E402
 from wsmon.engine.worksetfiles import TSV_COLUMNS  # noqa: E402
 

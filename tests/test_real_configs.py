@@ -14,7 +14,7 @@ from wsmon.config.settings import Settings
 from wsmon.core import aws
 from wsmon.core.clock import ManualClock
 from wsmon.core.models import WorksetState
-from wsmon.engine.s3source import S3Source
+from wsmon.engine.s3 import S3Source
 from wsmon.engine.scheduler import ClusterCapacity, placements, schedule
 from wsmon.engine.store import open_store
 from wsmon.engine.worksetfiles import TSV_COLUMNS

@@ -17,7 +17,7 @@ from botocore.awsrequest import AWSResponse
 from wsmon.core import aws
 from wsmon.core.clock import ManualClock
 from wsmon.config.settings import Settings
-from wsmon.engine.s3source import (
+from wsmon.engine.s3 import (
     S3Source,
     escape_index_value,
     parse_sentinel_body,

@@ -45,7 +45,7 @@ def _safe(value: object) -> str:
 @click.pass_obj
 def scan(obj: CliContext, as_json: bool) -> None:
     """One S3 discovery pass: register new worksets, import sentinel states, report changes."""
-    from wsmon.engine.s3source import S3Source
+    from wsmon.engine.s3 import S3Source
     from wsmon.engine.store import StoreError
 
     settings = command_settings(obj)
@@ -126,7 +126,7 @@ def validate(obj: CliContext, target: str, as_json: bool, check_s3: bool) -> Non
     """
     settings = obj.settings()
     if target.startswith("s3://"):
-        from wsmon.engine.s3source import parse_s3_uri, validate_s3_folder
+        from wsmon.engine.s3 import parse_s3_uri, validate_s3_folder
 
         try:
             bucket, prefix = parse_s3_uri(target)

@@ -321,7 +321,7 @@ def crash_a_monitor(settings: Settings, store: Store) -> None:
     """One workset claimed by a monitor that then "crashed": its lease runs out and the engine's
     sweep recovers it (lease + clock skew + one poll), which the dashboard shows as it happens."""
     from wsmon import __version__
-    from wsmon.engine.s3source import S3Source
+    from wsmon.engine.s3 import S3Source
 
     # one discovery pass, as `wsmon scan` does, so the folder is registered before any engine runs
     S3Source(settings, store, monitor_id=MONITOR_ID).poll()

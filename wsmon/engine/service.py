@@ -135,7 +135,7 @@ class Engine:
     def _make_sources(self) -> list[tuple[str, Any]]:
         """One ``S3Source`` and one poll lease per source. Sources that share a sentinel index
         location are polled together (their index files list both), under one lease."""
-        from wsmon.engine.s3source import S3Source, normalize_prefix
+        from wsmon.engine.s3 import S3Source, normalize_prefix
 
         disc = self.settings.discovery
         groups: dict[tuple[str, str], list[Any]] = {}

@@ -25,7 +25,7 @@ def s3_validator(settings: Any, s3_client: Any = None) -> Validator:
     clients: list[Any] = [s3_client] if s3_client is not None else []
 
     def validate(workset: Workset) -> ValidationReport:
-        from wsmon.engine.s3source import validate_s3_folder
+        from wsmon.engine.s3 import validate_s3_folder
 
         if not clients:
             from wsmon.core.aws import client
