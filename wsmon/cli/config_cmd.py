@@ -66,6 +66,8 @@ def _effective(settings: Settings) -> list[tuple[Any, Any, str]]:
 @click.pass_context
 def show(ctx: click.Context, as_json: bool) -> None:
     """Print the effective settings and where each value came from (secrets masked)."""
+    from wsmon.config.aws_region import aws_region, store_region
+
     settings = _load(ctx)
     rows = _effective(settings)
     info = settings.load_info
@@ -84,6 +86,8 @@ def show(ctx: click.Context, as_json: bool) -> None:
             "config_file_searched": str(searched) if searched else None,
             "daylily_yaml": str(daylily) if daylily else None,
             "store_url": _shown_url(settings.store_url),
+            "aws_region": _region_json(aws_region, settings),
+            "store_region": _region_json(store_region, settings),
             "monitor_id": settings.effective_monitor_id,
             "settings": nested,
             "sources": {setting.dotted: source for setting, _, source in rows},
@@ -102,6 +106,9 @@ def show(ctx: click.Context, as_json: bool) -> None:
     if daylily:
         lines.append(f"# Daylily monitor config: {daylily}")
     lines.append(f"# store URL in use: {_shown_url(settings.store_url)}")
+    lines.append(f"# AWS region in use: {_region_text(aws_region, settings)}")
+    if settings.store_url.lower().startswith("dynamodb:"):
+        lines.append(f"# store region in use: {_region_text(store_region, settings)}")
     lines.append(f"# monitor id in use: {settings.effective_monitor_id}")
     for warning in settings.config_warnings:
         lines.append(f"# warning: {warning}")
@@ -128,6 +135,23 @@ def show(ctx: click.Context, as_json: bool) -> None:
         block.append((f"{toml_key(setting.name)} = {shown}", source))
     flush()
     click.echo("\n".join(lines))
+
+
+def _region_json(resolve: Any, settings: Settings) -> dict[str, str] | None:
+    from wsmon.core.aws import NoRegion
+
+    try:
+        region = resolve(settings)
+    except NoRegion:
+        return None
+    return None if region is None else {"name": region.name, "source": region.source}
+
+
+def _region_text(resolve: Any, settings: Settings) -> str:
+    from wsmon.core.aws import HOW_TO_SET_REGION
+
+    region = _region_json(resolve, settings)
+    return f"{region['name']} (from {region['source']})" if region else f"none set; {HOW_TO_SET_REGION}"
 
 
 def _shown_url(url: str) -> str:

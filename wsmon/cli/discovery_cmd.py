@@ -45,6 +45,7 @@ def _safe(value: object) -> str:
 @click.pass_obj
 def scan(obj: CliContext, as_json: bool) -> None:
     """One S3 discovery pass: register new worksets, import sentinel states, report changes."""
+    from wsmon.core.aws import NoRegion
     from wsmon.engine.s3 import S3Source
     from wsmon.engine.store import StoreError
 
@@ -60,8 +61,8 @@ def scan(obj: CliContext, as_json: bool) -> None:
             source = S3Source(settings, store, s3_client=_s3_client(settings),
                               monitor_id=settings.effective_monitor_id)
             report = source.poll()
-        except StoreError:
-            raise  # the store's own exit code (4 unreachable, 1 refused)
+        except (StoreError, NoRegion):
+            raise  # the store's own exit code (4 unreachable, 1 refused); no region: 2
         except Exception as exc:  # botocore config/credential problems: a message, not a traceback
             from wsmon.core.aws import describe_client_error
 

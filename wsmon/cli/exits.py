@@ -77,9 +77,13 @@ def open_command_store(obj: CliContext, *, create: bool = False) -> Iterator[Sto
         WorksetNotFound,
     )
 
+    from wsmon.core.aws import NoRegion
+
     command_settings(obj)
     try:
         store = obj.open_store(create=create)
+    except NoRegion as exc:  # a DynamoDB store and no region anywhere: configuration, not the store
+        raise CommandError(str(exc), EXIT_USAGE) from None
     except click.ClickException as exc:
         raise CommandError(exc.message, EXIT_STORE) from None
     except Exception as exc:  # a backend that leaked a library error must still not trace back

@@ -96,6 +96,18 @@ class DaylilyValues:
     warnings: list[str] = field(default_factory=list)
 
 
+def looks_like_daylily_yaml(text: str) -> bool:
+    """Whether ``text`` is a Daylily monitor YAML (a mapping with its ``monitor:`` section), so an
+    operator who passed it as ``--config`` can be told to use ``--daylily-yaml``."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(raw, dict) and isinstance(raw.get("monitor"), dict)
+
+
 def read_daylily_yaml(path: Path) -> DaylilyValues:
     """Map the file's keys onto wsmon settings. Raises DaylilyYamlError for a file that cannot be read."""
     import yaml

@@ -23,9 +23,10 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import PydanticBaseSettingsSource, TomlConfigSettingsSource
 
 from wsmon.config import schema
+from wsmon.config.aws_region import region_problem
 from wsmon.config.settings import LOADING_SOURCES, SECRET_SETTINGS, ConfigError, Settings, default_config_path
 from wsmon.config.schema import Loc
-from wsmon.config.daylily_yaml import DaylilyValues, DaylilyYamlError, read_daylily_yaml
+from wsmon.config.daylily_yaml import DaylilyValues, DaylilyYamlError, looks_like_daylily_yaml, read_daylily_yaml
 from wsmon.core.store_url import store_url_problem
 
 try:
@@ -218,6 +219,11 @@ class ConfigFileSource(TomlConfigSettingsSource):
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
+            if looks_like_daylily_yaml(text):
+                raise ConfigError([
+                    f"config file {file_path}: this looks like a Daylily monitor YAML, not a wsmon TOML "
+                    f"config: use --daylily-yaml {file_path} (or daylily_yaml = \"{file_path}\" in a TOML "
+                    "config)."]) from None
             raise ConfigError([f"config file {file_path}: not valid TOML: {exc}."]) from None
         self.key_lines = _toml_key_lines(text)
         return data
@@ -501,6 +507,9 @@ def audit(settings: Settings) -> tuple[list[str], list[str]]:
         except ConfigError as exc:
             problems += exc.problems
 
+    region = region_problem(settings)
+    if region:
+        problems.append(region)
     url_problem = store_url_problem(settings.store_url)
     if url_problem:
         problems.append(f"store.url ({settings.source_of('store.url')}): {url_problem}")

@@ -166,6 +166,16 @@ class ClusterRegistry:
         values.update({k: v for k, v in over.items() if v is not None or k == "detail"})
         return ClusterStatus(**values)
 
+    def _region_args(self) -> list[str]:
+        # pcluster (botocore) does not read AWS_REGION: pass the region wsmon resolved, if any
+        from wsmon.config.aws_region import aws_region
+        from wsmon.core.aws import NoRegion
+
+        try:
+            return ["--region", aws_region(self.settings).name]
+        except NoRegion:
+            return []  # pcluster reports the missing region itself, in tool_status
+
     def _discover_pcluster(self, now: datetime) -> list[ClusterStatus]:
         if not self.cfg.pcluster_discovery:
             self.tool_status.pop("pcluster", None)
@@ -174,7 +184,7 @@ class ClusterRegistry:
         if exe is None:
             self.tool_status["pcluster"] = "pcluster: not found"
             return []
-        region = ["--region", self.settings.aws.region] if self.settings.aws.region else []
+        region = self._region_args()
         timeout = self.cfg.tool_timeout_seconds
         listed = self._tool([exe, "list-clusters", *region], timeout)
         if not listed.ok:

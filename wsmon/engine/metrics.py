@@ -209,7 +209,8 @@ class Metrics:
             from wsmon.core.aws import client
 
             aws = getattr(self.settings, "aws", None)
-            # short timeouts and a single retry: a metrics outage must cost the engine seconds
+            # short timeouts and a single retry (max_attempts counts the first attempt): a metrics
+            # outage must cost the engine seconds
             self._client = client(
                 "cloudwatch", profile=getattr(aws, "profile", None), region=getattr(aws, "region", None),
                 endpoint_url=getattr(aws, "endpoint_url", None), max_attempts=2,
