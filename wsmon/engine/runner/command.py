@@ -244,6 +244,15 @@ class CommandRunner(TmuxPipeline, BaseRunner):
     def _interrupt_process(self, proc: subprocess.Popen) -> int:
         """Ctrl-C to the whole process group, a grace period, then SIGKILL."""
         for sig, wait in ((signal.SIGINT, self.cfg.kill_grace_seconds), (signal.SIGKILL, 10.0)):
+            if sig == signal.SIGKILL:
+                # the step first, so the status wrapper (our child) reaps it and records the
+                # kill; killed together, the step would be left to init (a zombie where init
+                # does not reap, as in some containers)
+                _kill_members(proc.pid, sig, but=proc.pid)
+                try:
+                    return proc.wait(timeout=2.0)
+                except subprocess.TimeoutExpired:
+                    pass
             try:
                 os.killpg(proc.pid, sig)
             except (ProcessLookupError, PermissionError):
@@ -291,6 +300,19 @@ def _end_group(pid: int, grace: float, alive: Callable[[], bool]) -> None:
             time.sleep(0.1)
         if not alive():
             return
+
+
+def _kill_members(pgid: int, sig: int, *, but: int) -> None:
+    """Send ``sig`` to every process of group ``pgid`` except ``but`` (Linux /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == but:
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat[stat.rfind(")") + 2:].split()[2]) == pgid:
+                os.kill(int(entry.name), sig)
+        except (OSError, ValueError, IndexError):
+            continue
 
 
 def _json_file(path: Path) -> dict[str, Any] | None:
