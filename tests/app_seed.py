@@ -112,7 +112,16 @@ def seed_store(path: str, clock: ManualClock | None = None):
     return store, clock
 
 
-def make_app(tmp_path, *, store=None, clock=None, **ui):
+def files_valid(workset):
+    """The seeded worksets have no S3 folders: re-validation finds their files valid, unless a
+    test passes its own validator (see tests/ops_world.py for real folders in moto S3)."""
+    from wsmon.engine.worksetfiles import ValidationReport
+
+    return ValidationReport(target=f"s3://{workset.bucket}/{workset.prefix}",
+                            workset_id=workset.workset_id)
+
+
+def make_app(tmp_path, *, store=None, clock=None, validator=files_valid, **ui):
     """A WsmonApp over the seeded store, a fixed clock, no timers that could fire during a test."""
     from wsmon.app import WsmonApp
     from wsmon.config.settings import Settings
@@ -124,7 +133,8 @@ def make_app(tmp_path, *, store=None, clock=None, **ui):
     settings = Settings(state_dir=tmp_path / "state", ui={"refresh_interval": 3600, **ui},
                         keymap=keymap)
     app = WsmonApp(store, settings, clock=clock, actor="tester@host",
-                   engine_mode_text="attach mode: no engine here", remember_theme=False)
+                   engine_mode_text="attach mode: no engine here", remember_theme=False,
+                   validator=validator)
     app.store_url = "sqlite:///seed.db"  # the temp path differs per run; snapshots must not
     return app
 

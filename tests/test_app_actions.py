@@ -185,24 +185,35 @@ async def test_bulk_dialog_leaves_out_what_it_cannot_do(tmp_path):
     assert _last_event(app, "ws-urgent-tumor-01").actor == "discovery"  # untouched
 
 
-async def test_read_only_hides_and_refuses_every_action(tmp_path):
+def _toasts(app) -> list[str]:
+    return [str(n.message) for n in app._notifications]
+
+
+async def test_read_only_says_so_on_every_key_palette_entry_and_click(tmp_path):
+    """Regression (issue 12, observation 5): read-only keys used to do nothing, silently."""
     app = make_app(tmp_path, read_only=True)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot, app)
-        await _at(pilot, app, "ws-locked-04")
-        shown = {b.binding.action for b in app.screen.active_bindings.values()}
-        assert not shown & {"release", "retry", "toggle_ignore", "priority", "toggle_select"}
-        await pilot.press("l", "r", "i", "P", "space")
-        await pilot.pause(0.2)
-        assert type(app.screen).__name__ == "QueueScreen"
-        app.request_workset_action("release", ["ws-locked-04"])  # even if asked directly
+        await _at(pilot, app, "ws-running-05")
+        for key, label in (("l", "release"), ("r", "retry"), ("R", "rerun"), ("x", "stop"),
+                           ("i", "ignore / un-ignore"), ("P", "change priority"),
+                           ("space", "selecting")):
+            await pilot.press(key)
+            await wait_for(pilot, lambda label=label: f"read-only: {label} is disabled"
+                           in " ".join(_toasts(app)), what=f"toast for {key}")
+            assert type(app.screen).__name__ == "QueueScreen"
+        app.clear_notifications()
+        await app.run_action("stop", app.screen)  # what a palette entry or a footer click runs
+        await pilot.pause()
+        assert any("read-only: stop is disabled" in t for t in _toasts(app))
         app.switch_mode("alerts")
         await pilot.pause()
-        assert not {"ack", "silence"} & {b.binding.action for b in app.screen.active_bindings.values()}
-        await pilot.press("a", "s")
-        await pilot.pause(0.2)
-        assert type(app.screen).__name__ == "AlertsScreen"
-    assert app.store.get_workset("ws-locked-04").state == WorksetState.LOCKED
+        for key, label in (("a", "acknowledge"), ("s", "silence"), ("x", "resolve")):
+            await pilot.press(key)
+            await wait_for(pilot, lambda label=label: f"read-only: {label} is disabled"
+                           in " ".join(_toasts(app)), what=f"toast for {key}")
+            assert type(app.screen).__name__ == "AlertsScreen"
+    assert app.store.get_workset("ws-running-05").state == WorksetState.IN_PROGRESS
     assert app.store.get_alert("al-1").state == AlertState.FIRING
 
 

@@ -198,16 +198,22 @@ async def test_unknown_keymap_id_is_reported(tmp_path):
         assert any("relase" in n.message for n in app._notifications)
 
 
-async def test_palette_lists_actions_and_hides_them_read_only(tmp_path):
-    for read_only, expect in ((False, True), (True, False)):
+async def test_palette_lists_actions_and_read_only_refuses_them_out_loud(tmp_path):
+    for read_only in (False, True):
         app = make_app(tmp_path / str(read_only), read_only=read_only)
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(pilot, app)
             provider = WsmonCommands(app.screen)
-            texts = [text for text, _, _ in provider._commands()]
-            assert any(t.startswith("Release") for t in texts) is expect
-            assert any(t.startswith("Retry") for t in texts) is expect
-            assert "Go to alerts" in texts and "Theme: wsmon-ansi" in texts
+            commands = {text: callback for text, callback, _ in provider._commands()}
+            assert any(t.startswith("Release") for t in commands)
+            assert any(t.startswith("Stop") for t in commands)
+            assert "Go to alerts" in commands and "Theme: wsmon-ansi" in commands
+            if read_only:  # chosen from the palette: refused with a toast, not silently
+                retry = next(cb for t, cb in commands.items() if t.startswith("Retry"))
+                await retry()
+                await pilot.pause()
+                assert any("read-only: retry is disabled" in str(n.message)
+                           for n in app._notifications)
 
 
 async def test_markup_and_escape_sequences_render_literally(tmp_path):

@@ -7,11 +7,15 @@ from datetime import timedelta
 
 from app_seed import seed_store
 
-from wsmon.core.models import WorksetState
-from wsmon.screens import ops
 from wsmon.screens.snapshot import SnapshotReader, engine_status
-from wsmon.themes import BUILTIN_THEMES, REPO_THEMES_DIR, build_themes, choose_theme, read_theme_file
-from wsmon.themes import remember_theme
+from wsmon.themes import (
+    BUILTIN_THEMES,
+    REPO_THEMES_DIR,
+    build_themes,
+    choose_theme,
+    read_theme_file,
+    remember_theme,
+)
 from wsmon.widgets.format import bar, compact_age, duration
 
 
@@ -39,51 +43,6 @@ def test_theme_choice_order(tmp_path):
     assert choose_theme("no-such", tmp_path, available) == "wsmon-ansi"
     (tmp_path / "ui.json").write_text("{broken")
     assert choose_theme(None, tmp_path, available) == "wsmon-dark"
-
-
-def test_ops_refuse_stale_records(tmp_path):
-    store, _ = seed_store(str(tmp_path / "s.db"))
-    shown = store.get_workset("ws-error-06")
-    store.update_state("ws-error-06", "retrying", "engine", "engine-x")
-    outcome = ops.retry(store, shown, "op@host")
-    assert outcome.conflict and "now retrying (was error)" in outcome.conflict
-    assert store.get_workset("ws-error-06").state == WorksetState.RETRYING
-    outcome = ops.retry(store, outcome.current, "op@host")
-    assert outcome.done and store.events("ws-error-06")[-1].actor == "op@host"
-    assert ops.release(store, store.get_workset("ws-urgent-tumor-01"), "op@host").error
-
-
-def test_release_never_frees_a_lease_that_changed_hands_after_the_re_read(tmp_path):
-    """The lease moves between the dialog's re-read and the write: the fence the operator saw
-    no longer matches, so nothing is released and the operator is told."""
-    store, _ = seed_store(str(tmp_path / "s.db"))
-    shown = store.get_workset("ws-locked-04")
-    real_get = store.get_workset
-    reads = []
-
-    def re_read_then_lease_moves(workset_id):
-        reads.append(workset_id)
-        if len(reads) == 1:
-            current = real_get(workset_id)
-            store.force_release(workset_id, "someone@else", "manual")
-            store.acquire_lock(workset_id, "other-engine")
-            return current
-        return real_get(workset_id)
-
-    store.get_workset = re_read_then_lease_moves
-    outcome = ops.release(store, shown, "op@host")
-    store.get_workset = real_get
-    assert outcome.conflict and "changed meanwhile" in outcome.conflict
-    assert store.get_workset("ws-locked-04").lock_owner == "other-engine"
-    assert store.events("ws-locked-04")[-1].actor != "op@host"
-
-
-def test_release_records_the_holder_once(tmp_path):
-    store, _ = seed_store(str(tmp_path / "s.db"))
-    shown = store.get_workset("ws-locked-04")
-    assert ops.release(store, shown, "op@host").done
-    reason = store.events("ws-locked-04")[-1].reason
-    assert reason.count(shown.lock_owner) == 1 and "op@host" in reason
 
 
 def test_reader_sends_only_what_changed(tmp_path):

@@ -255,7 +255,7 @@ def test_release_refuses_when_the_lock_changed_hands_while_asking(
 def test_release_of_an_unlocked_workset_is_refused(store_url: str) -> None:
     result = run(store_url, "release", "ws-ready", "--yes")
     assert result.exit_code == EXIT_REFUSED
-    assert "already ready" in result.output
+    assert "no lock to release" in result.output
 
 
 # -- stop --------------------------------------------------------------------------------------

@@ -31,6 +31,14 @@ from wsmon.core.clock import Clock, SystemClock
 from wsmon.engine.store.base import Store, StoreError
 from wsmon.core.exit_codes import EXIT_STORE, EXIT_USAGE
 from wsmon.core.models import Alert, AlertState, ClusterStatus, QueueStats, Severity, Silence, Workset
+from wsmon.operations import (
+    ACTIONS,
+    ALERT_ACTIONS,
+    Operations,
+    Outcome,
+    Validator,
+    s3_validator,
+)
 from wsmon.screens.shared import MUTATING_ACTIONS, describe_error
 from wsmon.screens.snapshot import EngineStatus, QueueRow, Snapshot, SnapshotReader, live_engine
 from wsmon.core.textsafe import strip_control, truncate
@@ -41,6 +49,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SCREEN_NAMES = ("queue", "clusters", "alerts")
+# what a read-only refusal calls an action that is not named after its operation
+READ_ONLY_LABELS = {"toggle_ignore": "ignore / un-ignore", "ack": "acknowledge",
+                    "toggle_select": "selecting", "select_all": "selecting",
+                    "clear_selection": "selecting", "priority": "change priority"}
 
 APP_CSS = """
 Screen { layers: base overlay; }
@@ -135,7 +147,7 @@ class WsmonApp(App[int]):
     def __init__(self, store: Store, settings: Settings, *, clock: Clock | None = None,
                  actor: str | None = None, engine_mode_text: str = "",
                  refresh_interval: float | None = None, stale_after: float | None = None,
-                 remember_theme: bool = True) -> None:
+                 remember_theme: bool = True, validator: Validator | None = None) -> None:
         super().__init__()
         from wsmon.screens.alerts import AlertsScreen
         from wsmon.screens.clusters import ClustersScreen
@@ -152,6 +164,8 @@ class WsmonApp(App[int]):
 
             actor = default_actor()
         self.actor = actor
+        # every operator action goes through here; retries re-validate the workset's S3 folder
+        self.operations = Operations(store, actor, validator=validator or s3_validator(settings))
         self.read_only = settings.ui.read_only
         self.refresh_interval = refresh_interval or settings.ui.refresh_interval
         self.engine_mode_text = engine_mode_text
@@ -172,6 +186,8 @@ class WsmonApp(App[int]):
         self.store_error: str | None = None
         self.store_error_since: datetime | None = None
         self.paused = False
+        self.paused_at: datetime | None = None  # the data's time when the operator paused
+        self._held: list[Snapshot] = []  # snapshots read while paused, applied on resume
         self.refresh_generation = 0
         self.loaded = False  # the first full read has been applied
         self.last_apply_seconds = 0.0
@@ -277,6 +293,13 @@ class WsmonApp(App[int]):
         self._wake.set()
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        if self.paused and self.loaded:
+            # paused freezes everything read from the store; snapshots are diffs, so keep them
+            self._held.append(message.snapshot)
+            return
+        self._apply_snapshot(message)
+
+    def _apply_snapshot(self, message: SnapshotReady) -> None:
         started = time.perf_counter()
         started_cpu = time.thread_time()
         snap = message.snapshot
@@ -335,11 +358,21 @@ class WsmonApp(App[int]):
     # -- app actions -----------------------------------------------------------------------
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused
-        if not self.paused:
+        if self.paused:
+            self.paused_at = self.last_refresh_at
+        else:
+            self.paused_at = None
+            held, self._held = self._held, []
+            for snap in held:
+                self._apply_snapshot(SnapshotReady(snap))
             self.refresh_now()
         self.status_signal.publish(None)
 
     def action_refresh_now(self) -> None:
+        if self.paused:
+            self.notify("paused: the screens stay as they were; press p to resume",
+                        severity="warning", markup=False)
+            return
         self.refresh_now()
 
     def action_jump(self) -> None:
@@ -361,64 +394,113 @@ class WsmonApp(App[int]):
         self.push_screen(HelpScreen(self.screen))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if self.read_only and action in MUTATING_ACTIONS:
-            return False
-        return True
+        return True  # read-only refusals are said out loud in run_action, never a dead key
+
+    async def run_action(self, action: str | Any, default_namespace: Any = None) -> bool:
+        """Every key, palette entry and mouse click on a binding comes through here: in
+        read-only mode a store-changing action is refused with a toast naming it."""
+        if self.read_only and isinstance(action, str):
+            from textual.actions import parse
+
+            _, name, _ = parse(action)
+            if name in MUTATING_ACTIONS:
+                self.refuse_read_only(name)
+                return True
+        return await super().run_action(action, default_namespace)
+
+    def refuse_read_only(self, action: str) -> None:
+        label = READ_ONLY_LABELS.get(action, action.replace("_", " "))
+        self.notify(f"read-only: {label} is disabled (this dashboard was started read-only)",
+                    severity="warning", markup=False)
 
     # -- operator actions (screens call these; dialogs do the store writes) -----------------
     def request_workset_action(self, kind: str, keys: list[str]) -> None:
-        if self.read_only or not keys:
+        if self.read_only:
+            self.refuse_read_only(kind)
             return
-        self._load_for_action(kind, list(keys))
+        if keys:
+            self._load_for_action(kind, list(keys))
 
     @work(thread=True, exit_on_error=False, group="action-load")
     def _load_for_action(self, kind: str, keys: list[str]) -> None:
+        ops = self.operations
         try:
             records = [self.store.get_workset(k) for k in keys]
+            found = [r for r in records if r is not None]
+            # what the rules refuse is refused (and audited) by the operation itself, at once
+            options = {"stop": {"to": "error"}}.get(kind, {})
+            refused = [ops.run(kind, r, **options) for r in found if ops.check(kind, r)]
         except Exception as exc:
             self.call_from_thread(self.notify, f"cannot read the store: {describe_error(exc)}",
                                   severity="error", markup=False)
             return
-        found = [r for r in records if r is not None]
+        refused_keys = {o.key for o in refused}
+        allowed = [r for r in found if r.workset_id not in refused_keys]
         missing = [k for k, r in zip(keys, records) if r is None]
-        self.call_from_thread(self._open_workset_dialog, kind, found, missing)
+        self.call_from_thread(self._open_workset_dialog, kind, allowed, refused, missing)
 
-    def _open_workset_dialog(self, kind: str, records: list[Workset], missing: list[str]) -> None:
-        from wsmon.screens.dialogs import PriorityDialog, WorksetActionDialog
+    def _open_workset_dialog(self, kind: str, records: list[Workset], refused: list[Outcome],
+                             missing: list[str]) -> None:
+        from wsmon.screens.dialogs import (
+            PriorityDialog,
+            StopDialog,
+            WorksetActionDialog,
+            outcome_text,
+        )
 
         if missing:
             self.notify(f"no longer in the store: {', '.join(strip_control(m) for m in missing)}",
                         severity="warning", markup=False)
         if not records:
+            # nothing to confirm: the refusal is the answer (k9s style, a toast)
+            for outcome in refused[:5]:
+                self.notify(outcome_text(outcome, 60), title=f"{ACTIONS[kind].label}: refused",
+                            severity="warning", markup=False, timeout=8)
+            if len(refused) > 5:
+                self.notify(f"… and {len(refused) - 5} more refused", severity="warning",
+                            markup=False)
             return
         if kind == "priority":
-            dialog = PriorityDialog(records[0])
+            dialog: Any = PriorityDialog(records[0])
+        elif kind == "stop":
+            dialog = StopDialog(records[0])
         else:
-            dialog = WorksetActionDialog(kind, records)
+            dialog = WorksetActionDialog(kind, records, refused)
         self.push_screen(dialog, self._after_action)
 
     def request_alert_action(self, kind: str, alert_id: str) -> None:
         if self.read_only:
+            self.refuse_read_only(kind)
             return
         self._load_alert(kind, alert_id)
 
     @work(thread=True, exit_on_error=False, group="action-load")
     def _load_alert(self, kind: str, alert_id: str) -> None:
+        ops = self.operations
+        refused = None
         try:
             alert = self.store.get_alert(alert_id)
+            if alert is not None and kind in ALERT_ACTIONS and ops.check(kind, alert):
+                # refused by the rules before asking anything: through the operation, audited
+                refused = (ops.acknowledge(alert) if kind == "ack"
+                           else ops.resolve(alert, "(refused before a reason was asked)"))
         except Exception as exc:
             self.call_from_thread(self.notify, f"cannot read the store: {describe_error(exc)}",
                                   severity="error", markup=False)
             return
-        self.call_from_thread(self._open_alert_dialog, kind, alert)
+        self.call_from_thread(self._open_alert_dialog, kind, alert, refused)
 
-    def _open_alert_dialog(self, kind: str, alert: Alert | None) -> None:
-        from wsmon.screens.dialogs import AckDialog, SilenceDialog
+    def _open_alert_dialog(self, kind: str, alert: Alert | None, refused: Outcome | None) -> None:
+        from wsmon.screens.dialogs import AckDialog, ResolveDialog, SilenceDialog
 
         if alert is None:
             self.notify("that alert is no longer in the store", severity="warning", markup=False)
             return
-        dialog = AckDialog(alert) if kind == "ack" else SilenceDialog(alert)
+        if refused is not None:
+            self.notify(strip_control(refused.message), title=f"{ACTIONS[kind].label}: refused",
+                        severity="warning", markup=False)
+            return
+        dialog = {"ack": AckDialog, "resolve": ResolveDialog}.get(kind, SilenceDialog)(alert)
         self.push_screen(dialog, self._after_action)
 
     def _after_action(self, summary: str | None) -> None:

@@ -50,12 +50,16 @@ class Outcome:
             return EXIT_NOT_FOUND
         return EXIT_REFUSED
 
+    def verdict(self) -> str:
+        """The message with what came of it: ``refused: it is running: use stop``."""
+        prefix = {Result.DONE: "", Result.REFUSED: "refused: ",
+                  Result.CHANGED: "not done, changed meanwhile: ",
+                  Result.NOT_FOUND: "not found: "}[self.result]
+        return prefix + self.message
+
     def line(self) -> str:
         """One line for a person: ``retry ws-1: refused: it is running: use stop``."""
-        verdict = {Result.DONE: "", Result.REFUSED: "refused: ",
-                   Result.CHANGED: "not done, changed meanwhile: ",
-                   Result.NOT_FOUND: "not found: "}[self.result]
-        return f"{self.action} {self.key}: {verdict}{self.message}"
+        return f"{self.action} {self.key}: {self.verdict()}"
 
     def finding_lines(self) -> list[str]:
         """The validation findings behind a refusal, one line each, with their codes."""

@@ -106,7 +106,9 @@ def precondition(action: str, record: Workset | Alert, now: datetime) -> str | N
             return f"it is {state.value}, not complete: use retry"
         if action == "stop":
             return f"it is {state.value}: no pipeline is running"
-        if action in ("retry", "unignore", "release") and state is S.READY:
+        if action == "release":
+            return f"it is {state.value}: no lock to release"
+        if action in ("retry", "unignore") and state is S.READY:
             return "it is already ready"
         if action == "ignore" and state is S.IGNORED:
             return "it is already ignored"

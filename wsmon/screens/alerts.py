@@ -52,6 +52,8 @@ class AlertsScreen(WsmonScreen):
     BINDINGS = [
         Binding("a", "ack", "Acknowledge", id="ack", tooltip="Acknowledge with an optional note"),
         Binding("s", "silence", "Silence", id="silence", tooltip="Silence rule+subject for a while"),
+        Binding("x", "resolve", "Resolve", id="resolve",
+                tooltip="Resolve by hand, with a reason (fires again: a new alert)"),
     ]
     DEFAULT_CSS = """
     AlertsScreen #alert-text { height: auto; max-height: 8; padding: 0 1; background: $surface; }
@@ -161,3 +163,8 @@ class AlertsScreen(WsmonScreen):
         alert = self.selected_alert()
         if alert is not None:
             self.wsmon.request_alert_action("silence", alert.alert_id)
+
+    def action_resolve(self) -> None:
+        alert = self.selected_alert()
+        if alert is not None:
+            self.wsmon.request_alert_action("resolve", alert.alert_id)

@@ -8,7 +8,6 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from wsmon.screens.shared import MUTATING_ACTIONS
 from wsmon.widgets.header import StatusHeader, StoreBanner
 
 if TYPE_CHECKING:
@@ -41,6 +40,6 @@ class WsmonScreen(Screen):
         yield Footer(compact=True, show_command_palette=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if self.wsmon.read_only and action in MUTATING_ACTIONS:
-            return False
+        # Read-only keeps every key: pressing a store-changing one says why it is refused
+        # (WsmonApp.run_action), instead of a dead key that looks like a hung screen.
         return True

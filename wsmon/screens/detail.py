@@ -18,7 +18,15 @@ from wsmon.screens.base import WsmonScreen
 from wsmon.screens.snapshot import Snapshot
 from wsmon.core.textsafe import strip_control, truncate
 from wsmon.engine.diagnostics import remediation
+from wsmon.engine.progress.operator_argv import (
+    NothingToOpen,
+    attach_argv,
+    pager_argv,
+    s3_console_url,
+    s3_uri,
+)
 from wsmon.widgets.format import STATE_ROLES, clock_time, duration, relative, state_label
+from wsmon.widgets.progress_view import run_section
 from wsmon.widgets.styles import role_style
 
 LOG_TAIL_BYTES = 8192
@@ -62,10 +70,24 @@ class DetailScreen(WsmonScreen):
     SCREEN_NAME = "workset"
     BINDINGS = [
         Binding("escape", "back", "Back", id="back"),
-        Binding("l", "release", "Release", id="release", tooltip="Force-release the lock"),
-        Binding("r", "retry", "Retry", id="retry", tooltip="Send back to ready"),
+        Binding("l", "release", "Release", id="release",
+                tooltip="Take back the lock of a holder that is gone (live holder: use Stop)"),
+        Binding("r", "retry", "Retry", id="retry",
+                tooltip="Re-validate, then send back to ready (error, failed, retrying, ignored)"),
+        Binding("R", "rerun", "Re-run", id="rerun", show=False,
+                tooltip="Re-validate, then run finished (complete) work again"),
+        Binding("x", "stop", "Stop", id="stop",
+                tooltip="End the running pipeline, to error or ignored"),
         Binding("i", "toggle_ignore", "Ignore", id="ignore", tooltip="Ignore or un-ignore"),
         Binding("P", "priority", "Prio", id="priority", tooltip="Change priority"),
+        Binding("o", "open_log", "Log", id="open-log",
+                tooltip="The whole run log in $PAGER (on the head node for the SSH runner)"),
+        Binding("a", "attach", "Attach", id="attach",
+                tooltip="Watch the pipeline's tmux session read-only; detach (ctrl+b d) to return"),
+        Binding("c", "copy_id", "Copy id", id="copy-id", show=False,
+                tooltip="Copy the workset id to the clipboard (OSC 52: works over SSH and tmux)"),
+        Binding("u", "copy_s3_uri", "Copy S3 URI", id="copy-s3-uri", show=False,
+                tooltip="Copy the workset's s3:// URI to the clipboard"),
     ]
     DEFAULT_CSS = """
     DetailScreen #detail-body { height: 1fr; padding: 0 1; }
@@ -174,6 +196,8 @@ class DetailScreen(WsmonScreen):
                 if work.get(key) not in (None, ""):
                     _kv(fields, key.replace("_", " "), str(work.get(key)))
         parts.append(fields)
+        parts.extend(run_section(ws, now, console_url=s3_console_url(ws, app.settings.aws.region),
+                                 warning_style=role_style(app, "warning", bold=True)))
 
         if ws.error_code or ws.error_details:
             diag = Table.grid(padding=(0, 2))
@@ -246,10 +270,58 @@ class DetailScreen(WsmonScreen):
     def action_retry(self) -> None:
         self.wsmon.request_workset_action("retry", [self.workset_id])
 
+    def action_rerun(self) -> None:
+        self.wsmon.request_workset_action("rerun", [self.workset_id])
+
+    def action_stop(self) -> None:
+        self.wsmon.request_workset_action("stop", [self.workset_id])
+
     def action_toggle_ignore(self) -> None:
         ignored = self.record is not None and self.record.state == WorksetState.IGNORED
         self.wsmon.request_workset_action("unignore" if ignored else "ignore", [self.workset_id])
 
     def action_priority(self) -> None:
         self.wsmon.request_workset_action("priority", [self.workset_id])
+
+    def action_open_log(self) -> None:
+        self._hand_over_terminal("log", lambda s, ws: pager_argv(s, ws, os.environ))
+
+    def action_attach(self) -> None:
+        self._hand_over_terminal("tmux session", attach_argv)
+
+    def _hand_over_terminal(self, what: str, build: Any) -> None:
+        """Run a pager or tmux with the terminal (App.suspend), and come back when it ends."""
+        import subprocess
+
+        from textual.app import SuspendNotSupported
+
+        if self.record is None:
+            return
+        try:
+            argv = build(self.wsmon.settings, self.record)
+        except NothingToOpen as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        try:
+            with self.app.suspend():
+                code = subprocess.call(argv)
+        except SuspendNotSupported:
+            self.notify(f"this terminal cannot hand over to the {what}; run: "
+                        f"{strip_control(' '.join(argv))}", severity="warning", timeout=15)
+            return
+        except OSError as exc:
+            self.notify(f"could not open the {what}: {strip_control(str(exc))}", severity="error")
+            return
+        if code:
+            self.notify(f"the {what} ended with exit status {code}", severity="warning")
+        self.load()
+
+    def action_copy_id(self) -> None:
+        self.app.copy_to_clipboard(self.workset_id)
+        self.notify("workset id copied")
+
+    def action_copy_s3_uri(self) -> None:
+        if self.record is not None:
+            self.app.copy_to_clipboard(s3_uri(self.record))
+            self.notify("S3 URI copied")
 

@@ -1,8 +1,10 @@
 """Confirmation dialogs for operator actions, and the ``:`` jump prompt.
 
-Each action dialog shows the store's current record (the app re-read it before opening), runs the
-store operation in a thread worker when confirmed, and if the record changed meanwhile it stays
-open, says what changed and shows the new record, so a second confirm acts on what is there now.
+Every action goes through ``wsmon.operations`` (``app.operations``): the dialog shows the record
+the app re-read before opening it and the rule's own words (allowed from, effect on a running
+pipeline), runs the operation in a thread worker when confirmed, and shows its outcome. When the
+record changed meanwhile it stays open, says what changed and shows the new record, so a second
+confirm acts on what is there now; a refusal stays on screen with its reason (and findings).
 """
 
 from __future__ import annotations
@@ -20,8 +22,16 @@ from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from wsmon.core.models import Alert, Priority, Workset
-from wsmon.screens import ops
 from wsmon.core.textsafe import strip_control, truncate
+from wsmon.operations import (
+    ACTIONS,
+    DURATION_EXAMPLES,
+    DurationError,
+    Outcome,
+    Result,
+    format_duration,
+    parse_duration,
+)
 from wsmon.widgets.format import duration, relative, state_label
 
 DIALOG_CSS = """
@@ -40,9 +50,14 @@ WsmonDialog OptionList { height: auto; max-height: 8; margin-top: 1; }
 # Compact inputs, lists and buttons (no borders) so every dialog fits 80x24; the dialog scrolls
 # (overflow-y) if a long record would still push the buttons off a small terminal.
 COMPACT = {"compact": True}
+BULK_SHOWN = 6
 
-TITLES = {"release": "Release lock", "retry": "Retry", "ignore": "Ignore", "unignore": "Un-ignore"}
-CONFIRM = {"release": "Release", "retry": "Retry", "ignore": "Ignore", "unignore": "Un-ignore"}
+
+def outcome_text(outcome: Outcome, width: int = 40) -> str:
+    """One outcome for a dialog or a toast: whose, what came of it, and the findings behind it."""
+    text = f"{truncate(strip_control(outcome.key), width)}: {strip_control(outcome.verdict())}"
+    lines = [text] + [f"  {strip_control(line)}" for line in outcome.finding_lines()[:4]]
+    return "\n".join(lines)
 
 
 class WsmonDialog(ModalScreen[str | None]):
@@ -61,13 +76,33 @@ class WsmonDialog(ModalScreen[str | None]):
         for button in self.query(Button):
             button.disabled = busy
 
+    @property
+    def operations(self) -> Any:
+        return self.app.operations  # type: ignore[attr-defined]
 
-def describe_workset(kind: str, ws: Workset, now) -> Text:
+    def attempt(self, action: str, key: str, call: Any) -> Outcome:
+        """Run one operation (in a worker); a store that fails becomes a refusal on screen."""
+        from wsmon.screens.shared import describe_error
+
+        try:
+            return call()
+        except Exception as exc:
+            return Outcome(action, key, Result.REFUSED, f"store error: {describe_error(exc)}")
+
+
+def rule_text(kind: str) -> Text:
+    """The rule's own words, the same the CLI's --help and docs/operator-guide.md print."""
+    rule = ACTIONS[kind]
+    return Text(f"Effect on a running pipeline: {rule.running}.\nWritten: {rule.event}.",
+                style="dim")
+
+
+def describe_workset(kind: str, ws: Workset, now: datetime) -> Text:
     """What the operator needs to decide, for one workset."""
     out = Text()
     out.append(strip_control(ws.workset_id), style="bold")
     out.append(f"  {state_label(ws.state)}  {ws.priority.value}\n")
-    if kind == "release" and ws.state.holds_lease:
+    if ws.state.holds_lease:
         held = duration((now - ws.lock_acquired_at).total_seconds()) if ws.lock_acquired_at else "?"
         if ws.lock_expires_at is None:
             expires = "lease expiry unknown"
@@ -77,39 +112,27 @@ def describe_workset(kind: str, ws: Workset, now) -> Text:
             expires = f"lease expired {relative(ws.lock_expires_at, now)}"
         out.append(f"Held by {strip_control(ws.lock_owner or 'nobody')} (fence {ws.fence}) for "
                    f"{held}; {expires}.\n")
-    elif kind == "retry":
+    if kind in ("retry", "rerun", "unignore"):
         max_retries = "-" if ws.max_retries is None else ws.max_retries
         out.append(f"Attempts so far: {ws.attempts} (max retries {max_retries}).")
         if ws.error_code or ws.error_details:
             out.append(f" Last error {strip_control(ws.error_code or '')}: "
                        f"{truncate(strip_control(ws.error_details or ''), 120)}")
-        out.append("\n")
-    elif kind == "ignore" and ws.state.holds_lease:
-        out.append(f"Held by {strip_control(ws.lock_owner or '?')}: it loses the lock.\n")
+        out.append("\nIts S3 files are validated again first; only a valid workset goes to ready.\n")
     return out
 
 
-MEANING = {
-    "release": ("Releasing sends it back to ready and bumps the fence: the holder's next write is "
-                "refused, so it stops, and any engine may claim it again. A pipeline already "
-                "running on a cluster is not killed."),
-    "retry": "Retry sends it back to ready now; an engine claims it on its next pass.",
-    "ignore": "Ignored worksets are left alone by every engine until un-ignored.",
-    "unignore": "Un-ignoring sends it back to ready; an engine claims it on its next pass.",
-}
-
-BULK_SHOWN = 6
-
-
 class WorksetActionDialog(WsmonDialog):
+    """retry, rerun, release, ignore, unignore: on one workset or a selection."""
+
     BINDINGS = [Binding("y", "confirm", "Confirm", id="dialog-confirm")]
 
-    def __init__(self, kind: str, records: list[Workset]) -> None:
+    def __init__(self, kind: str, records: list[Workset], refused: list[Outcome] | None = None) -> None:
         super().__init__()
         self.kind = kind
         self.records = list(records)
+        self.refused = list(refused or [])
         self.done: list[str] = []
-        self.shown_refused: list[tuple[Workset, str]] = []
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -118,47 +141,42 @@ class WorksetActionDialog(WsmonDialog):
                 yield Static(id="dialog-text")
             yield Static(id="dialog-warning")
             with Horizontal(id="dialog-buttons"):
-                yield Button(CONFIRM[self.kind], id="confirm", variant="warning", **COMPACT)
+                yield Button(ACTIONS[self.kind].label, id="confirm", variant="warning", **COMPACT)
                 yield Button("Cancel", id="cancel", **COMPACT)
 
     def on_mount(self) -> None:
-        refused = [(ws, ops.precheck(self.kind, ws)) for ws in self.records]
-        refused = [(ws, why) for ws, why in refused if why]
-        if refused:
-            self.records = [ws for ws in self.records if ops.precheck(self.kind, ws) is None]
-            lines = [f"{truncate(strip_control(ws.workset_id), 40)}: {why}" for ws, why in refused]
-            if not self.records:
-                self.query_one("#cancel", Button).label = "Close"
-                self.shown_refused = refused
-            self.set_warning("\n".join(lines[:BULK_SHOWN])
-                             + (f"\n… and {len(lines) - BULK_SHOWN} more" if len(lines) > BULK_SHOWN else ""))
+        if self.refused:
+            lines = [outcome_text(o) for o in self.refused]
+            self.set_warning("Left out:\n" + "\n".join(lines[:BULK_SHOWN])
+                             + (f"\n… and {len(lines) - BULK_SHOWN} more"
+                                if len(lines) > BULK_SHOWN else ""))
         self.render_records()
         self.query_one("#cancel", Button).focus()
 
     def render_records(self) -> None:
         n = len(self.records)
-        title = TITLES[self.kind] + (f": {n} worksets" if n > 1 else "")
+        title = ACTIONS[self.kind].label + (f": {n} worksets" if n > 1 else "")
         self.query_one("#dialog-title", Label).update(Text(title))
         now = self.app.clock.now()  # type: ignore[attr-defined]
         body = Text()
-        if n == 0 and self.shown_refused:
-            body.append_text(describe_workset(self.kind, self.shown_refused[0][0], now))
-        elif n == 1:
+        if n == 1:
             body.append_text(describe_workset(self.kind, self.records[0], now))
         else:
             for ws in self.records[:BULK_SHOWN]:
                 body.append(f"• {truncate(strip_control(ws.workset_id), 40)}  "
                             f"{state_label(ws.state)}")
-                if self.kind == "release" and ws.lock_owner:
+                if ws.lock_owner:
                     body.append(f"  held by {truncate(strip_control(ws.lock_owner), 20)}")
-                if self.kind == "retry":
+                if self.kind in ("retry", "rerun"):
                     body.append(f"  attempts {ws.attempts}")
                 body.append("\n")
             if n > BULK_SHOWN:
                 body.append(f"… and {n - BULK_SHOWN} more\n")
-        body.append(MEANING[self.kind], style="dim")
+        body.append_text(rule_text(self.kind))
         self.query_one("#dialog-text", Static).update(body)
         self.query_one("#confirm", Button).display = n > 0
+        if n == 0:
+            self.query_one("#cancel", Button).label = "Close"
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "confirm":
@@ -173,38 +191,108 @@ class WorksetActionDialog(WsmonDialog):
 
     @work(thread=True, exit_on_error=False, group="dialog")
     def _perform(self, records: list[Workset]) -> None:
-        app: Any = self.app
-        batch = ops.run_batch(app.store, self.kind, records, app.actor)
-        app.call_from_thread(self._performed, batch)
+        outcomes = [self.attempt(self.kind, r.workset_id,
+                                 lambda r=r: self.operations.run(self.kind, r)) for r in records]
+        self.app.call_from_thread(self._performed, outcomes)
 
-    def _performed(self, batch: ops.BatchOutcome) -> None:
+    def _performed(self, outcomes: list[Outcome]) -> None:
         self.set_busy(False)
-        self.done.extend(o.key for o in batch.done)
-        if not batch.conflicts and not batch.errors:
+        self.done.extend(o.key for o in outcomes if o.done)
+        rest = [o for o in outcomes if not o.done]
+        if not rest:
             self.dismiss(self._summary())
             return
         # Act next time on what the store holds now; drop what is done or cannot be done.
-        self.records = [o.current for o in batch.conflicts if isinstance(o.current, Workset)]
-        lines = []
-        for o in batch.conflicts + batch.errors:
-            reason = o.conflict or o.error
-            lines.append(f"{truncate(strip_control(o.key), 40)}: {strip_control(reason or '')}")
-        if batch.done:
-            lines.insert(0, f"{len(batch.done)} done.")
+        self.records = [o.current for o in rest if o.changed and isinstance(o.current, Workset)]
+        lines = [outcome_text(o) for o in rest]
+        if self.done:
+            lines.insert(0, f"{len(self.done)} done.")
         if self.records:
             lines.append("Shown above is the current record; confirm again to act on it.")
-        else:
-            self.query_one("#cancel", Button).label = "Close"
         self.set_warning("\n".join(lines))
         self.render_records()
 
     def _summary(self) -> str:
         n = len(self.done)
-        what = {"release": "released", "retry": "sent to ready", "ignore": "ignored",
-                "unignore": "un-ignored"}[self.kind]
+        what = {"release": "released", "retry": "sent to ready", "rerun": "sent to ready to run again",
+                "ignore": "ignored", "unignore": "un-ignored"}[self.kind]
         if n == 1:
             return f"{truncate(strip_control(self.done[0]), 60)} {what}"
         return f"{n} worksets {what}"
+
+
+class StopDialog(WsmonDialog):
+    """End a running pipeline: the operator chooses where it ends (error or ignored)."""
+
+    def __init__(self, record: Workset) -> None:
+        super().__init__()
+        self.record = record
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(Text("Stop the running pipeline"), id="dialog-title")
+            with VerticalScroll(id="dialog-body"):
+                yield Static(id="dialog-text")
+            yield Input(placeholder="reason (recorded in the history)", id="reason", **COMPACT)
+            yield Static(id="dialog-warning")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Stop → error", id="stop-error", variant="error", **COMPACT)
+                yield Button("Stop → ignored", id="stop-ignored", variant="warning", **COMPACT)
+                yield Button("Cancel", id="cancel", **COMPACT)
+
+    def on_mount(self) -> None:
+        self._render_record()
+        self.query_one("#reason", Input).focus()
+
+    def _render_record(self) -> None:
+        ws = self.record
+        now = self.app.clock.now()  # type: ignore[attr-defined]
+        ran = format_duration(now - ws.lock_acquired_at) if ws.lock_acquired_at else "?"
+        body = Text()
+        body.append(strip_control(ws.workset_id), style="bold")
+        body.append(f"  {state_label(ws.state)}  {ws.priority.value}\n")
+        body.append(f"Cluster: {strip_control(ws.cluster_name or 'not placed yet')}; held by "
+                    f"{strip_control(ws.lock_owner or '?')} (fence {ws.fence}); running for {ran}.\n")
+        finished = [s.name for s in ws.steps if s.status == "succeeded"]
+        current = [s.name for s in ws.steps if s.status == "running"]
+        body.append("Lost: this run's progress"
+                    + (f" (the running step {', '.join(strip_control(c) for c in current)} is "
+                       "interrupted" if current else "")
+                    + (f"; finished steps {', '.join(strip_control(f) for f in finished)} are "
+                       "redone by a retry" if finished else "")
+                    + (")" if current else "") + ".\n")
+        body.append("Error: retry it later. Ignored: no engine touches it until un-ignored.\n")
+        body.append_text(rule_text("stop"))
+        self.query_one("#dialog-text", Static).update(body)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one("#stop-error", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id in ("stop-error", "stop-ignored"):
+            self.set_busy(True)
+            self._perform("error" if event.button.id == "stop-error" else "ignored",
+                          self.query_one("#reason", Input).value.strip())
+        else:
+            self.dismiss(None)
+
+    @work(thread=True, exit_on_error=False, group="dialog")
+    def _perform(self, to: str, reason: str) -> None:
+        outcome = self.attempt("stop", self.record.workset_id,
+                               lambda: self.operations.stop(self.record, to, reason))
+        self.app.call_from_thread(self._performed, outcome)
+
+    def _performed(self, outcome: Outcome) -> None:
+        self.set_busy(False)
+        if outcome.done:
+            self.dismiss(f"{truncate(strip_control(self.record.workset_id), 60)}: "
+                         f"{strip_control(outcome.message)}")
+            return
+        if outcome.changed and isinstance(outcome.current, Workset):
+            self.record = outcome.current
+            self._render_record()
+        self.set_warning(outcome_text(outcome)
+                         + (" Choose again to act on the current record." if outcome.changed else ""))
 
 
 class PriorityDialog(WsmonDialog):
@@ -248,27 +336,25 @@ class PriorityDialog(WsmonDialog):
 
     @work(thread=True, exit_on_error=False, group="dialog")
     def _perform(self, chosen: str) -> None:
-        app: Any = self.app
-        try:
-            outcome = ops.set_priority(app.store, self.record, chosen, app.actor)
-        except Exception as exc:
-            outcome = ops.Outcome(self.record.workset_id, error=str(exc))
-        app.call_from_thread(self._performed, outcome)
+        outcome = self.attempt("priority", self.record.workset_id,
+                               lambda: self.operations.set_priority(self.record, chosen))
+        self.app.call_from_thread(self._performed, outcome)
 
-    def _performed(self, outcome: ops.Outcome) -> None:
+    def _performed(self, outcome: Outcome) -> None:
         self.query_one(OptionList).disabled = False
         if outcome.done:
-            self.dismiss(f"{truncate(strip_control(self.record.workset_id), 60)}: {outcome.done}")
+            self.dismiss(f"{truncate(strip_control(self.record.workset_id), 60)}: "
+                         f"{strip_control(outcome.message)}")
             return
         if isinstance(outcome.current, Workset):
             self.record = outcome.current
             self._render_record()
-        self.set_warning(strip_control(outcome.conflict or outcome.error or "")
-                         + (" Choose again to act on the current record." if outcome.conflict else ""))
+        self.set_warning(outcome_text(outcome)
+                         + (" Choose again to act on the current record." if outcome.changed else ""))
         self.query_one(OptionList).focus()
 
 
-def describe_alert(alert: Alert, now) -> Text:
+def describe_alert(alert: Alert, now: datetime) -> Text:
     out = Text()
     out.append(f"{alert.severity.value} {alert.state.value}", style="bold")
     out.append(f"  {strip_control(alert.rule)}\n")
@@ -281,37 +367,52 @@ def describe_alert(alert: Alert, now) -> Text:
     return out
 
 
-DURATION_UNITS = {"m": 1, "h": 60, "d": 1440}
-
-
-def parse_minutes(text: str) -> float | None:
-    """'30m', '4h', '2d' or a bare number of minutes; None when empty or not a duration."""
-    text = text.strip().lower()
-    unit = DURATION_UNITS.get(text[-1:], None) if text else None
-    number = text[:-1] if unit else text
-    try:
-        value = float(number)
-    except ValueError:
-        return None
-    if value <= 0 or value != value or value == float("inf"):
-        return None
-    return value * (unit or 1)
-
-
-class AckDialog(WsmonDialog):
-    BINDINGS = [Binding("ctrl+y", "confirm", "Confirm", id="dialog-ack-confirm", show=False)]
+class AlertDialog(WsmonDialog):
+    """Shared by acknowledge and resolve: one alert, a text input, the outcome."""
 
     def __init__(self, alert: Alert) -> None:
         super().__init__()
         self.alert = alert
+
+    def _render_alert(self) -> None:
+        now = self.app.clock.now()  # type: ignore[attr-defined]
+        self.query_one("#dialog-text", Static).update(describe_alert(self.alert, now))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "confirm":
+            self.action_confirm()
+        else:
+            self.dismiss(None)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_confirm()
+
+    def action_confirm(self) -> None:  # pragma: no cover - each dialog defines it
+        raise NotImplementedError
+
+    def _performed(self, outcome: Outcome) -> None:
+        self.set_busy(False)
+        if outcome.done:
+            self.dismiss(f"alert {truncate(strip_control(self.alert.rule), 40)}: "
+                         f"{truncate(strip_control(outcome.message), 80)}")
+            return
+        if isinstance(outcome.current, Alert):
+            self.alert = outcome.current
+            self._render_alert()
+        self.set_warning(strip_control(outcome.verdict())
+                         + (" Confirm again to act on it as it is now." if outcome.changed else ""))
+
+
+class AckDialog(AlertDialog):
+    BINDINGS = [Binding("ctrl+y", "confirm", "Confirm", id="dialog-ack-confirm", show=False)]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(Text("Acknowledge alert"), id="dialog-title")
             yield Static(id="dialog-text")
             yield Input(placeholder="note (optional), Enter to acknowledge", id="note", **COMPACT)
-            yield Input(placeholder="expires after (optional): 30m, 4h, 2d; empty = until resolved",
-                        id="expires", **COMPACT)
+            yield Input(placeholder=f"expires after (optional): {DURATION_EXAMPLES}; "
+                                    "empty = until resolved", id="expires", **COMPACT)
             yield Static(id="dialog-warning")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Acknowledge", id="confirm", variant="primary", **COMPACT)
@@ -321,55 +422,58 @@ class AckDialog(WsmonDialog):
         self._render_alert()
         self.query_one("#note", Input).focus()
 
-    def _render_alert(self) -> None:
-        now = self.app.clock.now()  # type: ignore[attr-defined]
-        self.query_one("#dialog-text", Static).update(describe_alert(self.alert, now))
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.action_confirm()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "confirm":
-            self.action_confirm()
-        else:
-            self.dismiss(None)
-
     def action_confirm(self) -> None:
         typed = self.query_one("#expires", Input).value
-        minutes = parse_minutes(typed)
-        if typed.strip() and minutes is None:
-            self.set_warning(f"expires after: {strip_control(typed)!r} is not a duration such as "
-                             "30m, 4h or 2d")
-            return
-        expires_at = None
-        if minutes is not None:
-            expires_at = self.app.clock.now() + timedelta(minutes=minutes)  # type: ignore[attr-defined]
+        expires: timedelta | None = None
+        if typed.strip():
+            try:
+                expires = parse_duration(typed)
+            except DurationError as exc:
+                self.set_warning(f"expires after: {strip_control(str(exc))}")
+                return
         self.set_busy(True)
-        self._perform(self.query_one("#note", Input).value.strip(), expires_at)
+        self._perform(self.query_one("#note", Input).value.strip(), expires)
 
     @work(thread=True, exit_on_error=False, group="dialog")
-    def _perform(self, note: str, expires_at: datetime | None) -> None:
-        app: Any = self.app
-        try:
-            outcome = ops.acknowledge(app.store, self.alert, app.actor, note or None, expires_at)
-        except Exception as exc:
-            outcome = ops.Outcome(self.alert.alert_id, error=str(exc))
-        app.call_from_thread(self._performed, outcome)
+    def _perform(self, note: str, expires: timedelta | None) -> None:
+        outcome = self.attempt("ack", self.alert.alert_id,
+                               lambda: self.operations.acknowledge(self.alert, note, expires))
+        self.app.call_from_thread(self._performed, outcome)
 
-    def _performed(self, outcome: ops.Outcome) -> None:
-        self.set_busy(False)
-        if outcome.done:
-            self.dismiss(f"alert {truncate(strip_control(self.alert.rule), 40)} acknowledged")
+
+class ResolveDialog(AlertDialog):
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(Text("Resolve alert by hand"), id="dialog-title")
+            yield Static(id="dialog-text")
+            yield Input(placeholder="reason (required), Enter to resolve", id="reason", **COMPACT)
+            yield Static(Text("If its condition still holds, the engine opens a new alert.",
+                              style="dim"))
+            yield Static(id="dialog-warning")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Resolve", id="confirm", variant="primary", **COMPACT)
+                yield Button("Cancel", id="cancel", **COMPACT)
+
+    def on_mount(self) -> None:
+        self._render_alert()
+        self.query_one("#reason", Input).focus()
+
+    def action_confirm(self) -> None:
+        reason = self.query_one("#reason", Input).value.strip()
+        if not reason:
+            self.set_warning("a reason is required to resolve an alert by hand")
             return
-        if isinstance(outcome.current, Alert):
-            self.alert = outcome.current
-            self._render_alert()
-        self.set_warning(strip_control(outcome.conflict or outcome.error or "")
-                         + (" Confirm again to act on it as it is now." if outcome.conflict else ""))
+        self.set_busy(True)
+        self._perform(reason)
+
+    @work(thread=True, exit_on_error=False, group="dialog")
+    def _perform(self, reason: str) -> None:
+        outcome = self.attempt("resolve", self.alert.alert_id,
+                               lambda: self.operations.resolve(self.alert, reason))
+        self.app.call_from_thread(self._performed, outcome)
 
 
-SILENCE_CHOICES = [(15, "15 minutes"), (60, "1 hour"), (240, "4 hours"), (1440, "24 hours"),
-                   (10080, "7 days")]
+SILENCE_CHOICES = ("15m", "1h", "4h", "24h", "7d")
 
 
 class SilenceDialog(WsmonDialog):
@@ -382,7 +486,7 @@ class SilenceDialog(WsmonDialog):
             yield Label(Text("Silence alert"), id="dialog-title")
             yield Static(id="dialog-text")
             yield Input(placeholder="reason (optional)", id="reason", **COMPACT)
-            yield OptionList(*[Option(label, id=str(minutes)) for minutes, label in SILENCE_CHOICES],
+            yield OptionList(*[Option(label, id=label) for label in SILENCE_CHOICES],
                              id="durations", **COMPACT)
             yield Static(id="dialog-warning")
             with Horizontal(id="dialog-buttons"):
@@ -405,27 +509,24 @@ class SilenceDialog(WsmonDialog):
         self.dismiss(None)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        minutes = float(event.option.id or "60")
         self.query_one(OptionList).disabled = True
-        self._perform(minutes, self.query_one("#reason", Input).value.strip())
+        self._perform(parse_duration(event.option.id or "1h"),
+                      self.query_one("#reason", Input).value.strip())
 
     @work(thread=True, exit_on_error=False, group="dialog")
-    def _perform(self, minutes: float, reason: str) -> None:
-        app: Any = self.app
-        try:
-            outcome = ops.silence(app.store, self.alert, app.actor, minutes, reason, app.clock.now())
-        except Exception as exc:
-            outcome = ops.Outcome(self.alert.alert_id, error=str(exc))
-        app.call_from_thread(self._performed, outcome, minutes)
+    def _perform(self, length: timedelta, reason: str) -> None:
+        outcome = self.attempt("silence", self.alert.alert_id, lambda: self.operations.silence(
+            self.alert.rule, self.alert.subject, length, reason))
+        self.app.call_from_thread(self._performed, outcome)
 
-    def _performed(self, outcome: ops.Outcome, minutes: float) -> None:
+    def _performed(self, outcome: Outcome) -> None:
         self.query_one(OptionList).disabled = False
         if outcome.done:
-            label = dict(SILENCE_CHOICES).get(int(minutes), f"{int(minutes)} min")
             self.dismiss(f"{truncate(strip_control(self.alert.rule), 40)} on "
-                         f"{truncate(strip_control(self.alert.subject), 40)} silenced for {label}")
+                         f"{truncate(strip_control(self.alert.subject), 40)}: "
+                         f"{strip_control(outcome.message)}")
             return
-        self.set_warning(strip_control(outcome.error or outcome.conflict or ""))
+        self.set_warning(strip_control(outcome.verdict()))
 
 
 class JumpDialog(WsmonDialog):

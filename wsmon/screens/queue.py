@@ -19,6 +19,7 @@ from wsmon.widgets.format import (
     STATE_KEYS,
     STATE_ROLES,
     STATE_SYMBOLS,
+    progress_cell,
     state_label,
 )
 from wsmon.widgets.styles import role_markup
@@ -35,8 +36,14 @@ class QueueScreen(WsmonScreen):
         Binding("escape", "clear_filter", "Clear filter", id="clear-filter", show=False),
         Binding("space", "toggle_select", "Select", id="select", show=False,
                 tooltip="Mark for bulk actions (then l or r act on all marked)"),
-        Binding("l", "release", "Release", id="release", tooltip="Force-release the lock"),
-        Binding("r", "retry", "Retry", id="retry", tooltip="Send back to ready"),
+        Binding("l", "release", "Release", id="release",
+                tooltip="Take back the lock of a holder that is gone (live holder: use Stop)"),
+        Binding("r", "retry", "Retry", id="retry",
+                tooltip="Re-validate, then send back to ready (error, failed, retrying, ignored)"),
+        Binding("R", "rerun", "Re-run", id="rerun", show=False,
+                tooltip="Re-validate, then run finished (complete) work again"),
+        Binding("x", "stop", "Stop", id="stop",
+                tooltip="End the running pipeline, to error or ignored"),
         Binding("i", "toggle_ignore", "Ignore", id="ignore", tooltip="Ignore or un-ignore"),
         Binding("P", "priority", "Prio", id="priority", tooltip="Change priority"),
         Binding("s", "sort_next", "Sort", id="sort", show=False,
@@ -117,6 +124,8 @@ class QueueScreen(WsmonScreen):
         if row.s3_missing:
             gone = role_markup(app, "warning", GONE_FROM_S3, bold=True)
             cells[9] = f"{gone} · {cells[9]}" if cells[9] else gone
+        if compact:
+            cells[10] = progress_cell(row.percent, compact=True)
         return cells
 
     def _order(self):
@@ -310,6 +319,14 @@ class QueueScreen(WsmonScreen):
 
     def action_retry(self) -> None:
         self.wsmon.request_workset_action("retry", self.target_keys())
+
+    def action_rerun(self) -> None:
+        self.wsmon.request_workset_action("rerun", self.target_keys())
+
+    def action_stop(self) -> None:
+        key = self.cursor_key()
+        if key is not None:
+            self.wsmon.request_workset_action("stop", [key])
 
     def action_toggle_ignore(self) -> None:
         keys = self.target_keys()

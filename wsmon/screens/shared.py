@@ -9,10 +9,10 @@ from __future__ import annotations
 from wsmon.core.textsafe import strip_control, truncate
 from wsmon.engine.store.base import StoreError
 
-# Actions that change the store; hidden (and refused) in read-only mode.
-MUTATING_ACTIONS = frozenset({"release", "retry", "ignore", "unignore", "toggle_ignore",
-                              "priority", "ack", "silence", "toggle_select", "select_all",
-                              "clear_selection"})
+# Actions that change the store; in read-only mode each is refused with a toast naming it.
+MUTATING_ACTIONS = frozenset({"release", "retry", "rerun", "stop", "ignore", "unignore",
+                              "toggle_ignore", "priority", "ack", "resolve", "silence",
+                              "toggle_select", "select_all", "clear_selection"})
 
 
 def describe_error(exc: BaseException) -> str:

@@ -53,7 +53,10 @@ class StatusHeader(Static):
         symbol = {"alive": "●", "stale": "◌", "none": "✗"}.get(engine.kind, "?")
         line.append(" │ engine ")
         line.append(f"{symbol} {engine.text}", style=role_style(app, role.get(engine.kind, "foreground")))
-        if app.last_refresh_at is not None:
+        if app.paused:
+            at = app.paused_at or app.last_refresh_at
+            line.append(f" │ paused at {at.strftime('%H:%M:%S') if at else '-'}")
+        elif app.last_refresh_at is not None:
             line.append(f" │ {app.last_refresh_at.strftime('%H:%M:%S')}")
         counts = Text()
         stats = app.stats
