@@ -11,9 +11,12 @@ from urllib.parse import urlsplit
 
 from wsmon.core.store_url import SUPPORTED_SCHEMES, URL_FORMS  # the forms `config check` knows too
 from wsmon.engine.store.base import (
+    ActiveAlertExists,
+    AlertChanged,
     AlertNotFound,
     CorruptStore,
     IllegalTransition,
+    InvalidCursor,
     LeaseLost,
     LockChanged,
     StateConflict,
@@ -29,7 +32,8 @@ if TYPE_CHECKING:
     from wsmon.core.clock import Clock
 
 __all__ = [
-    "AlertNotFound", "CorruptStore", "IllegalTransition", "LeaseLost", "LockChanged", "StateConflict", "Store",
+    "ActiveAlertExists", "AlertChanged", "AlertNotFound", "CorruptStore", "IllegalTransition",
+    "InvalidCursor", "LeaseLost", "LockChanged", "StateConflict", "Store",
     "StoreError", "StoreNotInitialized", "StoreUnavailable", "WorksetNotFound", "check_transition",
     "open_store", "SUPPORTED_SCHEMES",
 ]
