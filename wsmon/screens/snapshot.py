@@ -27,7 +27,7 @@ from wsmon.core.models import (
 )
 from wsmon.core.textsafe import strip_control
 from wsmon.widgets.difftable import ColumnSpec
-from wsmon.widgets.format import STATE_ORDER, age_since, state_label
+from wsmon.widgets.format import STATE_ORDER, age_since, progress_cell, state_label
 
 # Queue columns. Widths follow the terminal (roomy from 120 columns, compact below, so all of
 # them show at 80) but never the text, so adding 10,000 rows never measures a cell.
@@ -41,8 +41,9 @@ QUEUE_COLUMNS: list[ColumnSpec] = [
     ColumnSpec("age", "age", 4, narrow=3),
     ColumnSpec("attempts", "try", 3),
     ColumnSpec("lease", "lease holder", 14, narrow=8, short="holder", grow=1, max=24),
-    ColumnSpec("last_event", "last event / why waiting", 30, narrow=15, short="event/why",
+    ColumnSpec("last_event", "last event / why waiting", 20, narrow=10, short="event/why",
                grow=5),
+    ColumnSpec("progress", "progress", 9, narrow=4, short="done"),
 ]
 SORTABLE = [spec.key for spec in QUEUE_COLUMNS if spec.key != "sel"]
 GONE_FROM_S3 = "⚠ gone from S3"
@@ -66,7 +67,8 @@ class QueueRow:
     sort_values: tuple[Any, ...]
     search: str
     markup: tuple[str, ...]  # the same cells escaped for DataTable, which parses str as markup
-    s3_missing: bool = False  # the last cell starts with GONE_FROM_S3 (the screen colours it)
+    s3_missing: bool = False  # the last event cell starts with GONE_FROM_S3 (the screen colours it)
+    percent: float | None = None  # the progress cell's figure (the screen shortens it when narrow)
 
     def sort_value(self, column: str) -> Any:
         return self.sort_values[SORTABLE.index(column)]
@@ -91,6 +93,7 @@ class _Static:
     search: str
     waiting: str  # the scheduler's reason a ready workset still waits ("" if none)
     s3_missing: bool
+    percent: float | None  # Snakemake's steps done, from the engine's progress tracker
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ def _static(ws: Workset) -> _Static:
         escaped=tuple(escape(v) for v in (display_id, customer, cluster, lease, last_text,
                                           waiting)),
         search=search, waiting=waiting, s3_missing=ws.s3_missing,
+        percent=ws.progress.percent if ws.progress is not None else None,
     )
 
 
@@ -183,14 +187,16 @@ def _row(key: str, st: _Static, ages: tuple[str, str]) -> QueueRow:
     if st.s3_missing:  # the screen colours the marker; the plain cell carries it for diff/search
         last = f"{GONE_FROM_S3} · {last}" if last else GONE_FROM_S3
     label = state_label(st.state)
+    done = progress_cell(st.percent)
     cells = (st.display_id, label, st.priority, st.customer, st.cluster, age,
-             str(st.attempts), st.lease, last)
+             str(st.attempts), st.lease, last, done)
     markup = (e_id, label, st.priority, e_customer, e_cluster, age, str(st.attempts), e_lease,
-              e_last_cell)
+              e_last_cell, done)
     sort_values = (key, STATE_ORDER[st.state], st.priority_rank, st.customer, st.cluster,
-                   -st.created_at.timestamp(), st.attempts, st.lease, -st.last_event_at.timestamp())
+                   -st.created_at.timestamp(), st.attempts, st.lease, -st.last_event_at.timestamp(),
+                   -1.0 if st.percent is None else st.percent)
     return QueueRow(key, st.state, st.priority, cells, sort_values, st.search, markup,
-                    st.s3_missing)
+                    st.s3_missing, st.percent)
 
 
 class SnapshotReader:

@@ -103,3 +103,16 @@ def bar(used: float, total: float, width: int = 10) -> str:
 
 def span(delta: timedelta) -> str:
     return duration(delta.total_seconds())
+
+
+UNKNOWN_PROGRESS = "—"
+
+
+def progress_cell(percent: float | None, compact: bool = False) -> str:
+    """A queue cell: '██░░  30%', or '30%' on a narrow terminal; '—' when the pipeline's log has
+    said nothing about its steps (never a made-up figure)."""
+    if percent is None:
+        return UNKNOWN_PROGRESS
+    if compact:
+        return f"{round(max(0.0, min(100.0, percent)))}%"
+    return bar(percent, 100.0, width=4)
