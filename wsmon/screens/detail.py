@@ -25,15 +25,7 @@ from wsmon.engine.progress.operator_argv import (
     s3_console_url,
     s3_uri,
 )
-from wsmon.engine.progress.operator_argv import (
-    NothingToOpen,
-    attach_argv,
-    pager_argv,
-    s3_console_url,
-    s3_uri,
-)
 from wsmon.widgets.format import STATE_ROLES, clock_time, duration, relative, state_label
-from wsmon.widgets.progress_view import run_section
 from wsmon.widgets.progress_view import run_section
 from wsmon.widgets.styles import role_style
 
@@ -333,44 +325,3 @@ class DetailScreen(WsmonScreen):
             self.app.copy_to_clipboard(s3_uri(self.record))
             self.notify("S3 URI copied")
 
-    def action_open_log(self) -> None:
-        self._hand_over_terminal("log", lambda s, ws: pager_argv(s, ws, os.environ))
-
-    def action_attach(self) -> None:
-        self._hand_over_terminal("tmux session", attach_argv)
-
-    def _hand_over_terminal(self, what: str, build: Any) -> None:
-        """Run a pager or tmux with the terminal (App.suspend), and come back when it ends."""
-        import subprocess
-
-        from textual.app import SuspendNotSupported
-
-        if self.record is None:
-            return
-        try:
-            argv = build(self.wsmon.settings, self.record)
-        except NothingToOpen as exc:
-            self.notify(str(exc), severity="warning")
-            return
-        try:
-            with self.app.suspend():
-                code = subprocess.call(argv)
-        except SuspendNotSupported:
-            self.notify(f"this terminal cannot hand over to the {what}; run: "
-                        f"{strip_control(' '.join(argv))}", severity="warning", timeout=15)
-            return
-        except OSError as exc:
-            self.notify(f"could not open the {what}: {strip_control(str(exc))}", severity="error")
-            return
-        if code:
-            self.notify(f"the {what} ended with exit status {code}", severity="warning")
-        self.load()
-
-    def action_copy_id(self) -> None:
-        self.app.copy_to_clipboard(self.workset_id)
-        self.notify("workset id copied")
-
-    def action_copy_s3_uri(self) -> None:
-        if self.record is not None:
-            self.app.copy_to_clipboard(s3_uri(self.record))
-            self.notify("S3 URI copied")
