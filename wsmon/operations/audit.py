@@ -10,6 +10,7 @@ table yet); keys sort by time, so listing is one ``kv_get_all``.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -52,7 +53,10 @@ def record(store: Store, outcome: Outcome, actor: str, reason: str, at: datetime
     """Write the entry; a store that cannot take it is logged, never hides the outcome."""
     entry = AuditEntry(at=at, actor=actor, action=outcome.action, target=outcome.key,
                        reason=reason, outcome=outcome.result.value, detail=outcome.message)
-    key = f"{at.astimezone(timezone.utc):%Y%m%dT%H%M%S.%f}Z-{uuid.uuid4().hex[:8]}"
+    # the store's clock first (what the entry says); wall-clock nanoseconds break ties, so actions
+    # in the same instant (a bulk retry, a test's frozen clock) list in the order they were made
+    key = (f"{at.astimezone(timezone.utc):%Y%m%dT%H%M%S.%f}Z-{time.time_ns():020d}-"
+           f"{uuid.uuid4().hex[:8]}")
     try:
         store.kv_put(AUDIT_NAMESPACE, key, entry.to_json())
     except (StoreError, OSError) as exc:
