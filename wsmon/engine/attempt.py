@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from wsmon.core.models import Workset, WorksetState
+from wsmon.core.redaction import scrub
 from wsmon.core.textsafe import strip_control, truncate
 from wsmon.engine.retry import RetryPolicy
 from wsmon.engine.runner import Aborted, BaseRunner, Job, RunOutcome, sanitise
@@ -55,8 +56,6 @@ def _scrub(text: str | None) -> str | None:
     """Error text as stored on the workset: no control sequences, no secrets or home paths."""
     if text is None:
         return None
-    from wsmon.engine.notify import scrub
-
     return scrub(strip_control(text, keep_newlines=True))
 
 
