@@ -41,10 +41,13 @@ def run_section(ws: Workset, now: datetime, *, console_url: str | None = None,
     grid = Table.grid(padding=(0, 2))
     grid.add_column(no_wrap=True)
     grid.add_column()
+    run_started = next((s.started_at for s in reversed(ws.steps) if s.name == "run"), None)
     if progress is None and actual is None:
-        _kv(grid, "progress", "the pipeline has not run yet")
+        if run_started is None:
+            _kv(grid, "progress", "the pipeline has not run yet")
+        else:
+            _kv(grid, "progress", f"progress unknown (elapsed {duration((now - run_started).total_seconds())})")
     if progress is not None:
-        run_started = next((s.started_at for s in reversed(ws.steps) if s.name == "run"), None)
         if progress.percent is not None:
             _kv(grid, "progress", f"{bar(progress.percent, 100.0, width=30)}  "
                                   f"{progress.steps_done} of {progress.steps_total} steps")
