@@ -1,0 +1,140 @@
+"""One table of cases, run through the dashboard (Pilot) and through the CLI: each front end
+refuses exactly what wsmon.operations refuses, and does what it allows (issue 12, observation 2).
+Also the dashboard-side regressions of observations 5 (pause) and 6 (events cut reasons)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from app_seed import make_app, settle, wait_for
+from click.testing import CliRunner
+from ops_world import S3Folders, s3_folders, validator_for
+
+from wsmon.cli.main import cli
+from wsmon.core.clock import ManualClock, SystemClock
+from wsmon.core.models import WorksetState
+from wsmon.engine.store import open_store
+from wsmon.operations import Operations, list_actions
+
+S = WorksetState
+STATES = ("ready", "error", "failed", "complete", "ignored", "live", "stale")
+# action -> (dashboard key, CLI arguments after the id)
+ACTIONS = {
+    "retry": ("r", ["retry", "{id}", "--yes"]),
+    "rerun": ("R", ["retry", "{id}", "--rerun", "--yes"]),
+    "stop": ("x", ["stop", "{id}", "--to", "error", "--yes"]),
+    "release": ("l", ["release", "{id}", "--yes"]),
+    "ignore": ("i", ["ignore", "{id}", "--yes"]),  # i on an ignored workset is un-ignore
+}
+CASES = [(state, action) for state in STATES for action in ACTIONS]
+
+
+@pytest.fixture
+def folders(moto_endpoint: str, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> S3Folders:
+    monkeypatch.setenv("WSMON_AWS__ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("WSMON_AWS__REGION", "us-west-2")
+    return s3_folders(moto_endpoint, unique_name)
+
+
+def one_workset(tmp_path, folders: S3Folders, state: str) -> tuple[str, str]:
+    """A store (on the real clock, like the CLI's) holding one workset in ``state``; its S3
+    folder is valid. ``live``: in_progress with a fresh lease; ``stale``: locked by a monitor
+    whose lease expired hours ago."""
+    url = f"sqlite:///{tmp_path / 'fe.db'}"
+    wid = f"ws-{state}"
+    folders.put(wid)
+    store = open_store(url, clock=SystemClock(), max_clock_skew=5)
+    store.init_schema()
+    if state == "stale":
+        past = open_store(url, clock=ManualClock(SystemClock().now() - timedelta(hours=3)),
+                          max_clock_skew=5)
+        past.register_workset(wid, folders.bucket, f"src/{wid}/")
+        assert past.acquire_lock(wid, "crashed-monitor", lease_seconds=60) is not None
+        past.close()
+    elif state == "live":
+        store.register_workset(wid, folders.bucket, f"src/{wid}/")
+        lease = store.acquire_lock(wid, "engine-1", lease_seconds=3600)
+        store.update_state(wid, "in_progress", "started", "engine-1", lease=lease,
+                           cluster_name="cluster-a")
+    else:
+        store.register_workset(wid, folders.bucket, f"src/{wid}/", state=state)
+    store.close()
+    return url, wid
+
+
+def module_allows(url: str, wid: str, action: str, folders: S3Folders) -> bool:
+    store = open_store(url, clock=SystemClock(), max_clock_skew=5)
+    try:
+        ws = store.get_workset(wid)
+        if action == "ignore" and ws.state is S.IGNORED:
+            action = "unignore"
+        return Operations(store, "x", validator=validator_for(folders)).check(action, ws) is None
+    finally:
+        store.close()
+
+
+def test_the_table_is_not_degenerate():
+    allowed = {("ready", "ignore"), ("error", "retry"), ("complete", "rerun"), ("live", "stop"),
+               ("stale", "release")}
+    refused = {("live", "release"), ("live", "ignore"), ("complete", "retry"), ("ready", "stop")}
+    assert allowed <= set(CASES) and refused <= set(CASES)
+
+
+@pytest.mark.parametrize("state,action", CASES)
+def test_cli_refuses_exactly_what_the_module_refuses(tmp_path, folders, state, action):
+    url, wid = one_workset(tmp_path, folders, state)
+    expected = module_allows(url, wid, action, folders)
+    args = [a.replace("{id}", wid) for a in ACTIONS[action][1]]
+    if action == "ignore" and state == "ignored":
+        args.append("--undo")
+    result = CliRunner().invoke(cli, ["--store", url, *args], catch_exceptions=False)
+    assert result.exit_code == (0 if expected else 1), result.output
+    store = open_store(url, create=False)
+    try:
+        after = store.get_workset(wid)
+        assert (after.state.value != (state if state not in ("live", "stale") else
+                                      ("in_progress" if state == "live" else "locked"))) is expected
+        assert list_actions(store)[-1].outcome == ("done" if expected else "refused")
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("state,action", CASES)
+async def test_dashboard_refuses_exactly_what_the_module_refuses(tmp_path, folders, state, action):
+    from wsmon.screens.dialogs import StopDialog, WorksetActionDialog
+
+    url, wid = one_workset(tmp_path, folders, state)
+    expected = module_allows(url, wid, action, folders)
+    store = open_store(url, clock=SystemClock(), max_clock_skew=5)
+    before = store.get_workset(wid).state
+    app = make_app(tmp_path, store=store, clock=SystemClock(), validator=validator_for(folders))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot, app)
+        assert app.screen.table.move_to_key(wid)
+        await pilot.pause()
+        await pilot.press(ACTIONS[action][0])
+        if expected:
+            dialog = StopDialog if action == "stop" else WorksetActionDialog
+            await wait_for(pilot, lambda: isinstance(app.screen, dialog), what="dialog")
+            if action == "stop":
+                await pilot.click("#stop-error")
+            else:
+                await pilot.press("y")
+            await wait_for(pilot, lambda: not isinstance(app.screen, dialog), what="closed")
+        else:
+            await wait_for(pilot, lambda: any("refused" in (n.title or "")
+                                              for n in app._notifications), what="refusal toast")
+            assert type(app.screen).__name__ == "QueueScreen"
+    after = store.get_workset(wid)
+    assert (after.state is not before) is expected
+    assert list_actions(store)[-1].outcome == ("done" if expected else "refused")
+    store.close()
+
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
