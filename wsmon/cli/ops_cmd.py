@@ -240,6 +240,7 @@ def _show_text(workset: Workset, store: Store, now: datetime) -> None:
         row("schedule", workset.schedule_reason)
     if workset.pipeline_dir:
         row("pipeline", workset.pipeline_dir)
+    _show_run(workset, now, row)
     if workset.error_code or workset.error_details:
         row("error", workset.error_code or "-")
         if workset.error_details:
@@ -278,6 +279,29 @@ def _show_text(workset: Workset, store: Store, now: datetime) -> None:
         click.echo("recent events (wsmon events ID for all):")
         for event in workset.recent_events:
             click.echo(f"  {_event_line(event, now)}")
+
+
+def _show_run(workset: Workset, now: datetime, row: Any) -> None:
+    """Progress from the pipeline log, where the run lives, and what it cost (engine/progress)."""
+    progress, actual = workset.progress, workset.actual
+    if progress is not None:
+        if progress.percent is not None:
+            eta = f", ETA {_stamp_rel(progress.eta, now)}" if progress.eta else ""
+            row("progress", f"{progress.steps_done} of {progress.steps_total} steps "
+                            f"({progress.percent:g}%){eta}")
+        else:
+            row("progress", f"unknown ({progress.status})")
+        if progress.last_progress_at:
+            row("last step", _stamp_rel(progress.last_progress_at, now))
+        if progress.running_rules:
+            row("running", ", ".join(f"{rule} x{n}" for rule, n in progress.running_rules.items()))
+        row("session", f"tmux {progress.session or '-'}")
+        where = f" on {progress.log_host}" if progress.log_host else ""
+        row("log", f"{progress.log_path or '-'}{where}")
+    if actual is not None:
+        when = "final" if actual.final else "so far"
+        row("actual", f"${actual.cost_usd:,.2f} for {actual.vcpu_hours:,.1f} vCPU-hours, "
+                      f"{actual.jobs} Slurm jobs ({when}; sacct: {actual.status})")
 
 
 def _event_line(event: Event, now: datetime) -> str:
