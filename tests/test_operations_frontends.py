@@ -138,3 +138,44 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# -- observation 5: pause froze the tables only -------------------------------------------------
+
+async def test_pause_freezes_header_counts_clock_and_tables_until_resumed(tmp_path):
+    from app_seed import screen_text
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, app)
+        total = app.stats.total()
+        shown_at = app.last_refresh_at.strftime("%H:%M:%S")
+        await pilot.press("p")
+        app.clock.advance(minutes=10)
+        app.store.register_workset("ws-new-99", "daylily-ws", "p/", actor="discovery")
+        app.refresh_now()  # what an action's completion asks for
+        await wait_for(pilot, lambda: app._held, what="a snapshot read while paused")
+        text = screen_text(app)
+        assert f"paused at {shown_at}" in text
+        assert app.stats.total() == total and f"total {total}" in text
+        assert "ws-new-99" not in text and "ws-new-99" not in app.screen.table.keys
+        await pilot.press("p")
+        await wait_for(pilot, lambda: "ws-new-99" in app.screen.table.keys, what="resumed")
+        assert app.stats.total() == total + 1 and "paused at" not in screen_text(app)
+
+
+# -- observation 6: events cut the reason --------------------------------------------------------
+
+def test_events_and_events_actions_print_whole_reasons_wrapped(tmp_path, folders, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    url, wid = one_workset(tmp_path, folders, "stale")
+    reason = ("the monitor on head-node-7 crashed during a kernel upgrade and will not come back "
+              "before Monday, so the lock is released by hand; ticket OPS-4711 has the details END")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--store", url, "release", wid, "--yes", "--reason", reason]).exit_code == 0
+    for args in (["events", wid], ["events", "--actions"]):
+        out = runner.invoke(cli, ["--store", url, *args]).output
+        assert max(len(line) for line in out.splitlines()) <= 80
+        assert " ".join(out.split()).count(reason) == 1, out  # whole, not cut
+    usage = runner.invoke(cli, ["--store", url, "events"])
+    assert usage.exit_code == 2 and "--actions" in usage.output

@@ -380,19 +380,27 @@ def _wrapped_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> Non
     for row in cells:
         for i, c in enumerate(row[:-1]):
             widths[i] = max(widths[i], _cell_len(c))
+    columns = shutil.get_terminal_size((120, 24)).columns
     indent = sum(widths) + 2 * len(widths)
-    room = max(30, shutil.get_terminal_size((120, 24)).columns - indent)
+    if columns - indent < 30:  # too narrow beside the row: the reason goes under it
+        indent = 4
+    room = max(20, columns - indent)
+    below = indent == 4
 
     def line(values: Sequence[str], last: str) -> str:
         parts = [v + " " * (widths[i] - _cell_len(v)) for i, v in enumerate(values)]
         return "  ".join([*parts, last]).rstrip()
 
-    click.echo(line(headers[:-1], headers[-1]))
+    click.echo(line(headers[:-1], "" if below else headers[-1]))
     for row in cells:
         pieces = textwrap.wrap(row[-1], room, break_long_words=True,
                                break_on_hyphens=False) or [""]
-        click.echo(line(row[:-1], pieces[0]))
-        for more in pieces[1:]:
+        if below:
+            click.echo(line(row[:-1], ""))
+            pieces = [p for p in pieces if p]
+        else:
+            click.echo(line(row[:-1], pieces.pop(0)))
+        for more in pieces:
             click.echo(" " * indent + more)
 
 
