@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from wsmon.core.models import Alert, AlertState, Workset, WorksetState
-from wsmon.operations.durations import format_duration
+from wsmon.operations.durations import DURATION_EXAMPLES, format_duration
 
 S = WorksetState
 A = AlertState
@@ -68,7 +68,7 @@ ACTIONS: dict[str, ActionRule] = {rule.name: rule for rule in (
                f"priority event; {AUDIT}"),
     ActionRule("ack", "Acknowledge", OPEN_ALERT, "pending, firing, acknowledged alert",
                "none", "no: the dialog's note/expiry is the decision",
-               f"alert acknowledged (optional expiry: {'90s, 30m, 4h, 2d'}); {AUDIT}"),
+               f"alert acknowledged (optional expiry: {DURATION_EXAMPLES}); {AUDIT}"),
     ActionRule("resolve", "Resolve", OPEN_ALERT, "pending, firing, acknowledged alert",
                "none; if it fires again a new alert opens", "no: a reason is required",
                f"alert resolved by the operator; {AUDIT}"),
@@ -119,3 +119,20 @@ def precondition(action: str, record: Workset | Alert, now: datetime) -> str | N
         return (f"its holder {record.lock_owner} is alive (lease renewed, expires in {left}): "
                 "release is for a holder that is gone; use stop to end the run")
     return None
+
+
+TABLE_START = "<!-- operator-actions table: generated from wsmon/operations/rules.py -->"
+TABLE_END = "<!-- /operator-actions table -->"
+
+
+def markdown_table() -> str:
+    """The rule table as docs/operator-guide.md and docs/cli.md print it (a docs test compares)."""
+    lines = [TABLE_START,
+             "| action | allowed from | effect on a running pipeline | confirmation | written |",
+             "| --- | --- | --- | --- | --- |"]
+    for rule in ACTIONS.values():
+        cells = (f"**{rule.label}** (`{rule.name}`)", rule.states_text, rule.running,
+                 rule.confirmation, rule.event)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines.append(TABLE_END)
+    return "\n".join(lines)
