@@ -24,9 +24,10 @@ STAND_IN_FASTQ = b"@stand-in\nACGT\n+\nIIII\n"
 
 
 class Bucket:
-    """The fixtures' bucket on the moto server, a unique prefix per test, a SQLite store."""
+    """The fixtures' bucket on the moto server, a unique prefix per test, a store (SQLite, or
+    DynamoDB on the same moto server)."""
 
-    def __init__(self, endpoint: str, name: str, tmp_path: Path) -> None:
+    def __init__(self, endpoint: str, name: str, tmp_path: Path, store: str = "sqlite") -> None:
         self.s3 = aws.client("s3", endpoint_url=endpoint, region="us-west-2", max_attempts=3)
         try:
             self.s3.create_bucket(Bucket=FIXTURE_BUCKET,
@@ -36,7 +37,11 @@ class Bucket:
         self.prefix = f"{name}/active/"
         self.tmp_path = tmp_path
         self.clock = ManualClock(datetime.now(timezone.utc).replace(microsecond=0))
-        self.store = open_store(f"sqlite:///{tmp_path}/s.db", clock=self.clock)
+        url = (f"sqlite:///{tmp_path}/s.db" if store == "sqlite" else
+               f"dynamodb://{name}?region=us-west-2&endpoint_url={endpoint}")
+        self.store = open_store(url, clock=self.clock)
+        if store == "dynamodb":
+            self.store.init_schema()  # what `wsmon store init` does
 
     def put(self, key: str, body: bytes | str) -> None:
         self.s3.put_object(Bucket=FIXTURE_BUCKET, Key=key,
@@ -71,6 +76,113 @@ class Bucket:
 @pytest.fixture
 def bucket(moto_endpoint: str, unique_name: str, tmp_path: Path) -> Bucket:
     return Bucket(moto_endpoint, unique_name, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def either_store(request, moto_endpoint: str, unique_name: str, tmp_path: Path) -> Bucket:
+    return Bucket(moto_endpoint, unique_name, tmp_path, store=request.param)
+
+
+def billion_laughs() -> str:
+    lines = ['lol0: &lol0 "lol"']
+    lines += [f"lol{i}: &lol{i} [" + ", ".join([f"*lol{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+def hostile(fixtures: str, name: str) -> dict[str, str]:
+    """Replacement files that turn the real test_help folder into a hostile one."""
+    work = (Path(fixtures) / "test_help" / "daylily_work.yaml").read_text()
+    if name == "alias-bomb":
+        return {"daylily_work.yaml": billion_laughs() + work.replace(
+            'notes: "Daylily Snakemake; hg38; slurm profile; 192 jobs; rerun-incomplete."',
+            "notes: *lol9")}
+    if name == "100k-rows":
+        rows = "".join(f"S{i}\tsample_data/{i}\tsample_data/{i}\n" for i in range(100_000))
+        return {"stage_samples.tsv": "SAMPLE_ID\tR1_FQ\tR2_FQ\n" + rows}
+    if name == "many-bad-rows":  # under the row cap, one error per row
+        rows = "".join(f"S{i}\t../escape/{i}.fq\t../escape/{i}.fq\n" for i in range(5_000))
+        return {"stage_samples.tsv": "SAMPLE_ID\tR1_FQ\tR2_FQ\n" + rows}
+    if name == "huge-notes":  # 1 MB of notes: valid, but no record can hold it
+        return {"daylily_work.yaml": work.replace(
+            'notes: "Daylily Snakemake; hg38; slurm profile; 192 jobs; rerun-incomplete."',
+            'notes: "' + "n" * 1_000_000 + '"')}
+    raise ValueError(name)
+
+
+def test_hostile_folders_get_coded_errors_and_the_normal_one_is_registered_in_the_same_poll(
+        either_store: Bucket, daylily_fixtures: str) -> None:
+    bucket = either_store
+    bucket.upload_fixture(daylily_fixtures, "test_snv")
+    expected = {"alias-bomb": "WS-CFG-015", "100k-rows": "WS-DAT-016",
+                "many-bad-rows": "WS-DAT-007", "huge-notes": "WS-DAT-018"}
+    for name in expected:
+        bucket.upload_fixture(daylily_fixtures, "test_help", as_name=name,
+                              **hostile(daylily_fixtures, name))
+    source = bucket.source()
+    report = source.poll()
+    assert report.registered == ["test_snv"], report.to_dict()
+    assert {i["workset_id"]: i["code"] for i in report.invalid} == expected
+    for name, code in expected.items():
+        ws = bucket.store.get_workset(name)
+        assert (ws.state, ws.error_code) == (WorksetState.ERROR, code)
+    capped = bucket.store.get_workset("many-bad-rows").findings
+    assert len(capped) == 101 and capped[-1]["code"] == "WS-DAT-017"
+    assert "9,901 more findings" in capped[-1]["message"]  # 10,000 rows + a header warning
+    assert "300,000" in bucket.store.get_workset("huge-notes").error_details
+    # the daylily.error body names the code, where the operator looks
+    body = bucket.s3.get_object(Bucket=FIXTURE_BUCKET, Key=f"{bucket.prefix}alias-bomb/daylily.error")
+    assert "WS-CFG-015" in body["Body"].read().decode()
+
+    # an unchanged folder is never validated again: no file read, no FASTQ checked
+    again = source.poll()
+    assert not again.invalid and not again.registered
+    assert again.requests.get("GetObject", 0) == 0 and again.requests.get("HeadObject", 0) == 0
+
+
+def test_a_folder_over_its_time_budget_is_refused_and_the_poll_goes_on(
+        bucket: Bucket, daylily_fixtures: str) -> None:
+    for name in FIXTURE_NAMES:
+        bucket.upload_fixture(daylily_fixtures, name)
+    # each FASTQ check "takes" 20 s on the test's clock: test_allgiab has 14 FASTQs
+    def slow_head(**_: object) -> None:
+        bucket.clock.advance(20)
+
+    bucket.s3.meta.events.register("before-call.s3.HeadObject", slow_head)
+    report = bucket.source(list_workers=1, head_workers=1, folder_time_budget_seconds=50).poll()
+    assert sorted(report.registered) == ["test_help", "test_snv"], report.invalid
+    (refused,) = report.invalid
+    assert (refused["workset_id"], refused["code"]) == ("test_allgiab", "WS-DAT-019")
+    assert "folder_time_budget_seconds" in refused["message"]
+
+
+def test_a_folder_over_its_memory_budget_is_refused_before_parsing(
+        bucket: Bucket, daylily_fixtures: str) -> None:
+    bucket.upload_fixture(daylily_fixtures, "test_snv")
+    bucket.upload_fixture(daylily_fixtures, "test_help", as_name="big-sheet",
+                          **hostile(daylily_fixtures, "100k-rows"))
+    report = bucket.source(folder_memory_budget_mb=16).poll()
+    assert report.registered == ["test_snv"]
+    (refused,) = report.invalid
+    assert (refused["workset_id"], refused["code"]) == ("big-sheet", "WS-DAT-019")
+    assert "folder_memory_budget_mb" in refused["message"]
+
+
+def test_stopping_the_engine_ends_a_poll_inside_a_validation(
+        bucket: Bucket, daylily_fixtures: str) -> None:
+    for name in FIXTURE_NAMES:
+        bucket.upload_fixture(daylily_fixtures, name)
+    source = bucket.source(list_workers=1, head_workers=1)
+    heads: list[str] = []
+
+    def shutdown_arrives(**_: object) -> None:  # SIGTERM while the first folder is checked
+        heads.append("HEAD")
+        source.stop_polling()
+
+    bucket.s3.meta.events.register("before-call.s3.HeadObject", shutdown_arrives)
+    report = source.poll()
+    assert heads == ["HEAD"]  # no FASTQ checked after the stop
+    assert not report.registered and "poll stopped part way: the engine is shutting down" in report.warnings
+    assert list(bucket.store.iter_worksets()) == []  # nothing half-recorded: the next engine redoes it
 
 
 def test_a_stale_ready_timestamp_does_not_jump_the_queue(bucket: Bucket, daylily_fixtures: str) -> None:

@@ -217,6 +217,8 @@ class Engine:
             return
         self._stopped = True
         self._claiming = False
+        for _, source in self._sources or []:
+            source.stop_polling()  # a poll in progress ends soon instead of holding shutdown
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             for job_id in ("poll", "schedule", "sweep", "alerts", "clusters"):

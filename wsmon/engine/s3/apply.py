@@ -4,6 +4,7 @@ could not be read, and rewriting sentinels that disagree with the store."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,25 @@ from wsmon.engine.worksetfiles import ValidationReport, finding
 
 S = WorksetState
 S3_ACTOR = "s3"
+# What validation adds to a workset record (parsed files, findings, estimate) may not pass this
+# many bytes of JSON: DynamoDB refuses an item over 400 KB, and a record that can never be
+# written would be validated again every poll. Findings are capped per folder already; this
+# catches the rest (a multi-megabyte ``notes:``, say).
+MAX_VALIDATION_RECORD_BYTES = 300_000
+
+
+def refuse_oversize(result: ValidationReport) -> ValidationReport:
+    """``result`` itself, or (too large to store) a report with one WS-DAT-018 finding."""
+    size = len(json.dumps({"work": result.work, "info": result.info, "estimate": result.estimate,
+                           "findings": result.findings_dicts()}, default=str))
+    if size <= MAX_VALIDATION_RECORD_BYTES:
+        return result
+    refused = ValidationReport(target=result.target, workset_id=result.workset_id)
+    refused.findings.append(finding(
+        "WS-DAT-018", f"what validation found takes {size:,} bytes; a workset record holds at "
+        f"most {MAX_VALIDATION_RECORD_BYTES:,} (first finding: "
+        f"{truncate(result.findings[0].message, 200) if result.findings else 'none'})"))
+    return refused
 
 
 class DecisionApplier:
@@ -64,6 +84,7 @@ class DecisionApplier:
 
     def apply_validation(self, decision: Decision, snap: FolderSnapshot, ws: Workset | None,
                          result: ValidationReport, report: PollReport) -> None:
+        result = refuse_oversize(result)
         if decision.action is Action.REGISTER:
             self._register_new(snap, result, report)
         elif ws is not None and decision.action is Action.FILL_IN:

@@ -12,6 +12,11 @@ body, about 2N+1 LIST and 3N GET requests per poll):
 * a sentinel body is fetched only when its ETag changed (``listing.FolderCache``);
 * listings run in a pool of ``list_workers`` threads, FASTQ HEADs in ``head_workers``.
 
+No folder can stall the others: each validation has a time and memory budget
+(``discovery.folder_time_budget_seconds`` / ``folder_memory_budget_mb``) and past it the folder
+is refused with WS-DAT-019, once (it is validated again only when its ``daylily.ready`` changes).
+``stop_polling`` (the engine shutting down) ends a poll between folders and inside a validation.
+
 Each folder then goes through the sync rules (``sync_rules.decide``, pure) and the decision is
 carried out (``apply.DecisionApplier``). A folder that vanished is marked ``s3_missing``, never
 deleted.
@@ -50,7 +55,7 @@ from wsmon.engine.s3.sync_rules import Decision, decide
 from wsmon.engine.s3.validation import validate_listed, validate_s3_folder
 from wsmon.engine.s3.writeback import IndexWriter, SentinelWriter
 from wsmon.engine.store.base import Store, StoreError
-from wsmon.engine.worksetfiles import ValidationReport
+from wsmon.engine.worksetfiles import Budget, ValidationReport, ValidationStopped
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +82,7 @@ class S3Source:
             )
         self.s3 = s3_client
         self._poll_lock = threading.Lock()
+        self._stopping = threading.Event()
         # one poll counter per set of sources: several S3Source instances share the store
         self._seq_key = "poll_seq:" + "+".join(sorted(
             f"{src.bucket}/{normalize_prefix(src.prefix)}" for src in self.discovery.sources))
@@ -120,8 +126,16 @@ class S3Source:
         return validate_s3_folder(self.s3, bucket, prefix, self.settings)
 
     def _validate_snapshot(self, snap: FolderSnapshot) -> ValidationReport:
+        budget = Budget(self.discovery.folder_time_budget_seconds,
+                        self.discovery.folder_memory_budget_mb * 2**20,
+                        monotonic=self.clock.monotonic, stop=self._stopping)
         return validate_listed(self.s3, snap.bucket, snap.prefix, snap.name, self.settings,
-                               snap.files, snap.has_sample_data)
+                               snap.files, snap.has_sample_data, budget)
+
+    def stop_polling(self) -> None:
+        """Make a poll in progress end soon (between folders, or inside a validation) and
+        refuse new ones: the engine is shutting down."""
+        self._stopping.set()
 
     # -- the poll ---------------------------------------------------------------------------
     def poll(self) -> PollReport:
@@ -129,6 +143,8 @@ class S3Source:
         with self._poll_lock:
             started = self.clock.monotonic()
             self._take_request_counts()
+            if self._stopping.is_set():
+                return PollReport(seq=0, started_at=self.clock.now())
             seq = int(self.store.kv_get(KV_META, self._seq_key) or 0) + 1
             self.store.kv_put(KV_META, self._seq_key, seq)
             report = PollReport(seq=seq, started_at=self.clock.now())
@@ -136,6 +152,8 @@ class S3Source:
             locations: dict[tuple[str, str], list[Any]] = {}
             listed_ok: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
             for source in self.discovery.sources:
+                if self._stopping.is_set():
+                    break
                 src_prefix = normalize_prefix(source.prefix)
                 top = self._poll_source(source.bucket, src_prefix, seq, report)
                 index_prefix = normalize_prefix(self.discovery.sentinel_index_prefix or src_prefix)
@@ -269,6 +287,8 @@ class S3Source:
     def _sync(self, snapshots: list[FolderSnapshot], report: PollReport) -> None:
         to_validate: list[tuple[FolderSnapshot, Workset | None, Decision]] = []
         for snap in snapshots:
+            if self._stopping.is_set():
+                return
             for s in snap.sentinels.values():
                 if s.warning and s.name in snap.new_sentinels:
                     report.warnings.append(f"{snap.uri}{SENTINEL_PREFIX}{s.name}: {s.warning}")
@@ -293,7 +313,15 @@ class S3Source:
             return
         with ThreadPoolExecutor(max_workers=min(self.discovery.list_workers, len(to_validate)),
                                 thread_name_prefix="wsmon-validate") as pool:
-            results = list(pool.map(lambda item: self._validate_snapshot(item[0]), to_validate))
+            futures = [pool.submit(self._validate_snapshot, item[0]) for item in to_validate]
+            try:
+                results = [future.result() for future in futures]
+            except ValidationStopped:
+                for future in futures:
+                    future.cancel()
+                report.warnings.append("poll stopped part way: the engine is shutting down")
+                log.info("s3source.poll_stopped", validations=len(to_validate))
+                return
         for (snap, ws, decision), result in zip(to_validate, results):
             try:
                 self._apply.apply_validation(decision, snap, ws, result, report)

@@ -11,6 +11,8 @@ from wsmon.engine.s3.listing import list_level, normalize_prefix
 from wsmon.engine.worksetfiles import (
     SAMPLE_DATA_DIR,
     WORKSET_FILES,
+    Budget,
+    BudgetExceeded,
     RawFile,
     ValidationReport,
     finding,
@@ -21,7 +23,9 @@ from wsmon.engine.worksetfiles import (
 
 def validate_listed(s3: Any, bucket: str, prefix: str, name: str, settings: Any,
                     files_present: dict[str, tuple[int, str]],
-                    has_sample_data_hint: bool) -> ValidationReport:
+                    has_sample_data_hint: bool, budget: Budget | None = None) -> ValidationReport:
+    """Read and validate one listed folder. Past its ``budget`` the report is one WS-DAT-019
+    finding: the folder is refused, and the poll goes on with the others."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from wsmon.core.aws import error_code
@@ -58,10 +62,15 @@ def validate_listed(s3: Any, bucket: str, prefix: str, name: str, settings: Any,
             has_sample_data = any(o["Key"] != f"{prefix}{SAMPLE_DATA_DIR}/" for o in page.get("Contents") or [])
         except (ClientError, BotoCoreError):
             pass
-    report = validate_files(name, files, settings=disc, target=f"s3://{bucket}/{prefix}",
-                            workset_bucket=bucket, workset_prefix=prefix,
-                            has_sample_data=has_sample_data,
-                            exists=s3_exists_checker(s3, disc.head_workers))
+    try:
+        report = validate_files(name, files, settings=disc, target=f"s3://{bucket}/{prefix}",
+                                workset_bucket=bucket, workset_prefix=prefix,
+                                has_sample_data=has_sample_data,
+                                exists=s3_exists_checker(s3, disc.head_workers, budget),
+                                budget=budget)
+    except BudgetExceeded as exc:
+        report = ValidationReport(target=f"s3://{bucket}/{prefix}", workset_id=name)
+        report.findings.append(finding("WS-DAT-019", str(exc)))
     if problems:
         # a file we could not read is reported as that, not as "does not parse"
         unreadable = {p.file for p in problems}

@@ -5,6 +5,7 @@ our own daylily.lock once no longer locked), and the sentinel index files
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -33,9 +34,16 @@ log = structlog.get_logger(__name__)
 KV_INDEX = "s3.index"
 
 
+_INDEX_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_INDEX_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f]")
+
+
 def escape_index_value(value: str) -> str:
-    return (value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-            .replace("\r", "\\r"))
+    """One tab-separated field of an index log: backslash, tab, newline and CR as \\, \\t,
+    \\n, \\r; every other control character (ESC from a folder name, say) as \\xNN, so a
+    terminal showing the file runs no escape sequence."""
+    return _INDEX_UNSAFE.sub(
+        lambda m: _INDEX_ESCAPES.get(m.group(0)) or f"\\x{ord(m.group(0)):02x}", value)
 
 
 class SentinelWriter:
