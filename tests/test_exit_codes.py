@@ -62,3 +62,18 @@ def test_scan_without_sources_and_notify_test_without_channels_exit_2(tmp_path: 
     notify = run("--store", store, "notify", "test")
     assert notify.exit_code == EXIT_USAGE
     assert "no notification channel is configured" in notify.output
+
+
+@pytest.mark.parametrize("mode", [["--headless", "--once"], ["--headless"], []],
+                         ids=lambda m: " ".join(m) or "dashboard")
+def test_a_missing_aws_profile_is_one_line_and_exit_2_in_every_mode(tmp_path: Path,
+                                                                   mode: list[str]) -> None:
+    config = tmp_path / "wsmon.toml"
+    config.write_text(f'[aws]\nprofile = "no-such-profile"\nregion = "us-west-2"\n'
+                      f'[store]\nurl = "sqlite:///{tmp_path / "state.db"}"\n'
+                      '[[discovery.sources]]\nbucket = "omics"\nprefix = "in/"\n', encoding="utf-8")
+    result = run("--config", str(config), *mode)
+    assert result.exit_code == EXIT_USAGE, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "'no-such-profile'" in lines[0] and "aws.profile" in lines[0]
+    assert "Traceback" not in result.output

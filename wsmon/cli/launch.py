@@ -16,11 +16,11 @@ def launch(obj: CliContext, *, headless: bool, once: bool, timeout: float | None
 
         return run_demo(obj, headless=headless, store_kind=demo_store, timeout=timeout)
     from wsmon.cli.exits import EXIT_USAGE, CommandError, command_settings
-    from wsmon.config.aws_region import region_problem
+    from wsmon.config.aws_region import profile_problem, region_problem
 
     settings = command_settings(obj)  # a broken config exits 2, as for every subcommand
-    problem = region_problem(settings)
-    if problem:  # refuse before anything starts: never guess a region
+    problem = profile_problem(settings) or region_problem(settings)
+    if problem:  # refuse before anything starts: never guess a region or a profile
         raise CommandError(problem, EXIT_USAGE)
     if headless:
         from wsmon.engine.process import run_headless, run_once

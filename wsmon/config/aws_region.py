@@ -64,6 +64,20 @@ def aws_users(settings: Settings) -> list[str]:
     return users
 
 
+def profile_problem(settings: Settings) -> str | None:
+    """Why this configuration cannot run: it talks to AWS through a profile that neither the AWS
+    config file nor the credentials file has (botocore would fail on the first client)."""
+    profile = settings.aws.profile
+    if not profile or not aws_users(settings):
+        return None
+    import botocore.session
+
+    if profile in botocore.session.Session().available_profiles:
+        return None
+    return (f"AWS profile {profile!r} (aws.profile) is in neither the AWS config file nor the "
+            f"credentials file: create it (aws configure --profile {profile}) or unset aws.profile")
+
+
 def region_problem(settings: Settings) -> str | None:
     """Why this configuration cannot run: it talks to AWS and no region is set anywhere."""
     users = aws_users(settings)
