@@ -134,6 +134,9 @@ CASES = {
     "changed-meanwhile": (_changed_meanwhile, {}),
     "ack": (_dialog(None, ("a",), "AckDialog", mode="alerts"), {}),
     "silence": (_dialog(None, ("s",), "SilenceDialog", mode="alerts"), {}),
+    "stop": (_dialog("ws-running-05", ("x",), "StopDialog"), {}),
+    "rerun": (_dialog("ws-done-10", ("R",), "WorksetActionDialog"), {}),
+    "resolve": (_dialog(None, ("x",), "ResolveDialog", mode="alerts"), {}),
     "read-only-queue": (_goto("queue"), {"read_only": True}),
 }
 
