@@ -179,3 +179,28 @@ def test_events_and_events_actions_print_whole_reasons_wrapped(tmp_path, folders
         assert " ".join(out.split()).count(reason) == 1, out  # whole, not cut
     usage = runner.invoke(cli, ["--store", url, "events"])
     assert usage.exit_code == 2 and "--actions" in usage.output
+
+
+# -- observation 1 through the dashboard ---------------------------------------------------------
+
+@pytest.mark.parametrize("defect", ["shell", "escape"])
+async def test_dashboard_retry_of_an_invalid_folder_shows_the_new_findings_and_stays_in_error(
+        tmp_path, folders, defect):
+    from wsmon.screens.dialogs import WorksetActionDialog
+
+    url, wid = one_workset(tmp_path, folders, "error")
+    folders.put(wid, defect=defect)
+    store = open_store(url, clock=SystemClock(), max_clock_skew=5)
+    app = make_app(tmp_path, store=store, clock=SystemClock(), validator=validator_for(folders))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        assert app.screen.table.move_to_key(wid)
+        await pilot.pause()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, WorksetActionDialog), what="dialog")
+        await pilot.press("y")
+        warning = app.screen.query_one("#dialog-warning")
+        await wait_for(pilot, lambda: "still invalid" in str(warning.render()), what="findings")
+        after = store.get_workset(wid)
+        assert after.state is S.ERROR and after.error_code in str(warning.render())
+    store.close()
