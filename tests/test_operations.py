@@ -197,7 +197,7 @@ def test_release_of_a_gone_holder_fences_it_out(store, folders, ops, clock):
 
 @pytest.mark.parametrize("to", [S.IGNORED, S.ERROR])
 def test_stop_is_one_fenced_transition_no_engine_can_claim_after(store, folders, ops, clock, to):
-    live, lease = running(store, folders, "live")
+    _live, lease = running(store, folders, "live")
     clock.advance(hours=20)
     store.renew_lock(lease)
     outcome = ops.stop(store.get_workset("live"), to, "wrong reference genome")

@@ -114,7 +114,7 @@ class Operations:
                                 reason)
         try:
             report = self.validator(current)
-        except Exception as exc:  # any failure to read S3 means "not known to be valid"
+        except Exception as exc:  # noqa: BLE001 - any failure to read S3: not known to be valid
             return self._finish(Outcome(action, shown.workset_id, Result.REFUSED,
                                         f"cannot re-validate its S3 files: {exc}", current), reason)
         fields = validation_fields(current, report)

@@ -86,7 +86,7 @@ class WsmonDialog(ModalScreen[str | None]):
 
         try:
             return call()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the dialog, never lost
             return Outcome(action, key, Result.REFUSED, f"store error: {describe_error(exc)}")
 
 
