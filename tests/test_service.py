@@ -296,3 +296,31 @@ def test_an_operator_force_release_is_notified_once_by_one_engine(env) -> None:
     finally:
         restarted.stop(0)
         other.stop(0)
+
+
+def test_a_short_store_outage_at_the_end_delays_the_final_transition_by_seconds(env) -> None:
+    from wsmon.engine.store import StoreUnavailable
+
+    tmp_path, clock, store = env
+    register(store, "w")
+    outage = {"left": 3}
+    real_update_state = store.update_state
+
+    def flaky_update_state(workset_id, to, *args, **kwargs):
+        if S(to) is S.COMPLETE and outage["left"] > 0:
+            outage["left"] -= 1
+            raise StoreUnavailable("database is locked (injected outage)")
+        return real_update_state(workset_id, to, *args, **kwargs)
+
+    store.update_state = flaky_update_state
+    engine = Engine(settings_for(tmp_path), store=store, clock=clock)
+    try:
+        engine.run_cycle(wait=True, timeout=30)
+        ws = store.get_workset("w")
+        assert ws.state is S.COMPLETE and outage["left"] == 0
+        # retried after 0.5 + 1 + 2 s of the engine's clock, not a lease period (300 s) later
+        last_step_done = max(step.finished_at for step in ws.steps)
+        assert (ws.state_changed_at - last_step_done).total_seconds() == 3.5
+        assert not any("restart" in e.reason for e in store.events("w"))
+    finally:
+        engine.stop(0)

@@ -6,6 +6,7 @@ It runs in the engine's thread pool; the engine keeps the table of attempts in f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -15,7 +16,7 @@ from wsmon.core.redaction import scrub
 from wsmon.core.textsafe import strip_control, truncate
 from wsmon.engine.retry import RetryPolicy
 from wsmon.engine.runner import Aborted, BaseRunner, Job, RunOutcome, sanitise
-from wsmon.engine.store import LeaseLost, StateConflict, StoreError
+from wsmon.engine.store import LeaseLost, StateConflict, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from wsmon.config.settings import Settings
@@ -150,16 +151,43 @@ def _aborted(engine: AttemptHost, job: Job) -> str:
     return "released"
 
 
+def _final_write(engine: AttemptHost, job: Job, target: WorksetState,
+                 write: Callable[[], Workset]) -> Workset:
+    """A transition at the end of an attempt, retried with backoff (0.5 s doubling to 15 s)
+    while the store is unreachable, for up to half a lease: the heartbeat keeps renewing the
+    lease meanwhile, so a short outage costs seconds, not a lease period and a recovery. A write
+    that did land although its answer was lost is recognised by the state it left."""
+    delay, waited = 0.5, 0.0
+    patience = engine.settings.store.lease_seconds / 2
+    retried = False
+    while True:
+        try:
+            return write()
+        except StoreUnavailable as exc:
+            if waited + delay > patience or job.abort.is_set():
+                raise
+            log.warning("final_write_retrying", workset=job.workset_id, to=target.value,
+                        retry_in_seconds=delay, error=strip_control(str(exc)))
+            engine.clock.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 15.0)
+            retried = True
+        except StateConflict:
+            current = engine.store.get_workset(job.workset_id) if retried else None
+            if current is not None and current.state is target:
+                return current
+            raise
+
+
 def _finish(engine: AttemptHost, job: Job, ws: Workset, outcome: RunOutcome) -> str:
     wid = job.workset_id
     if outcome.status == "detached":
         log.info("pipeline_left_running", workset=wid)
         return "detached"
-    lease = job.get_lease()
     if outcome.succeeded:
-        done = engine.store.update_state(wid, S.COMPLETE, "all steps succeeded", engine.monitor_id,
-                                       lease=lease, expected_state=S.IN_PROGRESS,
-                                       schedule_reason=None)
+        done = _final_write(engine, job, S.COMPLETE, lambda: engine.store.update_state(
+            wid, S.COMPLETE, "all steps succeeded", engine.monitor_id, lease=job.get_lease(),
+            expected_state=S.IN_PROGRESS, schedule_reason=None))
         engine._incr("WorksetStateTransitions", State=S.COMPLETE.value)
         engine._mirror(done)
         started = ws.lock_acquired_at or ws.state_changed_at
@@ -177,14 +205,16 @@ def _finish(engine: AttemptHost, job: Job, ws: Workset, outcome: RunOutcome) -> 
     decision = engine.retry.decide(ws, text, now, retryable=outcome.retryable)
     details = _scrub(text)
     headline = f"{outcome.step or 'step'} failed: {_one_line(text)}"
-    errored = engine.store.update_state(
-        wid, S.ERROR, headline, engine.monitor_id, lease=lease, expected_state=S.IN_PROGRESS,
-        error_code=decision.error_code, error_details=truncate(details or "", 4000),
-        log_tail=_scrub(outcome.log_tail), retry_after=decision.retry_after)
+    errored = _final_write(engine, job, S.ERROR, lambda: engine.store.update_state(
+        wid, S.ERROR, headline, engine.monitor_id, lease=job.get_lease(),
+        expected_state=S.IN_PROGRESS, error_code=decision.error_code,
+        error_details=truncate(details or "", 4000), log_tail=_scrub(outcome.log_tail),
+        retry_after=decision.retry_after))
     engine._incr("WorksetStateTransitions", State=S.ERROR.value)
     engine._emit("failed", errored, step=outcome.step, error_code=decision.error_code)
-    final = engine.store.update_state(wid, decision.state, decision.reason, engine.monitor_id,
-                                    expected_state=S.ERROR, retry_after=decision.retry_after)
+    final = _final_write(engine, job, decision.state, lambda: engine.store.update_state(
+        wid, decision.state, decision.reason, engine.monitor_id, expected_state=S.ERROR,
+        retry_after=decision.retry_after))
     engine._incr("WorksetStateTransitions", State=decision.state.value)
     engine._mirror(final)
     if decision.will_retry:
