@@ -324,3 +324,28 @@ def test_a_short_store_outage_at_the_end_delays_the_final_transition_by_seconds(
         assert not any("restart" in e.reason for e in store.events("w"))
     finally:
         engine.stop(0)
+
+
+def test_ready_work_with_no_cluster_is_said_once_and_raises_an_alert(env) -> None:
+    from structlog.testing import capture_logs
+
+    from wsmon.engine.alerts import AlertEvaluator
+
+    tmp_path, clock, store = env
+    register(store, "w")
+    settings = settings_for(tmp_path).model_copy(deep=True)
+    settings.clusters.static = []
+    settings.clusters.pcluster_discovery = False
+    settings.alerts.backend_errors.for_seconds = 0
+    engine = Engine(settings, store=store, clock=clock)
+    try:
+        with capture_logs() as logs:
+            assert engine.run_cycle()["started"] == []
+            engine.run_cycle()
+        said = [entry for entry in logs if entry["event"] == "no_cluster"]
+        assert len(said) == 1 and "no cluster is configured" in said[0]["detail"]
+        AlertEvaluator(settings, store, clock=clock).evaluate()
+        [alert] = [a for a in store.list_alerts() if a.subject == "clusters"]
+        assert "1 ready workset(s) wait: no cluster" in alert.description
+    finally:
+        engine.stop(0)

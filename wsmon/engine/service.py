@@ -93,6 +93,7 @@ class Engine:
         self._scheduler: Any = None
         self._started_at = self.clock.now()
         self._adopted = False
+        self._no_cluster_said = False
         self._stopped = False
         self.host = socket.gethostname()
         self.metrics, self.notifier, self.alerts = self._wire_observability()
@@ -337,6 +338,22 @@ class Engine:
         with self._jobs_lock:
             return self.settings.runner.max_parallel_worksets - len(self._jobs)
 
+    def _report_no_cluster(self, ready: list[Workset], capacities: list[Any]) -> None:
+        """Ready work and not one cluster to place it on: say so once in the log, and keep the
+        "clusters" health failing (the backend_errors alert fires after its for_seconds)."""
+        stuck = bool(ready) and not capacities
+        if stuck:
+            detail = (f"{len(ready)} ready workset(s) wait: no cluster is configured "
+                      "(clusters.static) or discovered (pcluster)")
+            if not self._no_cluster_said:
+                log.warning("no_cluster", ready=len(ready), detail=detail,
+                            hint="declare clusters.static or make pcluster list the cluster")
+            self._health("clusters", False, detail)
+        elif self._no_cluster_said:
+            log.info("cluster_available", clusters=len(capacities))
+            self._health("clusters", True)
+        self._no_cluster_said = stuck
+
     def schedule_pass(self) -> list[str]:
         """Rank and place ready worksets, claim what this engine can run; returns claimed ids."""
         if not self._claiming:
@@ -352,6 +369,7 @@ class Engine:
         ready = placeable(self.store.iter_worksets(state=S.READY), now, backoff)
         self._health("store", True)
         capacities = self.clusters.capacities(running)  # also publishes them for the dashboard
+        self._report_no_cluster(ready, capacities)
         if not ready:
             return []
         decisions = plan(ready, running, capacities, policy=self.policy, now=now,
