@@ -376,6 +376,10 @@ def _check_argv(argv: list[str]) -> str | None:
             ctx = command.make_context(name, args, parent=ctx)
         except click.MissingParameter:
             return None  # a placeholder left out on purpose (`wsmon silence …`)
+        except click.exceptions.Exit:
+            return None  # --version or --help: accepted, and it ends the parse
+        except click.exceptions.Exit:
+            return None  # --version / --help: valid, they print and stop parsing
         except click.UsageError as exc:
             return f"{' '.join(argv)}: {exc.format_message()}"
         if not isinstance(command, click.Group):
@@ -401,6 +405,7 @@ def test_guides_show_only_valid_command_lines(name: str) -> None:
 
 def test_command_line_check_rejects_what_wsmon_rejects() -> None:
     assert _check_argv(["--config", "c.toml", "notify", "test", "--channel", "slack"]) is None
+    assert _check_argv(["--version"]) is None and _check_argv(["list", "--help"]) is None
     assert _check_argv(["list", "--state", "error", "--state", "failed"]) is None
     assert _check_argv(["notify", "tset"]) is not None
     assert _check_argv(["list", "--state", "broken"]) is not None

@@ -125,11 +125,9 @@ def transport_error(channel: str, exc: Exception) -> ChannelError:
 def secret_value(settings: Settings, name: str, env_var: str) -> str | None:
     """The secret from config (env, file, or inline when allowed). A configured but unreadable
     secret file raises ``ConfigError`` naming the setting."""
-    from wsmon.config import settings as _config
+    from wsmon.config.settings import resolve_secret
 
-    resolver = getattr(_config, "resolve_secret", None)
-    if callable(resolver):
-        value = resolver(name, settings)
-        if value is not None and value.get_secret_value().strip():
-            return value.get_secret_value().strip()
+    value = resolve_secret(name, settings)
+    if value is not None and value.get_secret_value().strip():
+        return value.get_secret_value().strip()
     return (os.environ.get(env_var) or "").strip() or None
