@@ -378,8 +378,6 @@ def _check_argv(argv: list[str]) -> str | None:
             return None  # a placeholder left out on purpose (`wsmon silence …`)
         except click.exceptions.Exit:
             return None  # --version or --help: accepted, and it ends the parse
-        except click.exceptions.Exit:
-            return None  # --version / --help: valid, they print and stop parsing
         except click.UsageError as exc:
             return f"{' '.join(argv)}: {exc.format_message()}"
         if not isinstance(command, click.Group):
