@@ -84,3 +84,50 @@ async def test_detail_shows_progress_eta_rules_session_log_cost_and_follows_the_
         await pilot.press("u")
         await pilot.pause()
         assert app.clipboard == "s3://daylily-ws/worksets/ws-running-05/"
+
+
+@pytest.mark.anyio
+async def test_clusters_screen_charts_throughput_and_errors_with_time_axis_and_month_usage(tmp_path):
+    from wsmon.core.models import MetricSample, StepRecord
+
+    store, clock = seeded_with_progress(tmp_path)
+    now = clock.now()
+    samples = []
+    for hours_ago in range(1, 24 * 10):  # ten days of hourly samples: beyond 6 h come roll-ups
+        at = now - timedelta(hours=hours_ago)
+        samples.append(MetricSample(name="throughput", at=at, value=0.05 * (hours_ago % 5)))
+        samples.append(MetricSample(name="error_rate", at=at, value=0.1 * (hours_ago % 3)))
+    store.record_metric_samples(samples)
+    store.update_fields(RUNNING, steps=[StepRecord(name="run", status="running", started_at=now)])
+    app = make_app(tmp_path, store=store, clock=clock)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, app)
+        app.switch_mode("clusters")
+        await wait_for(pilot, lambda: bool(app.charts.get("done per hour")), what="chart history")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "-6h" in text and "now" in text and "minutes ago" not in text
+        assert "this month: 1 worksets run, 12.5 vCPU-h, $0.63 actual (estimated $4.80)" in text
+        assert "cluster-a $0.63" in text
+        chart = app.screen.query_one("#outcome-chart")
+        assert list(chart._series) == ["done per hour", "error rate %"]
+        points_6h = len(app.charts["done per hour"])
+        await pilot.press("t")  # 2 days, hourly roll-ups
+        await wait_for(pilot, lambda: len(app.charts.get("done per hour", [])) > points_6h,
+                       what="the 2-day range")
+        await pilot.pause()
+        assert len(app.charts["done per hour"]) <= 48
+        assert "-48h" in screen_text(app) or "-36h" in screen_text(app)
+        await pilot.press("t")  # 14 days, daily roll-ups
+        await wait_for(pilot, lambda: 0 < len(app.charts.get("done per hour", [])) <= 15,
+                       what="the 14-day range")
+
+
+def test_series_differ_by_marker_and_ticks_read_as_times():
+    from wsmon.widgets.charts import SERIES_MARKERS, time_ticks
+
+    assert len(set(SERIES_MARKERS)) == len(SERIES_MARKERS)
+    assert time_ticks(timedelta(hours=6)) == ([-6.0, -5.0, -4.0, -3.0, -2.0, -1.0, -0.0],
+                                              ["-6h", "-5h", "-4h", "-3h", "-2h", "-1h", "now"])
+    ticks, labels = time_ticks(timedelta(days=14))
+    assert labels[-1] == "now" and all(label.endswith("d") for label in labels[:-1])

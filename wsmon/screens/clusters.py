@@ -1,4 +1,5 @@
-"""Clusters: running/slots, vCPU and memory use, cost per hour, AZ, source; history charts."""
+"""Clusters: running/slots, vCPU and memory use, cost per hour, AZ, source; this month's usage;
+history charts (queue depth, utilisation, throughput and error rate) over 6 h, 2 d or 14 d."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ from typing import Any
 
 from textual.app import ComposeResult
 from rich.text import Text
+from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Static
 
 from wsmon.core.models import ClusterStatus
 from wsmon.screens.base import WsmonScreen
-from wsmon.screens.snapshot import Snapshot
+from wsmon.engine.progress.usage import UsageRow
+from wsmon.screens.snapshot import CHART_RANGES, Snapshot
 from wsmon.core.textsafe import strip_control
 from wsmon.widgets.charts import HistoryChart
 from wsmon.widgets.difftable import ColumnLayout, ColumnSpec, DiffTable, text_cell
@@ -49,6 +52,22 @@ def usage(used: float, total: float, column_width: int) -> str:
     return f"{round(max(0.0, min(1.0, used / total)) * 100)}%"
 
 
+def month_usage_text(rows: list[UsageRow]) -> str:
+    """'this month: 12 worksets run, 1,234.5 vCPU-h, $61.70 actual (estimated $70.00), 2 failed ·
+    prod $40.00 · spot $21.70' (wsmon usage --by cluster for the table)."""
+    if not rows or rows[-1].worksets == 0:
+        return "this month: no worksets run yet"
+    total = rows[-1]
+    text = (f"this month: {total.worksets} worksets run, {total.vcpu_hours:,.1f} vCPU-h, "
+            f"${total.actual_cost_usd:,.2f} actual (estimated ${total.estimated_cost_usd:,.2f})")
+    if total.failures:
+        text += f", {total.failures} failed"
+    if total.unmeasured:
+        text += f", {total.unmeasured} not measured"
+    per_cluster = " · ".join(f"{strip_control(r.group)} ${r.actual_cost_usd:,.2f}" for r in rows[:-1][:6])
+    return f"{text} · {per_cluster}" if per_cluster else text
+
+
 def cluster_plain(c: ClusterStatus, now, bar_column: int = 13) -> tuple[str, ...]:
     cost = c.cost_per_vcpu_hour * c.vcpus_used
     return (strip_control(c.name), strip_control(c.status),
@@ -65,16 +84,23 @@ class ClustersScreen(WsmonScreen):
     ClustersScreen #clusters-table { height: auto; max-height: 50%; }
     ClustersScreen #charts { height: 1fr; min-height: 8; }
     ClustersScreen #no-charts { height: auto; padding: 1 1; }
+    ClustersScreen #month-usage { height: auto; padding: 0 1; }
     """
+    BINDINGS = [
+        Binding("t", "chart_range", "Range", id="chart-range",
+                tooltip="Charts over 6 hours (minutes), 2 days (hourly) or 14 days (daily)"),
+    ]
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
         yield DiffTable(id="clusters-table")
+        yield Static(id="month-usage")
         yield Static(Text("no metrics history in the last hours yet (the engine samples "
                           "every minute)", style="dim"), id="no-charts")
         with Horizontal(id="charts"):
             yield HistoryChart("queue depth (waiting + running)", id="depth-chart")
             yield HistoryChart("utilisation %", id="util-chart")
+            yield HistoryChart("done/h, error %", id="outcome-chart")
         yield from self.compose_footer()
 
     @property
@@ -123,6 +149,17 @@ class ClustersScreen(WsmonScreen):
         charts = app.charts
         depth = {k: v for k, v in charts.items() if k == "queue depth"}
         util = {k[5:]: v for k, v in charts.items() if k.startswith("util ")}
-        self.query_one("#depth-chart", HistoryChart).set_series(depth, now)
-        self.query_one("#util-chart", HistoryChart).set_series(util, now)
-        self.query_one("#no-charts", Static).display = not (depth_has(depth) or depth_has(util))
+        outcomes = {k: v for k, v in charts.items() if k in ("done per hour", "error rate %")}
+        span = CHART_RANGES[app.reader.chart_range][1]
+        self.query_one("#depth-chart", HistoryChart).set_series(depth, now, span)
+        self.query_one("#util-chart", HistoryChart).set_series(util, now, span)
+        self.query_one("#outcome-chart", HistoryChart).set_series(outcomes, now, span)
+        self.query_one("#no-charts", Static).display = not (depth_has(depth) or depth_has(util)
+                                                            or depth_has(outcomes))
+        self.query_one("#month-usage", Static).update(Text(month_usage_text(app.reader.month_usage)))
+
+    def action_chart_range(self) -> None:
+        reader = self.wsmon.reader
+        reader.set_chart_range(reader.chart_range + 1)
+        self.notify(f"charts: last {CHART_RANGES[reader.chart_range][0]}")
+        self.wsmon.refresh_now()

@@ -26,6 +26,8 @@ from wsmon.core.models import (
     WorksetState,
 )
 from wsmon.core.textsafe import strip_control
+from wsmon.engine.progress.usage import UsageFacts, UsageRow, month_start, summarize_facts
+from wsmon.engine.progress.usage import facts as usage_facts
 from wsmon.widgets.difftable import ColumnSpec
 from wsmon.widgets.format import STATE_ORDER, age_since, progress_cell, state_label
 
@@ -53,6 +55,15 @@ GONE_FROM_S3 = "⚠ gone from S3"
 QUEUE_DEPTH_METRIC = "queue_depth"  # dims: state
 UTILISATION_METRIC = "cluster_utilisation"  # dims: cluster; 0..1
 CHART_HOURS = 6
+THROUGHPUT_METRIC = "throughput"  # completions per minute (a roll-up is the mean per bucket)
+ERROR_RATE_METRIC = "error_rate"  # failed / finished, 0..1
+# Chart ranges (label, span, store resolution): minutes up to six hours, then hourly and daily
+# roll-ups, so a long range is a few hundred points, never tens of thousands.
+CHART_RANGES: list[tuple[str, timedelta, str]] = [
+    ("6h", timedelta(hours=CHART_HOURS), "minute"),
+    ("2d", timedelta(days=2), "hour"),
+    ("14d", timedelta(days=14), "day"),
+]
 RESOLVED_ALERTS_HOURS = 24
 
 
@@ -214,10 +225,19 @@ class SnapshotReader:
         self._ages: dict[str, tuple[str, str]] = {}
         self._reads = 0
         self._charts_read_at: float | None = None
+        self.chart_range = 0  # index into CHART_RANGES; the clusters screen sets it
+        self._usage: dict[str, UsageFacts] = {}
+        # this month's usage per cluster, computed with the charts (read by the clusters screen)
+        self.month_usage: list[UsageRow] = []
 
     def reset(self) -> None:
         """After a failure: the next read is a full one."""
         self._watermark = None
+
+    def set_chart_range(self, index: int) -> None:
+        """Charts over CHART_RANGES[index] from the next read on."""
+        self.chart_range = index % len(CHART_RANGES)
+        self._charts_read_at = None
 
     def read(self, *, want_charts: bool = False, force_full: bool = False) -> Snapshot:
         started = time.perf_counter()
@@ -235,10 +255,17 @@ class SnapshotReader:
             removed = set(self._statics) - set(statics)
             self._statics = statics
             dirty = set(statics)
+            self._usage = {}
         else:
             for ws in worksets:
                 self._statics[ws.workset_id] = _static(ws)
             dirty = changed_records
+        for ws in worksets:
+            used = usage_facts(ws)
+            if used is None:
+                self._usage.pop(ws.workset_id, None)
+            else:
+                self._usage[ws.workset_id] = used
         changed: dict[str, QueueRow] = {}
         rows, ages = self._rows, self._ages
         # Only ages move between reads: a row is rebuilt when its record or one of its ages did.
@@ -265,6 +292,8 @@ class SnapshotReader:
                             or self.clock.monotonic() - self._charts_read_at >= 30):
             charts = self.read_charts(now)
             self._charts_read_at = self.clock.monotonic()
+            self.month_usage = summarize_facts(self._usage.values(), month_start(now),
+                                               now + timedelta(seconds=1), "cluster")
         return Snapshot(
             at=now, full=full, changed=changed, removed=removed, stats=store.queue_stats(),
             monitors=monitors, engine=engine_status(monitors, now, self.stale_after),
@@ -300,19 +329,27 @@ class SnapshotReader:
         )
 
     def read_charts(self, now: datetime) -> dict[str, list[tuple[datetime, float]]]:
-        """Queue depth (summed over states still waiting or running) and utilisation per cluster."""
-        since = now - timedelta(hours=CHART_HOURS)
+        """Queue depth (summed over states still waiting or running), utilisation per cluster,
+        throughput (completed per hour) and error rate (%), over the chosen range."""
+        _, span, resolution = CHART_RANGES[self.chart_range]
+        since = now - span
+
+        def history(name: str):
+            return self.store.metric_history(name, since, now, resolution=resolution)
+
         depth: dict[datetime, float] = {}
-        for sample in self.store.metric_history(QUEUE_DEPTH_METRIC, since, now):
+        for sample in history(QUEUE_DEPTH_METRIC):
             state = sample.dimensions.get("state", "")
             if state and state not in ("ready", "retrying", "locked", "in_progress"):
                 continue
             depth[sample.at] = depth.get(sample.at, 0.0) + sample.value
         out: dict[str, list[tuple[datetime, float]]] = {"queue depth": sorted(depth.items())}
         per_cluster: dict[str, list[tuple[datetime, float]]] = {}
-        for sample in self.store.metric_history(UTILISATION_METRIC, since, now):
+        for sample in history(UTILISATION_METRIC):
             name = strip_control(sample.dimensions.get("cluster", "all"))
             per_cluster.setdefault(name, []).append((sample.at, sample.value * 100))
         for name, points in per_cluster.items():
             out[f"util {name}"] = points
+        out["done per hour"] = [(s.at, s.value * 60) for s in history(THROUGHPUT_METRIC)]
+        out["error rate %"] = [(s.at, s.value * 100) for s in history(ERROR_RATE_METRIC)]
         return out

@@ -64,26 +64,58 @@ def _estimated_cost(ws: Workset) -> float:
         return 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class UsageFacts:
+    """What usage needs of one workset that reached its run step (small: the dashboard keeps one
+    per workset)."""
+
+    run_started: datetime
+    groups: tuple[str, str, str]  # customer, cluster, priority
+    estimated_cost_usd: float
+    retries: int
+    failed: bool
+    measured: bool
+    vcpu_hours: float
+    actual_cost_usd: float
+
+
+def facts(ws: Workset) -> UsageFacts | None:
+    started = run_started(ws)
+    if started is None:
+        return None
+    measured = ws.actual is not None and bool(ws.actual.jobs or ws.actual.vcpu_hours)
+    return UsageFacts(
+        run_started=started, groups=tuple(_group_of(ws, by) for by in GROUPINGS),  # type: ignore[arg-type]
+        estimated_cost_usd=_estimated_cost(ws), retries=max(0, ws.attempts - 1),
+        failed=ws.state in FAILED_STATES, measured=measured,
+        vcpu_hours=ws.actual.vcpu_hours if measured and ws.actual else 0.0,
+        actual_cost_usd=ws.actual.cost_usd if measured and ws.actual else 0.0)
+
+
 def summarize(worksets: Iterable[Workset], since: datetime, until: datetime, by: str) -> list[UsageRow]:
     """One row per group (sorted by actual cost, highest first) and a last row "total"."""
+    return summarize_facts((f for f in map(facts, worksets) if f is not None), since, until, by)
+
+
+def summarize_facts(items: Iterable[UsageFacts], since: datetime, until: datetime,
+                    by: str) -> list[UsageRow]:
     if by not in GROUPINGS:
         raise ValueError(f"unknown grouping {by!r} (one of {', '.join(GROUPINGS)})")
+    index = GROUPINGS.index(by)
     rows: dict[str, UsageRow] = {}
     total = UsageRow("total")
-    for ws in worksets:
-        started = run_started(ws)
-        if started is None or not (since <= started < until):
+    for item in items:
+        if not (since <= item.run_started < until):
             continue
-        row = rows.setdefault(_group_of(ws, by), UsageRow(_group_of(ws, by)))
+        group = item.groups[index]
+        row = rows.setdefault(group, UsageRow(group))
         for target in (row, total):
             target.worksets += 1
-            target.estimated_cost_usd += _estimated_cost(ws)
-            target.retries += max(0, ws.attempts - 1)
-            target.failures += ws.state in FAILED_STATES
-            if ws.actual is not None and (ws.actual.jobs or ws.actual.vcpu_hours):
-                target.vcpu_hours += ws.actual.vcpu_hours
-                target.actual_cost_usd += ws.actual.cost_usd
-            else:
-                target.unmeasured += 1
+            target.estimated_cost_usd += item.estimated_cost_usd
+            target.retries += item.retries
+            target.failures += item.failed
+            target.vcpu_hours += item.vcpu_hours
+            target.actual_cost_usd += item.actual_cost_usd
+            target.unmeasured += not item.measured
     ordered = sorted(rows.values(), key=lambda r: (-r.actual_cost_usd, r.group))
     return [*ordered, total]
