@@ -1,6 +1,7 @@
 """The opaque page cursor of ``GET /worksets``.
 
-It carries the store's own cursor plus a fingerprint of the filters it was issued for, so a
+It carries the store's own cursor (where the store page the API last read began), how many records
+of that page were already handed out, and a fingerprint of the filters it was issued for, so a
 cursor reused with other filters, truncated or made up is a clear 400, never a wrong page.
 """
 
@@ -22,15 +23,15 @@ def _fingerprint(filters: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def encode(store_cursor: str, filters: Mapping[str, Any]) -> str:
-    raw = json.dumps({"v": _VERSION, "f": _fingerprint(filters), "c": store_cursor},
+def encode(store_cursor: str | None, skip: int, filters: Mapping[str, Any]) -> str:
+    raw = json.dumps({"v": _VERSION, "f": _fingerprint(filters), "c": store_cursor, "s": skip},
                      separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode(cursor: str, filters: Mapping[str, Any]) -> str:
-    """The store cursor inside ``cursor``; ``ApiError`` 400 when it is not one of ours or was
-    issued for other filters."""
+def decode(cursor: str, filters: Mapping[str, Any]) -> tuple[str | None, int]:
+    """(store cursor, records of that store page already handed out); ``ApiError`` 400 when it
+    is not one of ours or was issued for other filters."""
     bad = ApiError(400, "bad_cursor", "the cursor is not one this API issued; start again "
                                       "without a cursor")
     if len(cursor) > 4096:
@@ -40,9 +41,11 @@ def decode(cursor: str, filters: Mapping[str, Any]) -> str:
     except (ValueError, TypeError):
         raise bad from None
     if (not isinstance(data, dict) or data.get("v") != _VERSION
-            or not isinstance(data.get("c"), str) or not isinstance(data.get("f"), str)):
+            or not isinstance(data.get("c"), (str, type(None))) or not isinstance(data.get("f"), str)
+            or not isinstance(data.get("s"), int) or isinstance(data.get("s"), bool)
+            or not 0 <= data["s"] <= 100_000):
         raise bad
     if data["f"] != _fingerprint(filters):
         raise ApiError(400, "bad_cursor", "the cursor belongs to a query with other filters; "
                                           "repeat that query's filters or start again")
-    return data["c"]
+    return data["c"], data["s"]

@@ -66,28 +66,41 @@ def list_worksets(
     """Ordered by priority, then age, then id. ``has_more`` says whether another page follows."""
     filters = {"state": state.value if state else None, "priority": priority.value if priority else None,
                "customer": customer, "cluster": cluster, "text": text}
-    store_cursor = page_cursor.decode(cursor, filters) if cursor else None
+    store_cursor, skip = page_cursor.decode(cursor, filters) if cursor else (None, 0)
     post_filter = cluster is not None or bool(text)
+    # unfiltered, a store page is exactly this page; filtered, whole store pages are read and a
+    # cursor may point into the middle of one (its start, and how many were handed out)
+    page_size = MAX_PAGE if post_filter else limit
     items: list[Workset] = []
     scanned = 0
+    resume: tuple[str | None, int] | None = None
     while True:
-        want = limit - len(items)
-        # asking the store for exactly what is still missing means a page always ends where
-        # this one stops, so the next cursor never skips an unread record
         try:
             page = ctx.store.list_worksets(state=state, priority=priority, customer_id=customer,
-                                           limit=want, cursor=store_cursor)
+                                           limit=page_size, cursor=store_cursor)
         except (StoreError, ValueError) as exc:
             if store_cursor is not None and "cursor" in str(exc).lower():
                 raise ApiError(400, "bad_cursor", "the cursor is not valid for this store; start "
                                                   "again without a cursor") from None
             raise
-        scanned += len(page.items)
-        items.extend(ws for ws in page.items if not post_filter or _matches(ws, cluster, text))
-        store_cursor = page.next_cursor
-        if not store_cursor or len(items) >= limit or scanned >= SCAN_BUDGET:
+        consumed = skip
+        for ws in page.items[skip:]:
+            consumed += 1
+            if not post_filter or _matches(ws, cluster, text):
+                items.append(ws)
+                if len(items) >= limit:
+                    break
+        scanned += consumed - skip
+        if len(items) >= limit and consumed < len(page.items):
+            resume = (store_cursor, consumed)
             break
-    next_cursor = page_cursor.encode(store_cursor, filters) if store_cursor else None
+        store_cursor, skip = page.next_cursor, 0
+        if not store_cursor:
+            break
+        if len(items) >= limit or scanned >= SCAN_BUDGET:
+            resume = (store_cursor, 0)
+            break
+    next_cursor = page_cursor.encode(resume[0], resume[1], filters) if resume else None
     return WorksetPage(items=items, next_cursor=next_cursor, has_more=next_cursor is not None,
                        limit=limit)
 

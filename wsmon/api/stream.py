@@ -30,7 +30,7 @@ from wsmon.engine.store.base import Store
 log = structlog.get_logger("wsmon.api")
 
 KEEPALIVE_SECONDS = 15.0
-_SEEN_KEPT = 100_000  # last published version per record, to skip repeats the watermark brings back
+_SEEN_KEPT = 20_000  # last published version per record, to skip repeats the watermark brings back
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class EventHub:
     def _remember_open_alerts(self) -> None:
         try:
             for alert in self.store.list_alerts():
-                self._changed(("alert", alert.alert_id), alert.updated_at.isoformat())
+                self._changed(("alert", alert.alert_id), json.dumps(alert_event(alert), sort_keys=True))
         except Exception:  # noticed again on the first poll
             pass
 
@@ -144,15 +144,18 @@ class EventHub:
     def poll_once(self) -> int:
         """Publish what changed since the last look; returns how many events."""
         changed, self._watermark = self.store.worksets_changed_since(self._watermark)
-        events = [("workset", workset_event(ws)) for ws in
-                  sorted(changed, key=lambda w: (w.updated_at, w.workset_id))
-                  if self._changed(("workset", ws.workset_id), ws.updated_at.isoformat()
-                                   + ws.state.value + str(ws.fence))]
+        events = []
+        for ws in sorted(changed, key=lambda w: (w.updated_at, w.workset_id)):
+            data = workset_event(ws)
+            # what a client sees, not the timestamp alone: two writes within one clock tick differ
+            if self._changed(("workset", ws.workset_id), json.dumps(data, sort_keys=True)):
+                events.append(("workset", data))
         since = self._alerts_since
         self._alerts_since = self.clock.now() - timedelta(seconds=max(5.0, 4 * self.poll_seconds))
         for alert in sorted(self.store.list_alerts(resolved_since=since), key=lambda a: a.updated_at):
-            if self._changed(("alert", alert.alert_id), alert.updated_at.isoformat()):
-                events.append(("alert", alert_event(alert)))
+            data = alert_event(alert)
+            if self._changed(("alert", alert.alert_id), json.dumps(data, sort_keys=True)):
+                events.append(("alert", data))
         for kind, data in events:
             self.publish(kind, data)
         return len(events)

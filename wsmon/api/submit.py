@@ -39,7 +39,7 @@ MAX_MEMBERS = 20_000
 
 
 def _s3_folder(uri: str) -> tuple[str, str]:
-    from wsmon.engine.s3source import normalize_prefix, parse_s3_uri
+    from wsmon.engine.s3 import normalize_prefix, parse_s3_uri
 
     try:
         bucket, prefix = parse_s3_uri(uri.strip())
@@ -65,7 +65,7 @@ def _validation_body(report: Any) -> dict[str, Any]:
              summary="Register an S3 workset folder now instead of at the next poll")
 def register(ctx: Ctx, caller: Annotated[Principal, Depends(writer)],
              body: RegisterRequest) -> JSONResponse:
-    from wsmon.engine.s3source import S3Source, normalize_prefix
+    from wsmon.engine.s3 import S3Source, normalize_prefix
 
     bucket, prefix = _s3_folder(body.s3_uri)
     name = prefix.rstrip("/").rsplit("/", 1)[-1]
@@ -202,7 +202,7 @@ async def validate(ctx: Ctx, request: Request,
             problem = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors[:3])
             raise ApiError(422, "invalid_request", public_text(problem or "invalid JSON")) from None
         bucket, prefix = _s3_folder(body.s3_uri)
-        from wsmon.engine.s3source import validate_s3_folder
+        from wsmon.engine.s3 import validate_s3_folder
 
         report = await run_in_threadpool(validate_s3_folder, ctx.s3(), bucket, prefix, settings)
         return JSONResponse(_validation_body(report))
