@@ -1,10 +1,14 @@
 """Step execution: the Daylily steps (stage, clone, run, export) for one workset attempt.
 
-* Steps are argv templates from ``settings.runner``; placeholders are filled per token, so a value
-  read from S3 is always exactly one argument and never meets a shell. The one place a shell is
-  involved is the pipeline itself, which runs ``run_prefix`` + the workset's run suffix inside a
-  detached tmux session (as the earlier Daylily monitor did), with every suffix token
-  ``shlex.quote``'d.
+* Steps are command templates from ``settings.runner`` (``templates.py``): without shell syntax
+  they are argv, each placeholder exactly one argument that never meets a shell; an operator's
+  template that uses shell syntax (``echo cloning && day-clone {clone_args}``) runs through
+  ``bash -lc`` with every value ``shlex.quote``'d. The pipeline runs ``run_prefix`` + the
+  workset's run suffix inside a detached tmux session (as the earlier Daylily monitor did), with
+  every suffix token ``shlex.quote``'d.
+* Stage, clone and export run in a session of their own and outlive an engine crash; a restarted
+  engine waits for the survivor (or takes its recorded exit status) instead of starting the step
+  again (``command.py``).
 * The pipeline runs in tmux session ``<tmux_session_prefix><sanitised workset>`` in the pipeline
   directory named by the clone step's ``Location:`` line. The runner watches the pipeline's own
   sentinels (``daylily.successful_run`` / ``daylily.failed_run``), an exit-status file its wrapper
