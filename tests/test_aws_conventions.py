@@ -168,3 +168,22 @@ def test_the_metrics_client_makes_a_single_retry(aws_env) -> None:
 
     metrics = Metrics(load_settings(None, {"aws": {"region": "us-west-2"}}), None)
     assert metrics.client().meta.config.retries["total_max_attempts"] == 2  # the first try + one retry
+
+
+# ---- the region reaches what runs outside boto3 too -------------------------------------------
+
+
+def test_the_region_placeholder_of_a_step_command_is_the_resolved_region(aws_env, monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from wsmon.core.models import Workset
+    from wsmon.engine.runner.templates import describe_commands, template_values
+
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    settings = load_settings(None, {"runner": {"stage_command": ["stage", "--region", "{region}"]}})
+    now = datetime.now(timezone.utc)
+    ws = Workset(workset_id="ws1", bucket="b", prefix="p/ws1/", created_at=now, updated_at=now, state_changed_at=now)
+    assert template_values(settings, ws, None, tmp_path)["region"] == "eu-west-1"
+    _, warnings = describe_commands(settings)
+    assert not any("{region}" in w for w in warnings), warnings

@@ -31,6 +31,14 @@ def aws_region(settings: Settings) -> Region:
     return resolve_region(configured=settings.aws.region, profile=settings.aws.profile)
 
 
+def aws_region_name(settings: Settings) -> str | None:
+    """``aws_region``'s name, or None when nothing names one (for text that may stay empty)."""
+    try:
+        return aws_region(settings).name
+    except NoRegion:
+        return None
+
+
 def store_region(settings: Settings) -> Region | None:
     """The DynamoDB store's region (None for SQLite); ``NoRegion`` when nothing names one."""
     if not _is_dynamodb(settings.store_url):

@@ -24,6 +24,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wsmon.config.aws_region import aws_region_name
 from wsmon.core.models import Workset
 from wsmon.engine.runner.base import StepFailed, sanitise
 
@@ -203,7 +204,7 @@ def template_values(settings: Settings, workset: Workset, pipeline_dir: str | No
         "stage_samples": str(local_dir / "stage_samples.tsv"),
         "local_dir": str(local_dir),
         "profile": settings.aws.profile or "",
-        "region": settings.aws.region or "",
+        "region": aws_region_name(settings) or "",  # AWS_REGION and the profile count too
         "local_stage_root": getattr(cfg, "local_stage_root", None) or "",
         "reference_bucket": getattr(cfg, "reference_bucket", None) or "",
     }
@@ -223,7 +224,7 @@ def describe_commands(settings: Settings) -> tuple[list[str], list[str]]:
     """For ``wsmon config check``: one line per step saying how its command runs, and warnings
     (a config placeholder with no value, a quoted placeholder in a shell template)."""
     cfg = settings.runner
-    config_values = {"profile": settings.aws.profile, "region": settings.aws.region,
+    config_values = {"profile": settings.aws.profile, "region": aws_region_name(settings),
                      "workdir": cfg.workdir, "local_stage_root": cfg.local_stage_root,
                      "reference_bucket": cfg.reference_bucket}
     lines: list[str] = []
