@@ -71,11 +71,15 @@ class StoreSettings(Section):
 class SourceSettings(Section):
     bucket: str = Field(..., description="S3 bucket holding workset folders.")
     prefix: str = Field("", description="Prefix under which each workset is one folder.")
+    events_queue: str | None = Field(None, description="SQS queue URL receiving this source's S3 event notifications (`wsmon s3-events setup` prints it). None: discovery.events_queue, else polling only.")
 
 
 class DiscoverySettings(Section):
     sources: list[SourceSettings] = Field(default_factory=list, description="Where workset folders are found (bucket + prefix pairs).")
     poll_interval_seconds: float = Field(60.0, gt=0, description="Seconds between S3 discovery polls.")
+    events_queue: str | None = Field(None, description="SQS queue URL receiving S3 event notifications for every source that names none of its own. With a queue, a folder is synced when its event arrives and the full poll becomes a reconcile pass every events_reconcile_seconds.")
+    events_reconcile_seconds: float = Field(3600.0, gt=0, description="With events_queue: seconds between full polls that catch anything an event missed (at the normal poll_interval_seconds while the queue cannot be read).")
+    events_wait_seconds: int = Field(20, ge=0, le=20, description="SQS long-poll wait per receive (WaitTimeSeconds). 20 costs at most 180 receives an hour per queue; lower only for a local test endpoint.")
     reconcile_every: int = Field(60, ge=1, description="Re-list a terminal workset folder every this many polls (spread evenly: 900 terminal folders cost 15 listings a poll at 60).")
     write_sentinels: bool = Field(True, description="Write daylily.* sentinel files and index logs for the engine's own transitions.")
     archive_prefix: str | None = Field(None, description="Prefix completed worksets are archived under (Daylily monitor compatibility).")

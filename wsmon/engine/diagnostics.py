@@ -290,6 +290,11 @@ _register("WS-AWS-007", A, ERR, False, "AWS service quota exceeded",
           "An account limit was reached (vCPUs, instances...). Request a quota increase.",
           r"VcpuLimitExceeded", r"\bLimitExceeded(Exception)?\b", r"service quota",
           r"InstanceLimitExceeded")
+_register("WS-AWS-008", A, WARN, False, "S3 event message not understood",
+          "A message on discovery.events_queue is not an S3 event notification (direct, "
+          "EventBridge or through SNS). It is left on the queue and moves to the dead-letter "
+          "queue after the redrive policy's maxReceiveCount; check what else sends to the queue "
+          "(wsmon s3-events status shows the DLQ depth).")
 
 # -- pipeline ---------------------------------------------------------------------------------
 _register("WS-PIP-001", P, ERR, False, "Pipeline rule failed",

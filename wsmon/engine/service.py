@@ -81,6 +81,7 @@ class Engine:
         self.policy = SchedulingPolicy.from_settings(settings)
         self._s3_client = s3_client
         self._sources: list[Any] | None = None
+        self._events: Any = None  # EventDiscovery (engine/s3/events.py), made with the sources
         # sources whose listing failed in the last poll ({"source", "code", "message"})
         self.last_poll_failures: list[dict[str, str]] = []
         # cumulative since start, published in the heartbeat for the API's /metrics
@@ -195,6 +196,8 @@ class Engine:
                               name=name, next_run_time=now, misfire_grace_time=max(1, int(seconds)))
         scheduler.start()
         self._scheduler = scheduler
+        if s.discovery.sources and self._event_discovery().enabled:
+            self._event_discovery().start()  # long-polls in its own threads, not a job tick
         log.info("engine_started", monitor_id=self.monitor_id, store=self.store.url,
                  runner=self.runner.kind, sources=len(s.discovery.sources))
 
@@ -220,6 +223,8 @@ class Engine:
         self._claiming = False
         for _, source in self._sources or []:
             source.stop_polling()  # a poll in progress ends soon instead of holding shutdown
+        if self._events is not None:
+            self._events.stop()
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             for job_id in ("poll", "schedule", "sweep", "alerts", "clusters"):
@@ -302,10 +307,13 @@ class Engine:
         if self._sources is None:
             self._sources = self._make_sources()
         lease_seconds = max(30.0, 3 * self.settings.discovery.poll_interval_seconds)
+        events = self._event_discovery() if self._event_discovery().enabled else None
         polled = []
         for name, source in self._sources:
             if self.store.acquire_named_lease(name, self.monitor_id, lease_seconds) is None:
                 continue
+            if events is not None and not events.full_poll_due(name):
+                continue  # its events keep it current; the reconcile pass runs on its schedule
             self.poll_counts["polls"] += 1
             try:
                 report = source.poll()
@@ -323,15 +331,33 @@ class Engine:
             self.poll_counts["errors"] += len(report.errors)
             self._health("s3", not report.errors,
                          "; ".join(str(e) for e in report.errors[:3]) if report.errors else "")
-            for wid in report.registered:
-                self._emit("registered", self.store.get_workset(wid))
-            for bad in report.invalid:
-                self._emit("validation_failed", self.store.get_workset(bad["workset_id"]),
-                           error_code=bad.get("code"))
+            self._announce(report)
+            if events is not None:
+                events.full_poll_done(name)
             polled.append(name)
             log.info("polled", source=name, monitor_id=self.monitor_id,
                      registered=len(report.registered), requests=report.request_total)
         return polled
+
+    def _announce(self, report: Any) -> None:
+        """Notifications for what a poll or a batch of S3 events registered or refused."""
+        for wid in report.registered:
+            self._emit("registered", self.store.get_workset(wid))
+        for bad in report.invalid:
+            self._emit("validation_failed", self.store.get_workset(bad["workset_id"]),
+                       error_code=bad.get("code"))
+
+    def _event_discovery(self) -> Any:
+        """The S3 event consumers (engine/s3/events.py); none without an events_queue."""
+        if self._events is None:
+            from wsmon.engine.s3.events import EventDiscovery
+
+            if self._sources is None:
+                self._sources = self._make_sources()
+            self._events = EventDiscovery(self.settings, self.store, self._sources,
+                                          clock=self.clock, monitor_id=self.monitor_id,
+                                          health=self._health, on_report=self._announce)
+        return self._events
 
     # -- schedule -------------------------------------------------------------------------
     def _free_local_slots(self) -> int:
@@ -447,6 +473,8 @@ class Engine:
                 log.error("lease_renew_failed", workset=job.workset_id, error=strip_control(str(exc)))
         details = {"active": len(self.active_worksets), "runner": self.runner.kind,
                    "tools": dict(self.clusters.tool_status), "polls": dict(self.poll_counts)}
+        if self._events is not None and self._events.enabled:
+            details["discovery"] = self._events.status()
         self.store.record_monitor_heartbeat(self.monitor_id, self.host, os.getpid(), __version__,
                                             role="engine", details=details,
                                             started_at=self._started_at)

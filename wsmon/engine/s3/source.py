@@ -194,6 +194,60 @@ class S3Source:
             report.requests = self._take_request_counts()
             return report
 
+    def sync_event_folders(self, folders: list[tuple[str, str]]) -> tuple[PollReport, set[tuple[str, str]]]:
+        """The folders S3 events named, each once and as the poll takes it: listed, validated,
+        registered or updated; a folder with no object left gets the vanished rule. What an
+        event said is never trusted, only what S3 holds now, so a duplicated, late or
+        reordered event changes nothing. Returns the report and the folders not carried out
+        (listing or store write failed, or the engine is stopping): their messages stay."""
+        from wsmon.engine.s3.events import folder_is_empty
+
+        failed: set[tuple[str, str]] = set()
+        with self._poll_lock:
+            self._take_request_counts()
+            report = PollReport(seq=0, started_at=self.clock.now())
+            self._refresh_known()
+            snapshots: list[FolderSnapshot] = []
+            for bucket, prefix in folders:
+                if self._stopping.is_set():
+                    failed.add((bucket, prefix))
+                    continue
+                name = prefix.rstrip("/").rsplit("/", 1)[-1]
+                snap = inspect_folder(self.s3, self.cache, bucket, prefix, name,
+                                      self._own_sentinel(name, bucket, prefix))
+                report.folders_seen += 1
+                report.folders_listed += 1
+                if snap.error_code is not None:
+                    failed.add((bucket, prefix))
+                    report.errors.append({"workset_id": name, "code": snap.error_code,
+                                          "message": snap.error_message or ""})
+                    continue
+                if not (snap.sentinels or snap.files or snap.has_sample_data) and \
+                        folder_is_empty(self.s3, bucket, prefix):
+                    ws = self._known.get(name)
+                    if ws is not None and ws.bucket == bucket and ws.prefix == prefix \
+                            and not ws.s3_missing:
+                        try:
+                            self._remember(self.store.update_fields(name, actor=self.monitor_id,
+                                                                    s3_missing=True))
+                            report.missing.append(name)
+                        except StoreError as exc:
+                            failed.add((bucket, prefix))
+                            report.errors.append({"workset_id": name, "code": "store",
+                                                  "message": str(exc)})
+                    continue
+                self.cache.store_snapshot(snap)
+                snapshots.append(snap)
+            self._sync(snapshots, report)
+            self.cache.flush()
+            by_name = {snap.name: (snap.bucket, snap.prefix) for snap in snapshots}
+            failed.update(by_name[e["workset_id"]] for e in report.errors
+                          if e.get("code") == "store" and e.get("workset_id") in by_name)
+            if self._stopping.is_set():
+                failed.update(by_name.values())
+            report.requests = self._take_request_counts()
+            return report, failed
+
     def _own_sentinel(self, name: str, bucket: str, prefix: str) -> str | None:
         ws = self._known.get(name)
         if ws is None or ws.bucket != bucket or ws.prefix != prefix:
@@ -311,6 +365,7 @@ class S3Source:
                 to_validate.append((snap, ws, decision))
         if not to_validate:
             return
+        log.info("s3source.validating", folders=len(to_validate))
         with ThreadPoolExecutor(max_workers=min(self.discovery.list_workers, len(to_validate)),
                                 thread_name_prefix="wsmon-validate") as pool:
             futures = [pool.submit(self._validate_snapshot, item[0]) for item in to_validate]
