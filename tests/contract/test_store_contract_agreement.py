@@ -3,7 +3,8 @@
 Each case here was answered differently by SQLite and DynamoDB before the rules moved into
 ``wsmon/engine/store/rules.py``: an empty workset id, a bad page cursor, a field value the model
 rejects, limits, and acknowledging or resolving an alert that someone else changed between the
-read and the write. Runs against every backend (see conftest.py).
+read and the write, the same outbox entry enqueued twice, and a monitor detail JSON has no type
+for. Runs against every backend (see conftest.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from wsmon.engine.store import (
 )
 
 from .test_store_contract import fingerprint, register
-from .test_store_contract_state import make_alert
+from .test_store_contract_state import make_alert, make_entry
 
 S = WorksetState
 
@@ -236,3 +237,25 @@ def test_a_silence_must_end_after_it_starts(store: Store, clock: ManualClock) ->
     with pytest.raises(ValueError, match="must end after it starts"):
         store.silence("op", now + timedelta(hours=1), starts_at=now + timedelta(hours=2))
     assert store.list_silences() == []
+
+
+# -- outbox and monitors -----------------------------------------------------------------------
+
+def test_enqueueing_an_entry_id_twice_is_refused_quietly(store: Store, clock: ManualClock) -> None:
+    now = clock.now()
+    assert store.enqueue_notification(make_entry("e1", now, dedup_id="evt-1")) is True
+    # A second entry under the same id (another event) is not added, and leaves no trace: its
+    # dedup id is still free for the entry that really carries it.
+    assert store.enqueue_notification(make_entry("e1", now, dedup_id="evt-2",
+                                                 coalesce_key="other")) is False
+    assert [(e.entry_id, e.dedup_id) for e in store.list_notifications()] == [("e1", "evt-1")]
+    assert store.enqueue_notification(make_entry("e2", now, dedup_id="evt-2",
+                                                 coalesce_key="other")) is True
+
+
+def test_a_monitor_detail_without_a_json_type_is_kept_as_text(store: Store) -> None:
+    since = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    info = store.record_monitor_heartbeat("engine-1", "host-1", 42, "0.1.0",
+                                          details={"since": since, "jobs": 3})
+    assert info.details == {"since": str(since), "jobs": 3}
+    assert store.list_monitors()[0].details == {"since": str(since), "jobs": 3}

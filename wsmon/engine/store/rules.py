@@ -379,6 +379,15 @@ def named_lease_fence(holder: str | None, fence: int | None, expires_at: datetim
     return None
 
 
+# -- monitors ----------------------------------------------------------------------------------
+
+def monitor_details_json(details: Mapping[str, Any] | None) -> str:
+    """A monitor's ``details`` as stored: JSON, with anything JSON has no type for as its text,
+    so a heartbeat never fails on a detail."""
+    return json.dumps(dict(details or {}), default=str, ensure_ascii=False,
+                      separators=(",", ":"), sort_keys=True)
+
+
 # -- listing -----------------------------------------------------------------------------------
 
 #: ``worksets_changed_since`` hands back a watermark this far behind "now": a write whose

@@ -814,7 +814,7 @@ class SqliteStore(Store):
                 "started_at = CASE WHEN ? THEN excluded.started_at ELSE monitors.started_at END, "
                 "last_seen = excluded.last_seen, details = excluded.details",
                 (monitor_id, host, pid, version, role, started, isoformat(now),
-                 _dumps(details or {}), started_at is not None),
+                 rules.monitor_details_json(details), started_at is not None),
             )
             row = conn.execute("SELECT * FROM monitors WHERE monitor_id = ?",
                                (monitor_id,)).fetchone()
@@ -1034,6 +1034,9 @@ class SqliteStore(Store):
 
     def enqueue_notification(self, entry: OutboxEntry) -> bool:
         with self._write() as conn:
+            if conn.execute("SELECT 1 FROM outbox WHERE entry_id = ?",
+                            (entry.entry_id,)).fetchone():
+                return False  # the same entry is already in the outbox
             cur = conn.execute(
                 "INSERT INTO outbox_dedup (channel, dedup_id) VALUES (?, ?) "
                 "ON CONFLICT DO NOTHING", (entry.channel, entry.dedup_id),

@@ -59,7 +59,7 @@ class MetaRecords(MetaTable):
         now = self.clock.now()
         expr = Expr()
         sets = {"host": host, "pid": pid, "version": version, "role": role,
-                "last_seen": isoformat(now), "details": json.dumps(details or {}, default=str)}
+                "last_seen": isoformat(now), "details": rules.monitor_details_json(details)}
         parts = [f"{expr.n(k)} = {expr.v(v)}" for k, v in sets.items()]
         started = expr.n("started_at")
         if started_at is not None:
