@@ -367,3 +367,46 @@ def test_run_sacct_failures_have_clear_messages(fake_sacct_path, monkeypatch, tm
         run_sacct(["1"])
     with pytest.raises(SacctError, match="sacct: not found on head node"):
         run_sacct(["1"], wrap=lambda argv: ["sh", "-c", 'exec "$@"', "sh", *argv])
+
+
+# -- the operator's commands (pager, attach, S3 console) ------------------------------------------
+
+def _workset(**progress):
+    from datetime import datetime, timezone
+
+    from wsmon.core.models import RunProgress, Workset
+
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    return Workset(workset_id="ws 1", bucket="bkt", prefix="p/ws 1/", created_at=now, updated_at=now,
+                   state_changed_at=now, progress=RunProgress(**progress) if progress else None)
+
+
+def test_pager_and_attach_argv_locally_and_through_ssh():
+    from wsmon.config.settings import Settings
+    from wsmon.engine.progress.operator_argv import NothingToOpen, attach_argv, pager_argv
+
+    local = Settings(runner={"tmux_socket": "sock"})
+    ws = _workset(session="wsmon-ws_1-ab", log_path="/state/logs/ws 1/run.log")
+    assert pager_argv(local, ws, {"PAGER": "most -s"}) == ["most", "-s", "/state/logs/ws 1/run.log"]
+    assert pager_argv(local, ws, {}) == ["less", "-R", "+G", "/state/logs/ws 1/run.log"]
+    assert attach_argv(local, ws) == ["tmux", "-L", "sock", "attach-session", "-r", "-t", "=wsmon-ws_1-ab"]
+
+    ssh = Settings(runner={"kind": "ssh", "ssh_host": "head-1", "tmux_socket": "sock"})
+    remote = _workset(session="wsmon-ws_1-ab", log_path="/fsx/ws 1;rm -rf ~/.wsmon-run.log",
+                      log_host="head-1")
+    argv = attach_argv(ssh, remote)
+    assert argv[:2] == ["ssh", "-t"] and "StrictHostKeyChecking=yes" in argv
+    assert argv[-2:] == ["--", "tmux -L sock attach-session -r -t =wsmon-ws_1-ab"]
+    argv = pager_argv(ssh, remote, {"PAGER": "ignored-remotely"})
+    assert argv[-1] == "less -R +G -- '/fsx/ws 1;rm -rf ~/.wsmon-run.log'"  # one quoted word
+    with pytest.raises(NothingToOpen, match="run step has not started"):
+        attach_argv(local, _workset())
+
+
+def test_s3_console_url_quotes_the_prefix():
+    from wsmon.engine.progress.operator_argv import s3_console_url, s3_uri
+
+    ws = _workset()
+    assert s3_uri(ws) == "s3://bkt/p/ws 1/"
+    assert s3_console_url(ws, "us-west-2") == (
+        "https://s3.console.aws.amazon.com/s3/buckets/bkt?prefix=p%2Fws%201%2F&region=us-west-2")

@@ -87,6 +87,8 @@ class _Followed:
     next_sacct_at: float = 0.0
     sacct_status: str = "not measured yet"
     written: dict[str, Any] = field(default_factory=dict)
+    dirty: bool = True  # something other than time changed since the last write
+    last_status: str = ""
 
 
 class ProgressTracker:
@@ -165,6 +167,9 @@ class ProgressTracker:
         result = run.follower.poll()
         progress = run.follower.progress
         now = self.clock.now()
+        if result.read_bytes or result.status != run.last_status:
+            run.dirty = True
+            run.last_status = result.status
         if result.progress_changed:
             run.rate.record(now, progress.done)
             run.last_progress_at = now
@@ -176,6 +181,7 @@ class ProgressTracker:
             if run.ledger.settled.jobs == 0 and not run.follower.progress.slurm_ids:
                 run.sacct_status = "no Slurm jobs in the log yet"
             return
+        run.dirty = True
         # the first jobs are measured as soon as the log names them, then once an interval
         run.next_sacct_at = self.clock.monotonic() + self.cfg.sacct_interval_seconds
         wrap = self.runner.host.wrap if isinstance(getattr(self.runner, "host", None), SshHost) else list
@@ -235,7 +241,16 @@ class ProgressTracker:
         ws = self.store.get_workset(workset_id)
         return ws is not None and ws.log_tail in (None, run.written.get("tail"))
 
+    def _eta_bucket(self, run: _Followed, final: bool) -> int | None:
+        if final:
+            return None
+        p = run.follower.progress
+        eta = run.rate.eta(self.clock.now(), p.done, p.total if p.known else None)
+        return int(eta.timestamp() // ETA_WRITE_STEP.total_seconds()) if eta else None
+
     def _write(self, workset_id: str, run: _Followed, lease: Lease | None, *, final: bool) -> None:
+        if not run.dirty and not final and run.written.get("eta") == self._eta_bucket(run, final):
+            return  # the usual round: nothing new in the log, no sacct, the same ETA minute
         progress = self._progress(run, final)
         actual = self._actual(run, final)
         tail = self._tail(run)
@@ -248,6 +263,7 @@ class ProgressTracker:
             "tail": tail,
         }
         if key == run.written:
+            run.dirty = False
             return
         fields: dict[str, Any] = {"progress": progress, "actual": actual}
         if tail is not None and key["tail"] != run.written.get("tail") and self._tail_is_ours(workset_id, run, final):
@@ -255,6 +271,7 @@ class ProgressTracker:
         try:
             self.store.update_fields(workset_id, actor=self.actor, lease=lease, **fields)
             run.written = key
+            run.dirty = False
         except LeaseLost:
             log.debug("progress_write_lease_lost", workset=workset_id)
         except StoreError as exc:
