@@ -187,3 +187,10 @@ def test_the_region_placeholder_of_a_step_command_is_the_resolved_region(aws_env
     assert template_values(settings, ws, None, tmp_path)["region"] == "eu-west-1"
     _, warnings = describe_commands(settings)
     assert not any("{region}" in w for w in warnings), warnings
+
+
+def test_the_iam_policy_names_the_region_the_store_opens_in(aws_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    code, out = run("iam-policy", "--store", "dynamodb://wsmon", "--account", "123456789012")
+    assert code == 0, out
+    assert "arn:aws:dynamodb:eu-west-1:123456789012:table/wsmon" in out

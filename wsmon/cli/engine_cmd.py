@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import click
 
@@ -68,7 +68,13 @@ def _dynamodb_statements(settings: Settings, account: str, with_init: bool) -> l
     parts = urlsplit(url)
     if parts.scheme.lower() != "dynamodb" or not parts.netloc:
         return []
-    region = (parse_qs(parts.query).get("region") or [settings.aws.region or "*"])[0]
+    from wsmon.config.aws_region import store_region
+    from wsmon.core.aws import NoRegion
+
+    try:  # the region the store really opens in; a policy for any region when none is set yet
+        region = store_region(settings).name  # type: ignore[union-attr]
+    except NoRegion:
+        region = "*"
     tables = [f"{parts.netloc}{suffix}" for suffix in TABLE_SUFFIXES]
     resources = []
     for table in tables:
