@@ -15,7 +15,7 @@ from wsmon.core.models import ActualUsage, AlertState, RunProgress, StepRecord
 from wsmon.engine.alerts import AlertEvaluator
 from wsmon.engine.progress.tracker import ProgressTracker
 from wsmon.engine.runner.base import session_name
-from wsmon.engine.runner.hosts import LocalHost
+from wsmon.engine.runner.hosts import LocalHost, SshHost
 from wsmon.engine.store import open_store
 
 HERE = Path(__file__).parent / "fixtures" / "progress"
@@ -219,3 +219,37 @@ def test_over_budget_from_the_budget_or_the_estimate(store, clock, tmp_path):
     assert "$11.50" in alerts["with-budget"].summary and "budget of $10.00" in alerts["with-budget"].summary
     assert "1.5 × its estimate of $4.00" in alerts["estimate-only"].summary
     assert alerts["estimate-only"].labels["limit_usd"] == "6.00"
+
+
+class HeadNodeHere(SshHost):
+    """The SSH runner's host with the ssh prefix taken away: the same argv runs on this machine,
+    so the remote code path (one shell round trip per read, sacct through wrap) is exercised."""
+
+    def __init__(self) -> None:
+        self.prefix = []
+        self.timeout = 30.0
+
+    def wrap(self, argv):
+        return list(argv)
+
+
+def test_ssh_runner_follows_the_log_in_the_pipeline_dir_on_the_head_node(store, clock, tmp_path, fake_sacct):
+    pipeline_dir = tmp_path / "fsx" / "ws 1; echo pwned"
+    pipeline_dir.mkdir(parents=True)
+    (pipeline_dir / ".wsmon-run.log").write_text(fixture_text("snakemake_run.log"))
+    lease = running_workset(store, clock, tmp_path / "local-step.log", pipeline_dir=str(pipeline_dir))
+
+    class SshRunner:
+        host = HeadNodeHere()
+
+    ssh_settings = settings(runner={"kind": "ssh", "ssh_host": "head-1"})
+    tracker = ProgressTracker(ssh_settings, store, SshRunner(), actor="engine-a", clock=clock)
+    tracker.observe({"ws1": lease})
+    ws = store.get_workset("ws1")
+    assert ws.progress.log_path == str(pipeline_dir / ".wsmon-run.log") and ws.progress.log_host == "head-1"
+    assert (ws.progress.steps_done, ws.progress.steps_total) == (2, 6)
+    assert ws.actual.status == "ok" and ws.actual.jobs == 4
+    with open(pipeline_dir / ".wsmon-run.log", "a") as fh:
+        fh.write("Finished job 2.\n3 of 6 steps (50%) done\n")
+    tracker.observe({"ws1": lease})
+    assert store.get_workset("ws1").progress.steps_done == 3
