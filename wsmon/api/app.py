@@ -69,17 +69,35 @@ class BodyLimit:
             await _send_413(send, limit)
             return
         received = 0
+        exceeded = False
+        started = False
 
         async def counting_receive() -> Any:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(limit)
+                    # the application sees the client leave; this middleware answers 413
+                    exceeded = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Any) -> None:
+            nonlocal started
+            if exceeded:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await _send_413(send, limit)
 
 
 async def _send_413(send: Any, limit: int) -> None:
