@@ -356,13 +356,6 @@ def reprioritise(ws: Workset, priority: Priority | str, actor: str, reason: str,
                   NewEvent(now, actor, ws.state, ws.state, why))
 
 
-def lease_of(ws: Workset) -> Lease:
-    """The lease ``ws`` records (it must hold one)."""
-    assert ws.lock_owner is not None and ws.lock_expires_at is not None
-    return Lease(workset_id=ws.workset_id, owner_id=ws.lock_owner, fence=ws.fence,
-                 expires_at=ws.lock_expires_at)
-
-
 # -- named leases ------------------------------------------------------------------------------
 
 def named_lease_fence(holder: str | None, fence: int | None, expires_at: datetime | None,

@@ -1008,9 +1008,9 @@ class SqliteStore(Store):
         sql = "SELECT body FROM silences"
         params: tuple[Any, ...] = ()
         if active_at is not None:
-            sql += " WHERE starts_at <= ? AND ends_at > ?"
+            sql += " WHERE starts_at <= ? AND ends_at > ?"  # rules.silence_active, in SQL
             params = (isoformat(active_at), isoformat(active_at))
-        sql += " ORDER BY starts_at, silence_id"
+        sql += " ORDER BY starts_at, silence_id"  # rules.silence_order
         with self._translate():
             rows = self._conn().execute(sql, params).fetchall()
         return [Silence.model_validate(json.loads(r["body"])) for r in rows]
@@ -1072,7 +1072,7 @@ class SqliteStore(Store):
         if channel is not None:
             sql += " AND channel = ?"
             params.append(channel)
-        sql += " ORDER BY created_at, entry_id LIMIT ?"
+        sql += " ORDER BY created_at, entry_id LIMIT ?"  # rules.due_order
         params.append(limit)
         with self._translate():
             rows = self._conn().execute(sql, params).fetchall()
@@ -1159,7 +1159,7 @@ class SqliteStore(Store):
         conn.execute("DELETE FROM outbox WHERE entry_id = ?", (row["entry_id"],))
 
     def prune_alerts(self, before: datetime) -> int:
-        with self._write() as conn:
+        with self._write() as conn:  # rules.alert_prunable, as a WHERE clause
             cur = conn.execute(
                 "DELETE FROM alerts WHERE state = 'resolved' AND updated_at < ? "
                 "AND COALESCE(resolved_at, updated_at) < ?", (isoformat(before),) * 2,
