@@ -114,6 +114,17 @@ async def _palette(pilot):
     await pilot.pause(0.3)
 
 
+async def _events(pilot):
+    app = pilot.app
+    await settle(pilot, app)
+    app.operations.ignore(app.store.get_workset("ws-running-05"), "duplicate upload")  # refused
+    app.operations.set_priority(app.store.get_workset("ws-low-reanalysis-03"), "urgent")
+    await pilot.press("colon", *"events", "enter")
+    await wait_for(pilot, lambda: type(app.screen).__name__ == "EventsScreen"
+                   and len(app.screen.entries) == 2, what="events")
+    await pilot.pause(0.1)
+
+
 # name -> (what to do before the snapshot, make_app options)
 CASES = {
     "queue": (_goto("queue"), {}),
@@ -137,6 +148,7 @@ CASES = {
     "stop": (_dialog("ws-running-05", ("x",), "StopDialog"), {}),
     "rerun": (_dialog("ws-done-10", ("R",), "WorksetActionDialog"), {}),
     "resolve": (_dialog(None, ("x",), "ResolveDialog", mode="alerts"), {}),
+    "events": (_events, {}),
     "read-only-queue": (_goto("queue"), {"read_only": True}),
 }
 

@@ -204,3 +204,33 @@ async def test_dashboard_retry_of_an_invalid_folder_shows_the_new_findings_and_s
         after = store.get_workset(wid)
         assert after.state is S.ERROR and after.error_code in str(warning.render())
     store.close()
+
+
+# -- the :events screen --------------------------------------------------------------------------
+
+async def test_events_screen_lists_operator_actions_refused_ones_included(tmp_path):
+    from app_seed import screen_text
+
+    from wsmon.screens.dialogs import WorksetActionDialog
+    from wsmon.screens.events import EventsScreen
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, app)
+        assert app.screen.table.move_to_key("ws-error-06")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, WorksetActionDialog), what="dialog")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not isinstance(app.screen, WorksetActionDialog), what="done")
+        assert app.screen.table.move_to_key("ws-done-10")
+        await pilot.press("r")  # retry of complete work: refused, with a pointer to re-run
+        await wait_for(pilot, lambda: list_actions(app.store)[-1:] and
+                       list_actions(app.store)[-1].outcome == "refused", what="audited refusal")
+        await pilot.press("colon", *"events", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, EventsScreen)
+                       and len(app.screen.entries) == 2, what="events screen")
+        text = screen_text(app)
+        assert "tester@host" in text and "ws-done-10" in text and "refused" in text
+        assert "use re-run" in text and "ws-error-06" in text and "done" in text
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "QueueScreen", what="back")

@@ -98,6 +98,7 @@ class WsmonCommands(Provider):
                    binding.tooltip or f"binding id: {binding.id or '-'}")
         for name in SCREEN_NAMES:
             yield (f"Go to {name}", partial(app.switch_mode, name), f"show the {name} screen")
+        yield ("Go to events", app.open_events, "operator actions across all worksets (audit trail)")
         yield ("Pause or resume refresh", app.action_toggle_pause, "stop reading the store")
         for name in sorted(app.available_themes):
             if name.startswith("wsmon-"):
@@ -381,10 +382,19 @@ class WsmonApp(App[int]):
         def go(name: str | None) -> None:
             if name == "help":
                 self.action_help()
+            elif name == "events":
+                self.open_events()
             elif name in SCREEN_NAMES:
                 self.switch_mode(name)
 
-        self.push_screen(JumpDialog([*SCREEN_NAMES, "help"]), go)
+        self.push_screen(JumpDialog([*SCREEN_NAMES, "events", "help"]), go)
+
+    def open_events(self) -> None:
+        """``:events``: every operator action (the audit trail), refused ones included."""
+        from wsmon.screens.events import EventsScreen
+
+        if not isinstance(self.screen, EventsScreen):
+            self.push_screen(EventsScreen())
 
     def action_help(self) -> None:
         from wsmon.screens.help import HelpScreen

@@ -17,8 +17,10 @@ def all_screen_classes() -> list[type]:
         StopDialog,
         WorksetActionDialog,
     )
+    from wsmon.screens.events import EventsScreen
     from wsmon.screens.help import HelpScreen
     from wsmon.screens.queue import QueueScreen
 
     return [QueueScreen, ClustersScreen, AlertsScreen, DetailScreen, HelpScreen, JumpDialog,
-            WorksetActionDialog, PriorityDialog, AckDialog, SilenceDialog, StopDialog, ResolveDialog]
+            WorksetActionDialog, PriorityDialog, AckDialog, SilenceDialog, StopDialog, ResolveDialog,
+            EventsScreen]
