@@ -26,7 +26,15 @@ from wsmon.api.schemas import (
     WorksetAction,
 )
 from wsmon.core.models import Alert, Workset
-from wsmon.operations import DurationError, Operations, Outcome, Result, parse_duration, s3_validator
+from wsmon.operations import (
+    ACTIONS,
+    DurationError,
+    Operations,
+    Outcome,
+    Result,
+    parse_duration,
+    s3_validator,
+)
 
 router = APIRouter()
 Ctx = Annotated[ApiContext, Depends(api_context)]
@@ -54,6 +62,13 @@ def _record(value: Any) -> dict[str, Any] | None:
         return None
     dump = getattr(value, "model_dump", None)
     return dump(mode="json") if dump else None
+
+
+def _described(action: str) -> str:
+    """The action's rule, in the words of the operations module (docs/operator-guide.md's table)."""
+    rule = ACTIONS[action]
+    return (f"Allowed from: {rule.states_text}. Running pipeline: {rule.running}. "
+            f"Writes: {rule.event}.")
 
 
 def respond(outcome: Outcome) -> JSONResponse:
@@ -89,8 +104,8 @@ def _shown(ctx: ApiContext, workset_id: str, request: WorksetAction, *, needs_fe
 
 def _workset_route(action: str, *, needs_fence: bool = False) -> None:
     @router.post(f"/worksets/{{workset_id}}/{action}", response_model=ActionResult,
-                 responses=_RESPONSES, summary=f"{action.capitalize()} a workset",
-                 name=f"workset_{action}")
+                 responses=_RESPONSES, summary=f"{ACTIONS[action].label} a workset",
+                 description=_described(action), name=f"workset_{action}")
     def handler(ctx: Ctx, caller: Caller, workset_id: WorksetId, body: WorksetAction) -> JSONResponse:
         shown = _shown(ctx, workset_id, body, needs_fence=needs_fence)
         return respond(_operations(ctx, caller).run(action, shown, reason=body.reason))
@@ -102,6 +117,7 @@ _workset_route("release", needs_fence=True)
 
 
 @router.post("/worksets/{workset_id}/stop", response_model=ActionResult, responses=_RESPONSES,
+             description=_described("stop"),
              summary="Stop a running workset (ends in ignored or error)")
 def stop(ctx: Ctx, caller: Caller, workset_id: WorksetId, body: StopAction) -> JSONResponse:
     shown = _shown(ctx, workset_id, body, needs_fence=True)
@@ -109,6 +125,7 @@ def stop(ctx: Ctx, caller: Caller, workset_id: WorksetId, body: StopAction) -> J
 
 
 @router.post("/worksets/{workset_id}/priority", response_model=ActionResult, responses=_RESPONSES,
+             description=_described("priority"),
              summary="Change a workset's priority")
 def priority(ctx: Ctx, caller: Caller, workset_id: WorksetId, body: PriorityAction) -> JSONResponse:
     shown = _shown(ctx, workset_id, body, needs_fence=False)
@@ -130,6 +147,7 @@ def _duration(text: str, field: str):
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=ActionResult, responses=_RESPONSES,
+             description=_described("ack"),
              summary="Acknowledge an alert")
 def ack(ctx: Ctx, caller: Caller, alert_id: AlertId, body: AckAction) -> JSONResponse:
     shown = _shown_alert(ctx, alert_id, body.seen.state)
@@ -138,6 +156,7 @@ def ack(ctx: Ctx, caller: Caller, alert_id: AlertId, body: AckAction) -> JSONRes
 
 
 @router.post("/alerts/{alert_id}/resolve", response_model=ActionResult, responses=_RESPONSES,
+             description=_described("resolve"),
              summary="Resolve an alert by hand (a reason is required)")
 def resolve(ctx: Ctx, caller: Caller, alert_id: AlertId, body: ResolveAction) -> JSONResponse:
     shown = _shown_alert(ctx, alert_id, body.seen.state)
@@ -145,6 +164,7 @@ def resolve(ctx: Ctx, caller: Caller, alert_id: AlertId, body: ResolveAction) ->
 
 
 @router.post("/silences", response_model=ActionResult, responses=_RESPONSES,
+             description=_described("silence"),
              summary="Silence alerts of a rule and/or subject for a while")
 def silence(ctx: Ctx, caller: Caller, body: SilenceRequest) -> JSONResponse:
     duration = _duration(body.duration, "duration")
