@@ -181,7 +181,8 @@ class Operations:
                       expires_at=current.lock_expires_at or self.now())
         fields: dict[str, Any] = {"retry_after": None}
         if target is S.ERROR:
-            fields.update(error_code="WS-OPS-STOP", error_details=f"stopped by operator: {why}")
+            # no diagnostics code: nothing failed, an operator decided (the details say who, why)
+            fields.update(error_code=None, error_details=f"stopped by {self.actor}: {why}")
         try:
             updated = self.store.update_state(shown.workset_id, target, reason=recorded,
                                               actor=self.actor, lease=lease,
