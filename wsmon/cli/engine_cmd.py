@@ -88,8 +88,18 @@ def _dynamodb_statements(settings: Settings, account: str, with_init: bool) -> l
     return statements
 
 
+def _events_statements(settings: Settings) -> list[dict[str, Any]]:
+    from wsmon.engine.s3.event_setup import engine_statements, queue_arn_from_url
+    from wsmon.engine.s3.events import effective_queue
+
+    disc = settings.discovery
+    return engine_statements([queue_arn_from_url(q) for s in disc.sources
+                              if (q := effective_queue(disc, s))])
+
+
 def build_policy(settings: Settings, *, account: str = "*", with_init: bool = False) -> dict[str, Any]:
     statements = _s3_statements(settings) + _dynamodb_statements(settings, account, with_init)
+    statements += _events_statements(settings)
     topic = getattr(settings.notify, "sns_topic_arn", None)
     if topic:
         statements.append({"Sid": "PublishNotifications", "Effect": "Allow",

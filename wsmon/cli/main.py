@@ -23,6 +23,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "store": ("wsmon.cli.store_cmd:store", "Create or inspect the state store (store init)."),
     "config": ("wsmon.cli.config_cmd:config", "Show or check the effective configuration."),
     "scan": ("wsmon.cli.discovery_cmd:scan", "One S3 discovery pass: what it found and changed."),
+    "s3-events": ("wsmon.cli.s3_events_cmd:s3_events", "S3 event notifications: s3-events setup, s3-events status."),
     "validate": ("wsmon.cli.discovery_cmd:validate", "Validate a workset folder (S3 or local)."),
     "iam-policy": ("wsmon.cli.engine_cmd:iam_policy", "Print the least-privilege IAM policy."),
     "notify": ("wsmon.cli.notify_cmd:notify", "Notification channels: notify test, notify status."),
