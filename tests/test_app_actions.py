@@ -284,3 +284,21 @@ async def test_priority_conflict_is_reported(tmp_path):
         warning = app.screen.query_one("#dialog-warning")
         await wait_for(pilot, lambda: "changed meanwhile" in str(warning.render()), what="warning")
     assert app.store.get_workset("ws-low-reanalysis-03").priority == Priority.NORMAL
+
+
+async def test_unsilence_ends_the_silence_covering_the_alert_and_is_audited(tmp_path):
+    from wsmon.operations import list_actions, parse_duration
+
+    app = make_app(tmp_path)
+    app.operations.silence("urgent_waiting", None, parse_duration("4h"), "maintenance")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        app.switch_mode("alerts")
+        await pilot.pause()
+        await pilot.press("u")
+        await wait_for(pilot, lambda: not app.store.list_silences(active_at=app.clock.now()),
+                       what="silence ended")
+        await pilot.press("u")  # nothing covers it any more: said, not silent
+        await wait_for(pilot, lambda: any("no silence covers" in str(n.message)
+                                          for n in app._notifications), what="refusal")
+    assert [(e.action, e.outcome) for e in list_actions(app.store)][-1] == ("unsilence", "done")

@@ -488,6 +488,9 @@ class WsmonApp(App[int]):
     def _load_alert(self, kind: str, alert_id: str) -> None:
         ops = self.operations
         refused = None
+        if kind == "unsilence":
+            self._unsilence(alert_id)
+            return
         try:
             alert = self.store.get_alert(alert_id)
             if alert is not None and kind in ALERT_ACTIONS and ops.check(kind, alert):
@@ -499,6 +502,30 @@ class WsmonApp(App[int]):
                                   severity="error", markup=False)
             return
         self.call_from_thread(self._open_alert_dialog, kind, alert, refused)
+
+    def _unsilence(self, alert_id: str) -> None:
+        """End every silence covering the alert now (no dialog: nothing is lost by it)."""
+        from wsmon.screens.dialogs import outcome_text
+
+        try:
+            alert = self.store.get_alert(alert_id)
+            covering = [] if alert is None else [
+                s for s in self.store.list_silences(active_at=self.clock.now())
+                if s.matches(alert, self.clock.now())]
+            outcomes = [self.operations.unsilence(s.silence_id, "ended from the dashboard")
+                        for s in covering]
+        except Exception as exc:  # noqa: BLE001 - said on screen
+            self.call_from_thread(self.notify, f"cannot read the store: {describe_error(exc)}",
+                                  severity="error", markup=False)
+            return
+        if not outcomes:
+            self.call_from_thread(self.notify, "Unsilence: refused: no silence covers this alert",
+                                  severity="warning", markup=False)
+            return
+        for outcome in outcomes:
+            self.call_from_thread(self.notify, outcome_text(outcome, 60), markup=False,
+                                  severity="information" if outcome.done else "warning")
+        self.call_from_thread(self.refresh_now)
 
     def _open_alert_dialog(self, kind: str, alert: Alert | None, refused: Outcome | None) -> None:
         from wsmon.screens.dialogs import AckDialog, ResolveDialog, SilenceDialog

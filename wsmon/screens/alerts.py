@@ -54,6 +54,8 @@ class AlertsScreen(WsmonScreen):
         Binding("s", "silence", "Silence", id="silence", tooltip="Silence rule+subject for a while"),
         Binding("x", "resolve", "Resolve", id="resolve",
                 tooltip="Resolve by hand, with a reason (fires again: a new alert)"),
+        Binding("u", "unsilence", "Unsilence", id="unsilence", show=False,
+                tooltip="End the silences that cover this alert now"),
     ]
     DEFAULT_CSS = """
     AlertsScreen #alert-text { height: auto; max-height: 8; padding: 0 1; background: $surface; }
@@ -163,6 +165,11 @@ class AlertsScreen(WsmonScreen):
         alert = self.selected_alert()
         if alert is not None:
             self.wsmon.request_alert_action("silence", alert.alert_id)
+
+    def action_unsilence(self) -> None:
+        alert = self.selected_alert()
+        if alert is not None:
+            self.wsmon.request_alert_action("unsilence", alert.alert_id)
 
     def action_resolve(self) -> None:
         alert = self.selected_alert()

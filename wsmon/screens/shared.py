@@ -11,7 +11,7 @@ from wsmon.engine.store.base import StoreError
 
 # Actions that change the store; in read-only mode each is refused with a toast naming it.
 MUTATING_ACTIONS = frozenset({"release", "retry", "rerun", "stop", "ignore", "unignore",
-                              "toggle_ignore", "priority", "ack", "resolve", "silence",
+                              "toggle_ignore", "priority", "ack", "resolve", "silence", "unsilence",
                               "toggle_select", "select_all", "clear_selection"})
 
 
