@@ -339,3 +339,71 @@ def sanitised_dir(workset_id: str) -> str:
     from wsmon.engine.runner import sanitise
 
     return sanitise(workset_id)
+
+
+def test_sigterm_mid_poll_stops_the_headless_engine_within_its_grace(
+        bucket: Bucket, daylily_fixtures: str, tmp_path: Path, moto_endpoint: str) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    # a folder whose validation runs for minutes: 20,000 FASTQ objects to check, none there
+    rows = "".join(f"S{i}\ts3://{FIXTURE_BUCKET}/nowhere/{i}_1.fq\ts3://{FIXTURE_BUCKET}/nowhere/{i}_2.fq\n"
+                   for i in range(10_000))
+    bucket.upload_fixture(daylily_fixtures, "test_help", as_name="slow",
+                          **{"stage_samples.tsv": "SAMPLE_ID\tR1_FQ\tR2_FQ\n" + rows})
+    config = tmp_path / "wsmon.toml"
+    config.write_text(f'''monitor_id = "sigterm"
+state_dir = "{tmp_path / 'state'}"
+[aws]
+endpoint_url = "{moto_endpoint}"
+region = "us-west-2"
+[store]
+url = "sqlite:///{tmp_path / 'engine.db'}"
+[discovery]
+sources = [{{ bucket = "{FIXTURE_BUCKET}", prefix = "{bucket.prefix}" }}]
+folder_time_budget_seconds = 3600
+head_workers = 2
+[clusters]
+pcluster_discovery = false
+slurm_usage = false
+[runner]
+kind = "simulated"
+shutdown_grace_seconds = 5
+[metrics]
+sink = "none"
+''')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSMON_")}
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               XDG_CONFIG_HOME=str(tmp_path / "xdg"), XDG_STATE_HOME=str(tmp_path / "xdg"))
+    proc = subprocess.Popen([sys.executable, "-m", "wsmon.cli", "--config", str(config), "--headless"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    validating = threading.Event()
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if '"s3source.validating"' in line:
+                validating.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert validating.wait(60), "".join(lines[-20:])
+        proc.send_signal(signal.SIGTERM)
+        # the grace is 5 s; a poll that held shutdown would take minutes here
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("still running 30 s after SIGTERM:\n" + "".join(lines[-15:])) from None
+        assert code == 0, "".join(lines[-20:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(5)
+    events = [json.loads(line).get("event") for line in lines if line.startswith("{")]
+    assert "s3source.poll_stopped" in events

@@ -66,7 +66,8 @@ class S3Source:
     """Discovery and write-back for every configured source. Thread-safe; one poll at a time."""
 
     def __init__(self, settings: Any, store: Store, *, clock: Clock | None = None,
-                 s3_client: Any = None, monitor_id: str = "wsmon") -> None:
+                 s3_client: Any = None, monitor_id: str = "wsmon",
+                 stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.discovery = settings.discovery
         self.store = store
@@ -82,7 +83,7 @@ class S3Source:
             )
         self.s3 = s3_client
         self._poll_lock = threading.Lock()
-        self._stopping = threading.Event()
+        self._stopping = stop or threading.Event()  # the engine's, shared by all its sources
         # one poll counter per set of sources: several S3Source instances share the store
         self._seq_key = "poll_seq:" + "+".join(sorted(
             f"{src.bucket}/{normalize_prefix(src.prefix)}" for src in self.discovery.sources))
