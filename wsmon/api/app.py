@@ -100,6 +100,30 @@ class BodyLimit:
             await _send_413(send, limit)
 
 
+class SecurityHeaders:
+    """Pure ASGI: every response says nosniff, no framing and no caching of API data."""
+
+    HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+               (b"cache-control", b"no-store")]
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    h for h in self.HEADERS if h[0] not in present]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 async def _send_413(send: Any, limit: int) -> None:
     import json
 
@@ -134,13 +158,7 @@ def create_app(settings: Settings, store: Store, *, clock: Clock | None = None,
     errors.install(app)
     app.add_middleware(BodyLimit, json_limit=api.max_body_bytes, upload_limit=api.max_upload_bytes)
 
-    @app.middleware("http")
-    async def _headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        return response
+    app.add_middleware(SecurityHeaders)
 
     app.include_router(routes.health_router, prefix=API_PREFIX, tags=["health"])
     app.include_router(routes.router, prefix=API_PREFIX, tags=["read"])

@@ -47,8 +47,13 @@ class ApiContext:
         return 3 * store.heartbeat_seconds + store.max_clock_skew_seconds
 
 
-def api_context(request: Request) -> ApiContext:
+def context_of(request: Request) -> ApiContext:
     return request.app.state.wsmon
+
+
+async def api_context(request: Request) -> ApiContext:
+    # async, like reader and writer: no I/O, so no hop through the thread pool per request
+    return context_of(request)
 
 
 def _presented_token(request: Request) -> str | None:
@@ -66,7 +71,7 @@ def _client(request: Request) -> str:
 
 
 def _principal(request: Request, *, write: bool) -> Principal:
-    ctx = api_context(request)
+    ctx = context_of(request)
     presented = _presented_token(request)
     if presented is None:
         if write:
@@ -86,11 +91,11 @@ def _principal(request: Request, *, write: bool) -> Principal:
     return Principal(token.name, token.can_write, _client(request))
 
 
-def reader(request: Request) -> Principal:
+async def reader(request: Request) -> Principal:
     """Dependency of every read route."""
     return _principal(request, write=False)
 
 
-def writer(request: Request) -> Principal:
+async def writer(request: Request) -> Principal:
     """Dependency of every write route."""
     return _principal(request, write=True)

@@ -38,7 +38,9 @@ class ApiServer:
         self.app = create_app(settings, store, clock=clock, tokens=tokens, host=self.host,
                               s3_client=s3_client)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        # proto named: asyncio turns Nagle off (TCP_NODELAY) only on accepted sockets whose
+        # proto is IPPROTO_TCP, and with it on every response waits ~40 ms for a delayed ACK
+        self.socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.socket.bind((self.host, port))
