@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from test_s3source import World
 from wsmon.core import aws
+from wsmon.cli.main import cli
 from wsmon.config.settings import Settings
 from wsmon.engine.s3.events import (
     MODE_EVENTS,
@@ -22,6 +24,7 @@ from wsmon.engine.s3.events import (
     parse_message,
 )
 from wsmon.engine.service import Engine
+from wsmon.screens.snapshot import engine_status
 
 
 class EventWorld(World):
@@ -71,6 +74,14 @@ class EventWorld(World):
             if not outcome.received:
                 return outcomes
             outcomes.append(outcome)
+
+
+def monitors_output(world: EventWorld) -> str:
+    config = world.tmp_path / "wsmon.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{world.tmp_path}/s.db"\n')
+    result = CliRunner().invoke(cli, ["--config", str(config), "monitors"])
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 @pytest.fixture
@@ -126,14 +137,20 @@ def test_only_keys_inside_a_folder_of_a_source_name_a_folder() -> None:
 def test_upload_while_the_engine_runs_is_registered_by_its_event_not_a_poll(ew: EventWorld) -> None:
     engine = ew.engine(events_wait_seconds=1)
     engine.start()
-    ew.workset("gen ok 01")  # a space: S3 sends the key as gen+ok+01
     deadline = time.monotonic() + 60  # a bound on a hang, not a speed check (bench/ measures it)
+    while engine.poll_counts["requests"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the start-up reconcile has listed the (empty) source
+    ew.workset("gen ok 01")  # a space: S3 sends the key as gen+ok+01
     while ew.store.get_workset("gen ok 01") is None and time.monotonic() < deadline:
         time.sleep(0.05)
     ws = ew.store.get_workset("gen ok 01")
     assert ws is not None and ws.prefix == f"{ew.prefix}gen ok 01/"
     assert engine.poll_counts["polls"] == 1  # only the start-up reconcile: the event did it
     assert engine._event_discovery().mode(engine._sources[0][0]) == MODE_EVENTS
+    engine.heartbeat()
+    assert "S3 events, last " in engine_status(ew.store.list_monitors(), ew.clock.now(), 60).text
+    lines = monitors_output(ew)
+    assert f"via queue {ew.queue_url.rsplit('/', 1)[-1]}: mode events, last event " in lines
 
 
 def test_test_event_is_consumed_silently_and_full_poll_waits_for_the_hour(ew: EventWorld) -> None:
@@ -218,3 +235,7 @@ def test_queue_unreachable_falls_back_to_polling_and_raises_the_alert(ew: EventW
     engine.evaluate_alerts()
     alerts = [a for a in ew.store.list_alerts() if a.rule == "backend_errors"]
     assert [a.subject for a in alerts] == [f"sqs {missing.rsplit('/', 1)[-1]}"]
+    engine.heartbeat()
+    assert "S3 events unreadable: polling" in engine_status(
+        ew.store.list_monitors(), ew.clock.now(), 60).text
+    assert "mode fallback" in monitors_output(ew)

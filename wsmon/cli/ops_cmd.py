@@ -29,6 +29,7 @@ from wsmon.cli.exits import (
     open_command_store,
 )
 from wsmon.cli.context import CliContext
+from wsmon.core.clock import parse_iso
 from wsmon.core.identity import operator_actor as actor
 from wsmon.core.models import Priority, WorksetState
 from wsmon.core.textsafe import strip_control, truncate
@@ -698,6 +699,21 @@ def monitors(obj: CliContext, as_json: bool) -> None:
                [[m.monitor_id, m.role, m.host, str(m.pid), m.version,
                  "alive" if now - m.last_seen <= stale_after else "stale",
                  _relative(m.last_seen, now), _stamp(m.started_at)] for m in seen])
+        _discovery_lines(seen, now)
+
+
+def _discovery_lines(seen: list[MonitorInfo], now: datetime) -> None:
+    """Per engine with S3 events (heartbeat details, engine/s3/events.py): each source's mode
+    (events, or fallback to polling while its queue cannot be read) and its last event."""
+    for m in seen:
+        for q in (m.details or {}).get("discovery") or []:
+            if not isinstance(q, dict):
+                continue
+            last = q.get("last_event_at")
+            when = _relative(parse_iso(str(last)), now) if last else "none yet"
+            click.echo(f"{_safe(m.monitor_id)}: {_safe(q.get('source', '?'))} via queue "
+                       f"{_safe(q.get('queue', '?'))}: mode {_safe(q.get('mode', '?'))}, "
+                       f"last event {when}")
 
 
 # -- completion --------------------------------------------------------------------------------

@@ -197,10 +197,12 @@ class Engine:
         for name, fn, seconds in jobs:
             scheduler.add_job(self._guard(name, fn), "interval", seconds=seconds, id=name,
                               name=name, next_run_time=now, misfire_grace_time=max(1, int(seconds)))
+        # made before the jobs start, so the poll job and the consumers share one
+        events = self._event_discovery() if s.discovery.sources else None
         scheduler.start()
         self._scheduler = scheduler
-        if s.discovery.sources and self._event_discovery().enabled:
-            self._event_discovery().start()  # long-polls in its own threads, not a job tick
+        if events is not None and events.enabled:
+            events.start()  # long-polls in its own threads, not a job tick
         log.info("engine_started", monitor_id=self.monitor_id, store=self.store.url,
                  runner=self.runner.kind, sources=len(s.discovery.sources))
 

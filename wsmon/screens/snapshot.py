@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from wsmon.core.clock import Clock
+from wsmon.core.clock import Clock, parse_iso
 from wsmon.engine.store.base import Store
 from wsmon.core.models import (
     Alert,
@@ -141,10 +141,29 @@ def engine_status(monitors: list[MonitorInfo], now: datetime, stale_after: float
     if live:
         m = live[0]
         extra = f" (+{len(live) - 1})" if len(live) > 1 else ""
-        return EngineStatus("alive", f"alive on {strip_control(m.host)} pid {m.pid}{extra}", m)
+        return EngineStatus("alive", f"alive on {strip_control(m.host)} pid {m.pid}{extra}"
+                            f"{discovery_summary(m.details, now)}", m)
     m = engines[0]
     return EngineStatus("stale", f"stale: {strip_control(m.host)} last seen "
                         f"{age_since(m.last_seen, now)} ago", m)
+
+
+def discovery_summary(details: dict, now: datetime) -> str:
+    """How the engine discovers folders, when S3 events are configured (heartbeat details
+    ``discovery``, engine/s3/events.py): "" for polling only."""
+    queues = details.get("discovery") if isinstance(details, dict) else None
+    if not isinstance(queues, list) or not queues:
+        return ""
+    if any(isinstance(q, dict) and q.get("mode") == "fallback" for q in queues):
+        return " · S3 events unreadable: polling"
+    stamps = [q.get("last_event_at") for q in queues if isinstance(q, dict) and q.get("last_event_at")]
+    if not stamps:
+        return " · S3 events, none yet"
+    try:
+        last = max(parse_iso(str(t)) for t in stamps)
+    except (ValueError, TypeError):
+        return " · S3 events"
+    return f" · S3 events, last {age_since(last, now)} ago"
 
 
 def live_engine(monitors: list[MonitorInfo], now: datetime, stale_after: float) -> MonitorInfo | None:
