@@ -1,12 +1,13 @@
 """Poll time and memory with one hostile folder among 1,000 (prints, never asserts).
 
-Starts a moto server on 127.0.0.1 (port chosen by the OS) and seeds three buckets the way
+Starts a moto server in a process of its own on 127.0.0.1 (so the memory figures are the
+engine's alone) and seeds three buckets the way
 poll_bench.py does (1,000 folders, 10 % ready with valid files, 90 % complete); in two of them one
 ready folder is hostile: a YAML alias bomb (billion laughs referenced from ``notes:``), or a
 100,000-row stage_samples.tsv. Each bucket gets one cold poll (everything registered or imported)
 and one idle poll, on a SQLite store and on a DynamoDB store (the same moto server). Prints poll
-seconds, what the hostile folder got, and the process's resident memory (VmRSS after the poll,
-VmHWM = the peak so far; both include the in-process moto server, so they bound the engine's).
+seconds, what the hostile folder got, and this process's resident memory (VmRSS after the poll,
+VmHWM = the peak so far).
 
     .venv/bin/python bench/hostile_poll_bench.py
     .venv/bin/python bench/hostile_poll_bench.py --folders 300 --stores sqlite
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,12 +102,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.disable(logging.CRITICAL)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    with socket.socket() as probe:  # a free port for the moto server process
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     rows = []
     try:
         s3 = aws.client("s3", endpoint_url=endpoint, region="us-west-2", max_pool_connections=64)
@@ -117,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                     s3.put_object(Bucket=bucket, Key=f"{PREFIX}ws00000/{name}", Body=body)
                 for kind in args.stores:
                     rows.append(run(endpoint, bucket, hostile, kind, Path(tmp)))
+                    print(f"  {kind}: {rows[-1]}", file=sys.stderr, flush=True)
     finally:
-        server.stop()
+        server.terminate()
+        server.wait()
     print(f"\nOne poll over {args.folders} folders ({args.folders // 10} ready), one of them hostile")
     header = (f"{'hostile folder':>15} {'store':>9} {'cold s':>7} {'idle s':>7} {'registered':>11} "
               f"{'hostile got':>12} {'RSS MB':>7} {'peak MB':>8}")
