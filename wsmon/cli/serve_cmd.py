@@ -61,13 +61,18 @@ def api_beside(settings: Any) -> Iterator[None]:
     loopback without a token, a port in use) stops the start with exit 2."""
     for module in ("fastapi", "uvicorn", "prometheus_client"):
         _need_api_extra(module)
-    from wsmon.api.auth import ApiConfigError
+    from wsmon.api.auth import ApiConfigError, check_exposure, load_tokens, parse_bind
     from wsmon.api.server import ApiServer
     from wsmon.engine.store import StoreError
     from wsmon.engine.store.from_settings import open_store_from_settings
 
+    try:  # what must not be served is refused before anything opens
+        check_exposure(parse_bind(settings.api.bind)[0], load_tokens(settings))
+    except ApiConfigError as exc:
+        raise CommandError(f"[api] enabled: {exc}", EXIT_USAGE) from None
     try:
-        store = open_store_from_settings(settings, create=False)
+        # create: a first start makes the SQLite file, as the engine beside it would
+        store = open_store_from_settings(settings)
     except StoreError:
         yield  # the engine reports the store itself, with its own exit code
         return
