@@ -32,9 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import httpx
 
-from wsmon.engine.store import open_store  # noqa: E402
+from wsmon.engine.store import open_store
 
 
 def seed(db: Path, n: int) -> float:
@@ -57,7 +57,7 @@ def free_port() -> int:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def timed(client: httpx.Client, url: str, params: dict | None = None) -> tuple[float, httpx.Response]:
@@ -87,8 +87,9 @@ def main() -> int:
         server = subprocess.Popen(
             [sys.executable, "-m", "wsmon.cli", "--store", f"sqlite:///{db}", "serve",
              "--bind", f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=(lambda: os.sched_setaffinity(0, {core})) if core is not None else None)
+            stderr=subprocess.DEVNULL)
+        if core is not None:
+            os.sched_setaffinity(server.pid, {core})
         base = f"http://127.0.0.1:{port}/api/v1"
         try:
             deadline = time.monotonic() + 30

@@ -5,13 +5,13 @@ stream, /metrics through prometheus-client's own parser, registering and validat
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api_support import READ_TOKEN, WRITE_TOKEN, api_settings, make_store, serving
+from tests.api_support import WRITE_TOKEN, api_settings, make_store, serving
 from tests.ops_world import s3_folders
 from wsmon.core.clock import ManualClock
 from wsmon.core.models import Alert, AlertState, ClusterStatus, OutboxEntry, Severity
@@ -286,9 +286,9 @@ def test_stream_delivers_a_change_within_two_seconds_and_resumes(world) -> None:
                        and any(e["event"] == "workset" and json.loads(e["data"])["priority"] == "urgent"
                                for e in missed)):
                 missed += _events(lines, 1)
-        seq = lambda event: int(event["id"].rsplit("-", 1)[1])  # noqa: E731
+        seq = lambda event: int(event["id"].rsplit("-", 1)[1])
         assert all(seq(e) > seq(first) for e in missed)
-        assert json.loads([e for e in missed if e["event"] == "alert"][0]["data"])["state"] == "firing"
+        assert json.loads(next(e for e in missed if e["event"] == "alert")["data"])["state"] == "firing"
         with c.stream("GET", "/events/stream", timeout=timeout,
                       headers={"Last-Event-ID": "from-another-server-7"}) as stream:
             (reset,) = _events(stream.iter_lines(), 1)

@@ -72,6 +72,6 @@ def test_headless_refuses_an_api_it_must_not_serve(tmp_path: Path, no_user_confi
                       '[api]\nenabled = true\nbind = "0.0.0.0:0"\n')
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WSMON_")}
     done = subprocess.run([sys.executable, "-m", "wsmon.cli", "--config", str(config), "--headless"],
-                          capture_output=True, text=True, timeout=120, env=env)
+                          capture_output=True, text=True, timeout=120, env=env, check=False)
     assert done.returncode == 2
     assert "[api] enabled: refusing to serve the API on 0.0.0.0" in done.stderr

@@ -49,7 +49,8 @@ def test_binding_beyond_loopback_without_a_token_is_refused(store, tmp_path, no_
         ApiServer(Settings(), store, bind="0.0.0.0:0")
     ApiServer(Settings(), store, bind="127.0.0.1:0").socket.close()  # loopback: fine without
     cli = subprocess.run([sys.executable, "-m", "wsmon.cli", "--store", store.url, "serve",
-                          "--bind", "0.0.0.0:0"], capture_output=True, text=True, timeout=60)
+                          "--bind", "0.0.0.0:0"], capture_output=True, text=True, timeout=60,
+                         check=False)
     assert cli.returncode == 2
     assert "refusing to serve the API on 0.0.0.0" in cli.stderr and "WSMON_API_TOKEN" in cli.stderr
 
@@ -239,7 +240,7 @@ def test_a_client_that_never_reads_the_stream_is_let_go(store) -> None:
             assert rounds < 400, "the silent client was never let go"
             for i in range(50):
                 store.set_priority(f"ws-{i:02d}", ("urgent", "normal", "low")[(rounds + i) % 3], actor="t")
-            wait_until(lambda: hub.published >= rounds * 50, "the hub to publish the changes")
+            wait_until(lambda n=rounds * 50: hub.published >= n, "the hub to publish the changes")
         with s.reader() as c:  # everyone else is served as before
             with c.stream("GET", "/events/stream", timeout=httpx.Timeout(30, read=2.0)) as live:
                 lines = live.iter_lines()

@@ -112,7 +112,7 @@ def test_a_browser_sees_the_queue_of_wsmon_web(tmp_path: Path, no_user_config) -
         store.register_workset(name, "lab-bucket", f"src/{name}/", priority=("urgent", "normal", "low")[i])
     store.close()
     port = _free_port()
-    web_log = open(tmp_path / "web.log", "wb")
+    web_log = open(tmp_path / "web.log", "wb")  # noqa: SIM115 - closed in the finally below
     web = subprocess.Popen([sys.executable, "-m", "wsmon.cli", "--store", f"sqlite:///{db}", "web",
                             "--bind", f"127.0.0.1:{port}"], stdout=web_log, stderr=subprocess.STDOUT,
                            start_new_session=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
@@ -23,7 +23,6 @@ from wsmon import __version__
 from wsmon.api import actions, errors, routes, submit
 from wsmon.api.auth import TokenSet, load_tokens, reads_need_token
 from wsmon.api.context import ApiContext, api_context, reader
-from wsmon.api.errors import BodyTooLarge
 from wsmon.api.stream import EventHub, event_frames
 
 if TYPE_CHECKING:
@@ -103,8 +102,9 @@ class BodyLimit:
 class SecurityHeaders:
     """Pure ASGI: every response says nosniff, no framing and no caching of API data."""
 
-    HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-               (b"cache-control", b"no-store")]
+    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+        (b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+        (b"cache-control", b"no-store")]
 
     def __init__(self, app: Any) -> None:
         self.app = app

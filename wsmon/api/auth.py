@@ -122,7 +122,7 @@ def load_tokens(settings: Settings) -> TokenSet:
         value = getattr(api, field)
         if value is not None and value.get_secret_value():
             origin = settings.source_of(f"api.{field}")
-            if origin.startswith("file") or origin.startswith("daylily"):
+            if origin.startswith(("file", "daylily")):
                 raise ApiConfigError(f"api.{field} is written in the config file ({origin}), where "
                                      f"it is easily copied or committed: set {env} or "
                                      f"api.{file_field} instead")

@@ -68,13 +68,13 @@ def render(doc: dict[str, Any]) -> str:
         "# HTTP API reference", "",
         f"<!-- Generated from the OpenAPI document by `{REGENERATE}`. Do not edit by hand:",
         "     tests/test_api_docs.py fails when this file is out of date. -->", "",
-        f"`wsmon serve` (version {doc['info']['version']}) serves this API; the live document is "
-        "`/api/v1/openapi.json` and the interactive docs are `/api/v1/docs`. Deployment behind a "
-        "reverse proxy with TLS: [deployment.md](deployment.md#7-the-http-api).", "",
+        (f"`wsmon serve` (version {doc['info']['version']}) serves this API; the live document is "
+         "`/api/v1/openapi.json` and the interactive docs are `/api/v1/docs`. Deployment behind a "
+         "reverse proxy with TLS: [deployment.md](deployment.md#7-the-http-api)."), "",
         doc["info"]["description"].strip(), "",
         "## Endpoints", "",
-        "Token: *none* for anyone; *read* needs a read or read-write token when the server is bound "
-        "beyond loopback or `api.read_token_required` is set; *read-write token* always.", "",
+        ("Token: *none* for anyone; *read* needs a read or read-write token when the server is bound "
+         "beyond loopback or `api.read_token_required` is set; *read-write token* always."), "",
         "| Method | Path | What | Token |", "|---|---|---|---|",
     ]
     paths = doc["paths"]

@@ -120,7 +120,7 @@ class EventHub:
             try:
                 self.poll_once()
                 self.last_error = None
-            except Exception as exc:  # the store may be down for a while; keep watching
+            except Exception as exc:  # noqa: BLE001 - the store may be down for a while; keep watching
                 self.last_error = type(exc).__name__
                 log.warning("api.stream_poll_failed", error=type(exc).__name__)
 
@@ -128,7 +128,7 @@ class EventHub:
         try:
             for alert in self.store.list_alerts():
                 self._changed(("alert", alert.alert_id), json.dumps(alert_event(alert), sort_keys=True))
-        except Exception:  # noticed again on the first poll
+        except Exception:  # noqa: BLE001, S110 - noticed again on the first poll
             pass
 
     def _changed(self, key: tuple[str, str], version: str) -> bool:

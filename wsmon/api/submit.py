@@ -24,10 +24,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from wsmon.api.context import ApiContext, api_context, reader, writer
 from wsmon.api.auth import Principal
+from wsmon.api.context import ApiContext, api_context, reader, writer
 from wsmon.api.errors import ApiError, BodyTooLarge, public_text
-from wsmon.api.schemas import RegisterRequest, RegisterResult, ValidateRequest, ValidationResult
+from wsmon.api.schemas import (
+    RegisterRequest,
+    RegisterResult,
+    ValidateRequest,
+    ValidationResult,
+)
 
 router = APIRouter()
 Ctx = Annotated[ApiContext, Depends(api_context)]
@@ -134,7 +139,7 @@ def _unpack(data: bytes, kind: str, parent: Path, name: str | None, max_file_byt
                 if rel:
                     members.append((rel, lambda n=info, a=archive: a.open(n)))
         else:
-            archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+            archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115 - in memory
             for info in archive.getmembers()[: MAX_MEMBERS + 1]:
                 if info.isdir():
                     continue
@@ -198,7 +203,7 @@ async def validate(ctx: Ctx, request: Request,
         try:
             body = ValidateRequest.model_validate_json(raw)
         except ValueError as exc:
-            errors = getattr(exc, "errors", lambda: [])()
+            errors = getattr(exc, "errors", list)()
             problem = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in errors[:3])
             raise ApiError(422, "invalid_request", public_text(problem or "invalid JSON")) from None
         bucket, prefix = _s3_folder(body.s3_uri)

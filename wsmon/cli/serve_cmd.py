@@ -15,7 +15,12 @@ from typing import Any
 import click
 
 from wsmon.cli.context import CliContext
-from wsmon.cli.exits import EXIT_USAGE, CommandError, command_settings, open_command_store
+from wsmon.cli.exits import (
+    EXIT_USAGE,
+    CommandError,
+    command_settings,
+    open_command_store,
+)
 
 _EXTRA_HINT = "install the api extra: pip install 'wsmon[api]'"
 
