@@ -325,14 +325,63 @@ def test_seeded_world_is_stable(tmp_path):
     assert WorksetState.FAILED in {w.state for w in store_a.iter_worksets()}
 
 
-async def test_ctrl_c_quits_even_from_the_filter_input(tmp_path):
+async def test_ctrl_c_copies_the_selection_and_q_or_ctrl_q_quit(tmp_path):
+    """Ctrl-C copies, as in every Textual app; with nothing selected it says how to quit."""
     app = make_app(tmp_path)
+    copied: list[str] = []
+    app.copy_to_clipboard = copied.append  # OSC 52 goes nowhere under the pilot
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot, app)
-        await pilot.press("slash", "x")
+        await pilot.press("slash", *"oncology")
+        app.screen.focused.selection = type(app.screen.focused.selection)(0, 8)
         await pilot.press("ctrl+c")
-        await wait_for(pilot, lambda: app.return_code is not None, what="exit on ctrl+c")
-    assert app.return_code is not None
+        await pilot.pause()
+        assert copied == ["oncology"] and app.return_code is None
+        await pilot.press("escape")
+        await pilot.press("ctrl+c")  # nothing selected: a hint, not an exit
+        await wait_for(pilot, lambda: any("quit" in str(n.message) for n in app._notifications),
+                       what="the how-to-quit toast")
+        assert app.return_code is None
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: app.return_code is not None, what="exit on ctrl+q")
+    (tmp_path / "again").mkdir()
+    app = make_app(tmp_path / "again")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_code is not None, what="exit on q")
+
+
+async def test_header_says_starting_until_the_first_snapshot(tmp_path):
+    """No red "engine ✗" beside zero counts before the store has answered."""
+    import threading
+
+    app = make_app(tmp_path)
+    gate = threading.Event()
+    reader = app.reader
+
+    class HeldReader:
+        def __getattr__(self, name):
+            return getattr(reader, name)
+
+        def read_preview(self):
+            gate.wait(10)
+            return reader.read_preview()
+
+        def read(self, **kw):
+            gate.wait(10)
+            return reader.read(**kw)
+
+    app.reader = HeldReader()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        before = _screen_text(app)
+        assert "starting…" in before and "reading the store…" in before, before
+        assert "✗" not in before and "unknown" not in before and "total" not in before, before
+        gate.set()
+        await settle(pilot, app)
+        after = _screen_text(app)
+        assert "starting…" not in after and "total 12" in after, after
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])

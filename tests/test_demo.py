@@ -16,6 +16,7 @@ import sys
 import termios
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -190,11 +191,10 @@ def test_ctrl_c_stops_the_default_dynamodb_demo_cleanly(tmp_path: Path) -> None:
 ESCAPES = re.compile(r"\x1b\[[0-9;?<>=]*[A-Za-z]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-B]|\x1b[=>]")
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("demo")
-def test_q_quits_the_demo_dashboard_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    """`wsmon --demo` in a real pseudo-terminal at 80x24, as over SSH: the dashboard draws,
-    `q` quits, the exit code is 0 and the summary says where the state lived."""
+def _dashboard_demo(tmp_path: Path, end: Callable[[subprocess.Popen, int], None]) -> tuple[int, str]:
+    """`wsmon --demo` in a real pseudo-terminal at 80x24, as over SSH: waits until rows are
+    drawn and the engine runs, then ``end(proc, master)`` closes it; returns (exit code, what the
+    terminal received, escapes removed)."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WSMON_"))}
@@ -204,9 +204,10 @@ def test_q_quits_the_demo_dashboard_and_leaves_nothing_behind(tmp_path: Path) ->
                             stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
     screen = bytearray()
+    closed = threading.Event()
 
     def drain() -> None:
-        while True:
+        while not closed.is_set():
             try:
                 chunk = os.read(master, 65536)
             except OSError:  # EIO once the child has closed its end
@@ -219,21 +220,57 @@ def test_q_quits_the_demo_dashboard_and_leaves_nothing_behind(tmp_path: Path) ->
     reader.start()
     try:
         deadline = time.monotonic() + 120
-        while b"Filter" not in screen and proc.poll() is None and time.monotonic() < deadline:
+        # rows drawn (a non-zero total) and the header says the engine of this process is alive
+        alive = f"pid {proc.pid}".encode()
+        while not (re.search(rb"total [1-9]", screen) and alive in screen) \
+                and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert b"Filter" in screen, "the dashboard's footer never appeared"
-        time.sleep(2)  # the engine is working now; q must stop it too
-        os.write(master, b"q")
+        assert alive in screen, ESCAPES.sub("", screen.decode(errors="replace"))[-3000:]
+        end(proc, master)
         code = proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        closed.set()
         reader.join(5)
-        os.close(master)
-    text = ESCAPES.sub("", screen.decode(errors="replace"))
+        try:
+            os.close(master)
+        except OSError:
+            pass
+    return code, ESCAPES.sub("", screen.decode(errors="replace"))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("demo")
+def test_q_quits_the_demo_dashboard_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """`q` quits, says it is stopping the engine, the exit code is 0, the summary says where the
+    state lived, and the temporary directory is gone. Before the first rows the header said
+    "starting…", never a red "engine ✗ unknown yet"."""
+    code, text = _dashboard_demo(tmp_path, lambda proc, master: os.write(master, b"q"))
     assert code == 0, text[-3000:]
     assert "Traceback" not in text
+    assert "starting…" in text and "unknown yet" not in text
+    assert "stopping the engine…" in text
     assert re.search(r"wsmon demo summary: \{.*\}", text), text[-3000:]
     assert "gone with it" in text
     _assert_left_nothing(text)
+    state_dir = re.search(r"state in (\S+)", text).group(1)
+    assert not Path(state_dir).exists(), "the demo's temporary directory is still there"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("demo")
+def test_a_closed_ssh_session_cleans_up_like_q(tmp_path: Path) -> None:
+    """The terminal goes away (the pty's master closes, the kernel sends SIGHUP): the demo stops
+    its engine, its AWS stand-in and removes its temporary directory, as `q` does."""
+    def hang_up(proc: subprocess.Popen, master: int) -> None:
+        os.close(master)
+        proc.send_signal(signal.SIGHUP)
+
+    code, text = _dashboard_demo(tmp_path, hang_up)
+    assert code == 0, text[-3000:]
+    assert "Traceback" not in text
+    _assert_left_nothing(text)  # port closed, no process left
+    state_dir = re.search(r"state in (\S+)", text).group(1)
+    assert not Path(state_dir).exists(), "the demo's temporary directory is still there"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -140,9 +140,8 @@ class WsmonApp(App[int]):
                 tooltip="Command palette: every action, screen and theme"),
         Binding("ctrl+q", "quit", "Quit", id="quit-ctrl-q", show=False, priority=True,
                 tooltip="Quit (also from an input)"),
-        # Over SSH at 3 a.m. Ctrl-C is how people leave a program; Textual's default only
-        # explains Ctrl-Q. Priority so a focused input cannot swallow it.
-        Binding("ctrl+c", "quit", "Quit", id="quit-ctrl-c", show=False, priority=True),
+        # Ctrl-C is Textual's: it copies the selected text (the screen's and an input's own
+        # binding), and with nothing selected a toast says which key quits.
     ]
 
     def __init__(self, store: Store, settings: Settings, *, clock: Clock | None = None,
@@ -178,7 +177,10 @@ class WsmonApp(App[int]):
         # what the screens show; replaced or updated only on the UI thread
         self.rows: dict[str, QueueRow] = {}
         self.stats: QueueStats | None = None
-        self.engine_status = EngineStatus("none", "unknown yet")
+        # "starting" until the first snapshot says otherwise (the header shows "starting…")
+        self.engine_status = EngineStatus("starting", "starting…")
+        # set while this process is still preparing the engine it will run (the demo seeds first)
+        self.engine_starting = False
         self.clusters: list[ClusterStatus] = []
         self.alerts: list[Alert] = []
         self.silences: list[Silence] = []
@@ -547,12 +549,16 @@ class WsmonApp(App[int]):
             self.refresh_now()
 
 
-def run_dashboard(settings: Settings, engine_mode: str = "auto") -> int:
+def run_dashboard(settings: Settings, engine_mode: str = "auto",
+                  prepare: Callable[[], None] | None = None) -> int:
     """Open the store and run the dashboard; returns the exit code.
 
     ``auto``: run the engine in this process unless a live engine (role engine, fresh heartbeat)
     already serves this store, in which case attach to it (the header says which).
     ``attach``: never run an engine here. ``engine``: always run one here.
+
+    ``prepare`` (the demo's seeding) runs in a background thread while the dashboard is already
+    on screen; the engine starts once it has finished, so rows appear as they are written.
     """
     import click
 
@@ -572,7 +578,7 @@ def run_dashboard(settings: Settings, engine_mode: str = "auto") -> int:
         store.close()
         return EXIT_STORE
     engine = None
-    if start_engine:
+    if start_engine and prepare is None:
         engine, problem = _start_engine(settings, store)
         if engine is not None:
             mode_text = f"engine in this process (pid {os.getpid()})"
@@ -583,16 +589,95 @@ def run_dashboard(settings: Settings, engine_mode: str = "auto") -> int:
         else:
             mode_text = f"no engine: {problem}"
     app = WsmonApp(store, settings, engine_mode_text=mode_text)
+    starter = None
+    if start_engine and prepare is not None:
+        starter = _DeferredEngine(app, settings, store, prepare)
+        starter.start()
+    restore_hangup = _close_on_hangup(app)
     try:
         result = app.run()
     finally:
+        restore_hangup()
+        if starter is not None:
+            engine = starter.finish()
         if engine is not None:
+            # the dashboard is gone at once; the engine's stop (its grace period) is said, not silent
+            click.echo("wsmon: stopping the engine…", err=True)
             try:
                 engine.stop(settings.runner.shutdown_grace_seconds)
             except Exception as exc:
                 log.error("engine_stop_failed", error=str(exc))
         store.close()
     return int(result or app.return_code or 0)
+
+
+def _close_on_hangup(app: WsmonApp) -> Callable[[], None]:
+    """A closed SSH session (SIGHUP) closes the dashboard the way ``q`` does, so the engine
+    stops and the caller cleans up, instead of the process dying where it stands. The terminal
+    is gone by then: what is still written to it goes to /dev/null. Returns the undo."""
+    import signal
+
+    def on_hangup(signum: int, frame: Any) -> None:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        log.warning("terminal_hung_up", detail="closing the dashboard")
+        # a handler runs between two steps of the event loop: hand the exit to the loop
+        threading.Thread(target=app.call_from_thread, args=(app.exit,), daemon=True).start()
+
+    try:
+        previous = signal.signal(signal.SIGHUP, on_hangup)
+    except ValueError:  # not the main thread (in-process tests): nothing to undo
+        return lambda: None
+    return lambda: signal.signal(signal.SIGHUP, previous)
+
+
+class _DeferredEngine(threading.Thread):
+    """Runs ``prepare`` then starts the engine, while the dashboard is already on screen."""
+
+    def __init__(self, app: WsmonApp, settings: Settings, store: Store,
+                 prepare: Callable[[], None]) -> None:
+        super().__init__(name="wsmon-engine-start", daemon=True)
+        self._app = app
+        self._settings = settings
+        self._store = store
+        self._prepare = prepare
+        self._quitting = threading.Event()
+        self._lock = threading.Lock()
+        self.engine: Any = None
+        app.engine_starting = True
+
+    def run(self) -> None:
+        problem = ""
+        try:
+            self._prepare()
+        except Exception as exc:  # said in the header; the dashboard still shows the store
+            log.error("engine_prepare_failed", error=str(exc))
+            problem = describe_error(exc)
+        with self._lock:
+            if self._quitting.is_set():
+                return
+            if not problem:
+                self.engine, problem = _start_engine(self._settings, self._store)
+        text = (f"engine in this process (pid {os.getpid()})" if self.engine is not None
+                else f"no engine: {problem}")
+        try:
+            self._app.call_from_thread(self._started, text)
+        except Exception:  # the dashboard already closed
+            pass
+
+    def _started(self, text: str) -> None:
+        self._app.engine_starting = False
+        self._app.engine_mode_text = text
+        self._app.refresh_now()
+        self._app.status_signal.publish(None)
+
+    def finish(self) -> Any:
+        """After the dashboard closed: no engine starts any more; returns the one that did."""
+        self._quitting.set()
+        with self._lock:
+            return self.engine
 
 
 def decide_engine(settings: Settings, store: Store, engine_mode: str,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -52,6 +53,8 @@ TOPIC = "wsmon-demo-events"
 MONITOR_ID = "demo-engine"
 CRASHED_MONITOR = "crashed-monitor"
 STALE_WORKSET = "stale-lease-crashed-monitor"
+# folders uploaded and registered before the rest, so the first rows show within seconds
+FIRST_BATCH = 5
 DUMMY_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "demo",
     "AWS_SECRET_ACCESS_KEY": "demo",
@@ -108,18 +111,23 @@ def _quiet_werkzeug() -> None:
 
 
 @contextmanager
-def embedded_aws() -> Iterator[str]:
-    """A moto server on 127.0.0.1, a free port; yields its URL and always stops it."""
+def embedded_aws(own_process: bool = True) -> Iterator[str]:
+    """A moto server on 127.0.0.1, a free port; yields its URL and always stops it.
+
+    In its own process by default: in a thread of the engine's process the stand-in (one request
+    at a time) competed for the GIL with every engine thread, each request waited for the whole
+    queue of them, and on a busy 2-core machine every job overran its interval (the sweep was
+    skipped 321 times in 10 minutes; bench/engine_health_bench.py measures it)."""
     try:
         import moto.server  # noqa: F401
     except ModuleNotFoundError as exc:  # the demo extra is optional; anything else is a real error
         raise DemoUnavailable(
             f"the demo needs moto's server ({exc.name} is not installed): pip install 'wsmon[demo]'"
         ) from None
-    from wsmon.demo.moto_server import serve_in_thread
+    from wsmon.demo.moto_server import serve_in_subprocess, serve_in_thread
 
     _quiet_werkzeug()
-    with serve_in_thread("127.0.0.1", 0) as url:
+    with (serve_in_subprocess() if own_process else serve_in_thread("127.0.0.1", 0)) as url:
         yield url
 
 
@@ -242,13 +250,12 @@ class DemoWorld:
 
 def create_world(endpoint: str, state_dir: Path, store_kind: str,
                  ui_overrides: dict[str, Any] | None = None) -> DemoWorld:
-    """The bucket and the SNS topic on the endpoint; returns the demo's settings (which name the
-    topic). Nothing is seeded yet, so logging can be set up before anything logs."""
-    bootstrap = demo_settings(endpoint=endpoint, state_dir=state_dir, store_kind=store_kind,
-                              topic_arn=None)
-    _aws_client(bootstrap, "s3").create_bucket(
-        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    topic_arn = _aws_client(bootstrap, "sns").create_topic(Name=TOPIC)["TopicArn"]
+    """The demo's settings (naming the SNS topic ``populate`` creates). Nothing is created or
+    seeded yet, so logging can be set up before anything logs, and a dashboard can open as soon
+    as the store's tables exist."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+
+    topic_arn = f"arn:aws:sns:{REGION}:{DEFAULT_ACCOUNT_ID}:{TOPIC}"
     settings = demo_settings(endpoint=endpoint, state_dir=state_dir, store_kind=store_kind,
                              topic_arn=topic_arn, ui_overrides=ui_overrides)
     return DemoWorld(endpoint=endpoint, state_dir=state_dir, store_kind=store_kind,
@@ -258,22 +265,58 @@ def create_world(endpoint: str, state_dir: Path, store_kind: str,
 def seed_world(world: DemoWorld, say: Callable[[str], None] = lambda _text: None) -> None:
     """Store tables (as `wsmon store init`), the seeded folders, one discovery pass, and the
     crashed monitor's lease. ``say`` reports progress to the person waiting."""
-    from wsmon.demo.worksets import initial_worksets
-    from wsmon.engine.runner import SimulatedRunner
+    init_store(world, say)
+    populate(world, say)
 
+
+def init_store(world: DemoWorld, say: Callable[[str], None] = lambda _text: None) -> None:
+    """The store's tables, as `wsmon store init` makes them: all a dashboard needs to open."""
     settings = world.settings
     say(f"creating the store ({_shown_url(settings.store_url)})")
     store = open_store_from_settings(settings)
     try:
         for line in store.init_schema():
             log.info("demo_store", detail=line)
+    finally:
+        store.close()
+
+
+def populate(world: DemoWorld, say: Callable[[str], None] = lambda _text: None,
+             halt: threading.Event | None = None) -> None:
+    """The seeded folders, one discovery pass and the crashed monitor's lease, then the chart
+    history. The stale-lease folder and a first handful go up and are registered first, so a
+    dashboard that is already open shows rows within seconds; the rest follow and are
+    registered by the same pass. ``halt`` stops between steps (the operator quit meanwhile)."""
+    from wsmon.demo.worksets import initial_worksets
+    from wsmon.engine.runner import SimulatedRunner
+
+    settings = world.settings
+    halt = halt or threading.Event()
+    store = open_store_from_settings(settings)
+    try:
         world.seeded = initial_worksets(bucket=BUCKET, prefix=PREFIX, now=SystemClock().now(),
                                         fate=SimulatedRunner(settings).fate)
+        s3 = _aws_client(settings, "s3")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        topic_arn = _aws_client(settings, "sns").create_topic(Name=TOPIC)["TopicArn"]
+        if topic_arn != settings.notify.sns_topic_arn:
+            log.warning("demo_topic_arn_differs", created=topic_arn,
+                        configured=settings.notify.sns_topic_arn)
         say(f"uploading {len(world.seeded)} workset folders to s3://{BUCKET}/{PREFIX}")
-        count = upload(_aws_client(settings, "s3"), BUCKET, world.seeded)
-        log.info("demo_seeded", worksets=len(world.seeded), objects=count, bucket=BUCKET)
+        first = [ws for ws in world.seeded if ws.name == STALE_WORKSET] + \
+            [ws for ws in world.seeded if ws.name != STALE_WORKSET][:FIRST_BATCH]
+        rest = [ws for ws in world.seeded if ws not in first]
+        count = upload(s3, BUCKET, first)
+        if halt.is_set():
+            return
         say("first discovery pass (validates every folder, checks every FASTQ exists)")
         crash_a_monitor(settings, store)
+        if halt.is_set():
+            return
+        count += upload(s3, BUCKET, rest)
+        log.info("demo_seeded", worksets=len(world.seeded), objects=count, bucket=BUCKET)
+        if halt.is_set():
+            return
         seed_history(store, SystemClock().now())
     finally:
         store.close()
@@ -352,7 +395,7 @@ def _run_headless(settings: Settings, timeout: float | None) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         try:
             previous[sig] = signal.signal(sig, on_signal)
         except ValueError:  # not the main thread (in-process tests): Ctrl-C is the caller's
@@ -380,11 +423,24 @@ def _run_headless(settings: Settings, timeout: float | None) -> int:
     return 0
 
 
-def _run_dashboard(settings: Settings) -> int:
+def _run_dashboard(world: DemoWorld, start_dropper: Callable[[], None]) -> int:
     from wsmon.app import run_dashboard
 
-    # "engine": the dashboard runs the engine in this process and stops it when it quits
-    return run_dashboard(settings, engine_mode="engine")
+    halt = threading.Event()
+
+    def prepare() -> None:
+        # the dashboard is on screen meanwhile: progress goes to the log, not over the screen
+        populate(world, say=lambda text: log.info("demo_seeding", step=text), halt=halt)
+        if halt.is_set():
+            raise DemoUnavailable("the dashboard closed while the demo was being seeded")
+        start_dropper()
+
+    # "engine": the dashboard runs the engine in this process (once the world is seeded) and
+    # stops it when it quits
+    try:
+        return run_dashboard(world.settings, engine_mode="engine", prepare=prepare)
+    finally:
+        halt.set()
 
 
 def run_demo(obj: CliContext, *, headless: bool, store_kind: str, timeout: float | None = None) -> int:
@@ -409,14 +465,19 @@ def run_demo(obj: CliContext, *, headless: bool, store_kind: str, timeout: float
             world = create_world(endpoint, state_dir, store_kind, ui_overrides=ui)
             settings = world.settings
             configure_logging(settings, "headless" if headless else "tui")
-            seed_world(world, say=lambda text: print(f"wsmon demo: {text}", file=out, flush=True))
-            print(f"wsmon demo: {len(world.seeded)} worksets in s3://{BUCKET}/{PREFIX}, store "
-                  f"{_shown_url(settings.store_url)}; new worksets arrive every 10-20 s", file=out,
-                  flush=True)
+            say = lambda text: print(f"wsmon demo: {text}", file=out, flush=True)  # noqa: E731
             dropper = Dropper(_aws_client(settings, "s3"))
-            dropper.start()
             try:
-                code = _run_headless(settings, timeout) if headless else _run_dashboard(settings)
+                if headless:
+                    seed_world(world, say=say)
+                    say(f"{len(world.seeded)} worksets in s3://{BUCKET}/{PREFIX}, store "
+                        f"{_shown_url(settings.store_url)}; new worksets arrive every 10-20 s")
+                    dropper.start()
+                    code = _run_headless(settings, timeout)
+                else:
+                    # the dashboard opens on the empty store; seeding runs behind it
+                    init_store(world, say=say)
+                    code = _run_dashboard(world, dropper.start)
             except KeyboardInterrupt:
                 code = 0
             finally:
@@ -430,6 +491,10 @@ def run_demo(obj: CliContext, *, headless: bool, store_kind: str, timeout: float
         return EXIT_USAGE
     except KeyboardInterrupt:
         code = 0
+    if store_kind != "sqlite":
+        # the tables lived on the stand-in and are gone; nothing here is worth keeping (q, a
+        # closed SSH session and SIGTERM all end here)
+        shutil.rmtree(state_dir, ignore_errors=True)
     _print_where(state_dir, store_kind, settings, summary, dropper)
     return code
 
@@ -452,6 +517,6 @@ def _print_where(state_dir: Path, store_kind: str, settings: Settings | None,
         print(f"wsmon demo: state lived in {state_dir} (store {settings.store_url}); look again with\n"
               f"  wsmon --store {settings.store_url} list")
     else:
-        print(f"wsmon demo: state lived in DynamoDB tables on the embedded endpoint, gone with it; "
-              f"logs and step logs are in {state_dir}")
+        print(f"wsmon demo: state lived in DynamoDB tables on the embedded endpoint, gone with it, "
+              f"and its temporary directory {state_dir} is removed")
     print("wsmon demo: stopped the engine, the dropper and the AWS stand-in", flush=True)

@@ -49,10 +49,18 @@ class StatusHeader(Static):
             line.append(" ")
             line.append("READ-ONLY", style=role_style(app, "accent", bold=True, reverse=True))
         engine = app.engine_status
-        role = {"alive": "success", "stale": "warning", "none": "error"}
-        symbol = {"alive": "●", "stale": "◌", "none": "✗"}.get(engine.kind, "?")
-        line.append(" │ engine ")
-        line.append(f"{symbol} {engine.text}", style=role_style(app, role.get(engine.kind, "foreground")))
+        if engine.kind == "none" and app.engine_starting:
+            # this process is still preparing the engine it runs: not news, not an error
+            line.append(" │ engine ")
+            line.append("◌ starting…", style=role_style(app, "warning"))
+        elif engine.kind == "starting":
+            line.append(" │ starting…", style=role_style(app, "warning"))
+        else:
+            role = {"alive": "success", "stale": "warning", "none": "error"}
+            symbol = {"alive": "●", "stale": "◌", "none": "✗"}.get(engine.kind, "?")
+            line.append(" │ engine ")
+            line.append(f"{symbol} {engine.text}",
+                        style=role_style(app, role.get(engine.kind, "foreground")))
         if app.paused:
             at = app.paused_at or app.last_refresh_at
             line.append(f" │ paused at {at.strftime('%H:%M:%S') if at else '-'}")
@@ -60,8 +68,11 @@ class StatusHeader(Static):
             line.append(f" │ {app.last_refresh_at.strftime('%H:%M:%S')}")
         counts = Text()
         stats = app.stats
-        for state in STATE_KEYS:
-            n = stats.total(state) if stats else 0
+        if stats is None:
+            # no snapshot yet: zero counts would be a claim about the store
+            counts.append("reading the store…", style="dim")
+        for state in STATE_KEYS if stats is not None else ():
+            n = stats.total(state)
             label = f"{STATE_SYMBOLS[state]} {state.value} {n}" if wide else f"{STATE_SYMBOLS[state]} {n}"
             counts.append(label, style="dim" if n == 0 else "")
             counts.append("  ")
