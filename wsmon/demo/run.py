@@ -423,6 +423,13 @@ def _run_headless(settings: Settings, timeout: float | None) -> int:
     return 0
 
 
+def _import_dashboard() -> None:
+    try:
+        import wsmon.app  # noqa: F401
+    except Exception as exc:  # the real import, on the main thread, reports it
+        log.debug("demo_preimport_failed", error=str(exc))
+
+
 def _run_dashboard(world: DemoWorld, start_dropper: Callable[[], None]) -> int:
     from wsmon.app import run_dashboard
 
@@ -459,6 +466,9 @@ def run_demo(obj: CliContext, *, headless: bool, store_kind: str, timeout: float
     summary: dict[str, int] = {}
     settings: Settings | None = None
     dropper: Dropper | None = None
+    if not headless:
+        # the dashboard's imports run while the AWS stand-in's process starts on the other core
+        threading.Thread(target=_import_dashboard, name="wsmon-import", daemon=True).start()
     try:
         with dummy_aws_credentials(), embedded_aws() as endpoint:
             print(f"wsmon demo: AWS stand-in at {endpoint}, state in {state_dir}", file=out, flush=True)
