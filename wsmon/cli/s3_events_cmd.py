@@ -62,6 +62,8 @@ def setup(obj: CliContext, bucket: str, prefix: str, queue_name: str | None, dry
     s3, sqs = _client(settings, "s3"), _client(settings, "sqs")
     try:
         account = _client(settings, "sts").get_caller_identity()["Account"]
+        # the policy trusts the bucket only as long as this account owns it: check it does now
+        s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
         plan = plan_setup(s3, bucket, prefix, name, region=sqs.meta.region_name, account=account)
     except ClientError as exc:
         raise _aws_failure(exc) from None

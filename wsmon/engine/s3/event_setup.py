@@ -18,6 +18,8 @@ from wsmon.engine.s3.listing import normalize_prefix
 
 EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
 CONFIG_KINDS = ("QueueConfigurations", "TopicConfigurations", "LambdaFunctionConfigurations")
+RULE_KIND = {"QueueConfigurations": "queue", "TopicConfigurations": "topic",
+             "LambdaFunctionConfigurations": "Lambda"}
 MAX_RECEIVE_COUNT = 5  # receives before a message that cannot be applied goes to the DLQ
 VISIBILITY_TIMEOUT_SECONDS = 300  # longer than a folder's validation budget
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
@@ -118,7 +120,7 @@ def plan_setup(s3: Any, bucket: str, prefix: str, queue_name: str, *, region: st
             if overlaps(rule, prefix):
                 target = rule.get("QueueArn") or rule.get("TopicArn") or rule.get("LambdaFunctionArn")
                 plan.conflicts.append(
-                    f"{kind[:-14].lower() or kind} rule {rule.get('Id') or '(no id)'} → {target} "
+                    f"{RULE_KIND[kind]} rule {rule.get('Id') or '(no id)'} → {target} "
                     f"covers prefix {_filter_value(rule, 'prefix') or '(all)'!r} for "
                     f"{', '.join(rule.get('Events') or [])}")
             rules.append(rule)
