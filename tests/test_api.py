@@ -95,6 +95,9 @@ def test_every_read_endpoint(world) -> None:
         assert c.get("/alerts", params={"state": "acknowledged"}).json()["alerts"] == []
         monitors = c.get("/monitors").json()["monitors"]
         assert monitors[0]["monitor_id"] == "eng-1" and monitors[0]["alive"] is True
+        usage = c.get("/usage", params={"by": "customer"}).json()
+        assert usage["by"] == "customer" and usage["rows"][-1]["group"] == "total"
+        assert c.get("/usage", params={"by": "planet"}).status_code == 422
         health = c.get("/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"
         assert c.get("/openapi.json").json()["info"]["title"] == "wsmon API"

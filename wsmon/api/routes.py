@@ -3,8 +3,8 @@ monitors and health. Every route reads the store; none changes it."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Annotated
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
@@ -26,6 +26,7 @@ from wsmon.api.schemas import (
     QueueStatsBody,
     SchedulerStats,
     SilenceList,
+    UsageBody,
     WorksetPage,
 )
 from wsmon.core.models import AlertState, Priority, Workset, WorksetState
@@ -220,6 +221,23 @@ def monitors(ctx: Ctx) -> MonitorList:
         out.append(MonitorBody(**m.model_dump(), alive=age <= ctx.stale_after_seconds,
                                heartbeat_age_seconds=round(age, 3)))
     return MonitorList(monitors=out)
+
+
+@router.get("/usage", response_model=UsageBody,
+            summary="vCPU-hours and cost per customer, cluster or priority (as wsmon usage)")
+def usage(ctx: Ctx, by: Literal["customer", "cluster", "priority"] = "customer",
+          since: Annotated[datetime | None, Query(description="Start (default: the first of this month, UTC).")] = None,
+          until: Annotated[datetime | None, Query(description="End, exclusive (default: now).")] = None) -> UsageBody:
+    from wsmon.core.clock import utc
+    from wsmon.engine.progress.usage import month_start, summarize
+
+    now = ctx.clock.now()
+    start = utc(since) if since else month_start(now)
+    end = utc(until) if until else now + timedelta(microseconds=1)
+    if end <= start:
+        raise ApiError(422, "invalid_request", "until must be after since")
+    rows = summarize(ctx.store.iter_worksets(), start, end, by)
+    return UsageBody(since=start, until=end, by=by, rows=[r.as_dict() for r in rows])
 
 
 health_router = APIRouter()

@@ -106,6 +106,13 @@ class MonitorList(BaseModel):
     monitors: list[MonitorBody]
 
 
+class UsageBody(BaseModel):
+    since: datetime
+    until: datetime
+    by: Literal["customer", "cluster", "priority"]
+    rows: list[dict[str, Any]] = Field(..., description="One per group, highest actual cost first, then the total (as wsmon usage --json).")
+
+
 class HealthCheck(BaseModel):
     ok: bool
     detail: str
