@@ -670,16 +670,15 @@ def unsilence(obj: CliContext, silence_id: str, reason: str) -> None:
 
 def monitor_stale_after(obj: CliContext) -> timedelta:
     """A monitor not seen for three heartbeat intervals (plus clock skew) is presumed gone."""
-    settings = obj.settings()
-    rule = settings.alerts.engine_heartbeat  # same judgement as the "no engine heartbeat" alert
-    interval = rule.interval_seconds or settings.store.heartbeat_seconds
-    return timedelta(seconds=rule.threshold * interval + settings.store.max_clock_skew_seconds)
+    from wsmon.engine.health import engine_stale_after
+
+    return engine_stale_after(obj.settings())
 
 
 @click.command(epilog=EXIT_CODES_HELP)
 @json_option
 @click.pass_obj
-def monitors(obj: CliContext, as_json: bool) -> None:
+def monitors(obj: CliContext, as_json: bool, check: bool, forget_id: str | None, reason: str) -> None:
     """Engines, dashboards and CLIs the store has seen, alive or stale."""
     with open_command_store(obj) as store:
         now = _now(store)
@@ -702,9 +701,20 @@ def monitors(obj: CliContext, as_json: bool) -> None:
         _discovery_lines(seen, now)
 
 
+@click.option("--check", is_flag=True, help="The same as `wsmon health`: one line, Nagios exit code.")
+@click.option("--forget", "forget_id", metavar="ID",
+              help="Remove a monitor that is gone for good (audited); its heartbeat alert resolves.")
+@click.option("--reason", default="", help="With --forget: recorded in the audit trail.")
 def _discovery_lines(seen: list[MonitorInfo], now: datetime) -> None:
     """Per engine with S3 events (heartbeat details, engine/s3/events.py): each source's mode
     (events, or fallback to polling while its queue cannot be read) and its last event."""
+    if check:
+        from wsmon.cli.health_cmd import run_health
+
+        raise SystemExit(run_health(obj, as_json))
+    if forget_id is not None:
+        _forget_monitor(obj, forget_id, reason)
+        return
     for m in seen:
         for q in (m.details or {}).get("discovery") or []:
             if not isinstance(q, dict):
@@ -740,5 +750,36 @@ def completion(shell: str | None) -> None:
             raise CommandError(f"cannot tell your shell from $SHELL ({_safe(shell)!r}): "
                            "name it, e.g. `wsmon completion bash`", EXIT_USAGE)
     comp_cls = get_completion_class(shell)
+def _forget_monitor(obj: CliContext, monitor_id: str, reason: str) -> None:
+    """``monitors --forget ID``: refused while the monitor is alive (it would only come back)."""
+    from wsmon.engine.health import forget_monitor
+    from wsmon.operations import audit
+    from wsmon.operations.outcome import Outcome, Result
+
+    who = actor()
+    with open_command_store(obj) as store:
+        now = _now(store)
+        found = next((m for m in store.list_monitors() if m.monitor_id == monitor_id), None)
+        if found is None:
+            outcome = Outcome("forget_monitor", monitor_id, Result.NOT_FOUND,
+                              f"no monitor {monitor_id!r} in the store")
+        elif now - found.last_seen <= monitor_stale_after(obj):
+            outcome = Outcome("forget_monitor", monitor_id, Result.REFUSED,
+                              f"monitor {monitor_id!r} is alive (last seen "
+                              f"{_relative(found.last_seen, now)}): stop it instead")
+        else:
+            resolved = forget_monitor(store, found, actor=who,
+                                      reason=f"monitor forgotten by {who}" + (f": {reason}" if reason else ""),
+                                      now=now)
+            outcome = Outcome("forget_monitor", monitor_id, Result.DONE,
+                              f"forgot monitor {monitor_id!r} (last seen "
+                              f"{_relative(found.last_seen, now)})"
+                              + (f"; resolved alert {', '.join(resolved)}" if resolved else ""))
+        audit.record(store, outcome, who, reason, now)
+    click.echo(_safe(outcome.verdict()))
+    if not outcome.done:
+        raise SystemExit(outcome.exit_code)
+
+
     assert comp_cls is not None  # the Choice above only admits shells click knows
     click.echo(comp_cls(cli, {}, "wsmon", "_WSMON_COMPLETE").source())

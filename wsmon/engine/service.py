@@ -50,7 +50,9 @@ from wsmon.engine.runner import BaseRunner, Job, make_runner
 from wsmon.engine.scheduler import SchedulingPolicy, placeable, plan
 from wsmon.engine.store import LeaseLost, StateConflict, StoreError, WorksetNotFound
 from wsmon.engine.store.from_settings import open_store_from_settings
+from wsmon.engine.health import MonitorPruner
 from wsmon.engine.sweep import Sweeper
+from wsmon.engine.watchdog import JobHealth, SystemdNotifier
 from wsmon.core.models import Lease, Workset, WorksetState
 from wsmon.core.textsafe import strip_control
 
@@ -101,6 +103,11 @@ class Engine:
         self.host = socket.gethostname()
         self.metrics, self.notifier, self.alerts = self._wire_observability()
         self.sweeper = Sweeper(self)
+        self.systemd = SystemdNotifier()
+        self.monitor_pruner = MonitorPruner(settings, store, actor=self.monitor_id,
+                                            emit=lambda event, **details: self._emit(event, **details))
+        self.job_health = JobHealth()
+        self.job_health.on_overrun = lambda job, kind: self._incr("EngineJobOverruns", Job=job)
         self.progress = ProgressTracker(settings, store, self.runner, actor=self.monitor_id,
                                         clock=self.clock)
 
@@ -184,7 +191,9 @@ class Engine:
         jobs = [
             ("poll", self.poll, s.discovery.poll_interval_seconds),
             ("schedule", self.schedule_pass, s.scheduler.interval_seconds),
-            ("heartbeat", self.heartbeat, s.store.heartbeat_seconds),
+            # under a systemd watchdog the heartbeat (which pings it) beats at least 3x per WatchdogSec
+            ("heartbeat", self.heartbeat, min(s.store.heartbeat_seconds,
+                                              self.systemd.ping_interval or s.store.heartbeat_seconds)),
             ("clusters", lambda: self.clusters.refresh(force=True),
              s.clusters.refresh_interval_seconds),
             ("sweep", self.sweep, max(1.0, min(s.discovery.poll_interval_seconds,
@@ -195,12 +204,15 @@ class Engine:
             ("progress", self.follow_progress, s.progress.interval_seconds),
         ]
         for name, fn, seconds in jobs:
+            self.job_health.add_job(name, seconds)
             scheduler.add_job(self._guard(name, fn), "interval", seconds=seconds, id=name,
                               name=name, next_run_time=now, misfire_grace_time=max(1, int(seconds)))
+        self.job_health.attach(scheduler)
         # made before the jobs start, so the poll job and the consumers share one
         events = self._event_discovery() if s.discovery.sources else None
         scheduler.start()
         self._scheduler = scheduler
+        self.systemd.ready(f"engine {self.monitor_id}: {len(jobs)} jobs scheduled")
         if events is not None and events.enabled:
             events.start()  # long-polls in its own threads, not a job tick
         log.info("engine_started", monitor_id=self.monitor_id, store=self.store.url,
@@ -208,6 +220,7 @@ class Engine:
 
     def _guard(self, name: str, fn: Any) -> Any:
         def job() -> None:
+            began = self.clock.monotonic()
             try:
                 fn()
             except StoreError as exc:
@@ -215,6 +228,14 @@ class Engine:
                 log.error("job_failed", job=name, error=strip_control(str(exc)))
             except Exception as exc:
                 log.exception("job_failed", job=name, error=strip_control(str(exc)))
+            finally:
+                self.job_health.finished(name, self.clock.monotonic() - began)
+                lag = self.job_health.summary().get(name, {}).get("lag_seconds")
+                if lag is not None:
+                    try:
+                        self.metrics.observe("EngineJobLag", lag, Job=name)
+                    except Exception:  # figures are best effort
+                        pass
         job.__name__ = f"wsmon_{name}"
         return job
 
@@ -226,6 +247,7 @@ class Engine:
             return
         self._stopped = True
         self._claiming = False
+        self.systemd.stopping(f"engine {self.monitor_id} stopping")
         self._stop_polling.set()  # a poll in progress ends soon instead of holding shutdown
         if self._events is not None:
             self._events.stop()
@@ -475,14 +497,25 @@ class Engine:
             except StoreError as exc:
                 # not fatal yet: the lease runs for lease_seconds; the next beat tries again
                 log.error("lease_renew_failed", workset=job.workset_id, error=strip_control(str(exc)))
+        jobs = self.job_health.summary()
         details = {"active": len(self.active_worksets), "runner": self.runner.kind,
-                   "tools": dict(self.clusters.tool_status), "polls": dict(self.poll_counts)}
+                   "tools": dict(self.clusters.tool_status), "polls": dict(self.poll_counts),
+                   "jobs": jobs}
         if self._events is not None and self._events.enabled:
             details["discovery"] = self._events.status()
         self.store.record_monitor_heartbeat(self.monitor_id, self.host, os.getpid(), __version__,
                                             role="engine", details=details,
                                             started_at=self._started_at)
         self._incr("EngineHeartbeat")
+        # the store took this engine's write from a scheduler job: proof enough for systemd
+        self.systemd.watchdog(self._status_line(jobs))
+
+    def _status_line(self, jobs: dict[str, dict[str, Any]]) -> str:
+        overruns = sum(int(j.get("recent_overruns", 0)) for j in jobs.values())
+        worst = max(jobs.items(), key=lambda kv: kv[1].get("max_lag_seconds", 0.0), default=None)
+        lag = f", worst lag {worst[0]} {worst[1]['max_lag_seconds']:.1f}s" if worst else ""
+        return (f"{len(self.active_worksets)} workset(s) running, {overruns} skipped job run(s) "
+                f"in 10 min{lag}")
 
     def _finished_by_us(self, workset_id: str) -> bool:
         try:
@@ -527,7 +560,9 @@ class Engine:
 
     def sweep(self) -> dict[str, list[str]]:
         """Recover expired leases; move due retries back to ready (engine/sweep.py)."""
-        return self.sweeper.sweep()
+        swept = self.sweeper.sweep()
+        swept["monitors_pruned"] = self.monitor_pruner.prune(self.clock.now())
+        return swept
 
     def notice_force_releases(self) -> list[tuple[str, int]]:
         return self.sweeper.notice_force_releases()

@@ -19,7 +19,8 @@ WORKSET_EVENTS = (
     "validation_failed", "lock_force_released",
 )
 ALERT_EVENTS = ("alert_firing", "alert_acknowledged", "alert_resolved")
-EVENT_TYPES = WORKSET_EVENTS + ALERT_EVENTS
+ENGINE_EVENTS = ("monitor_pruned",)  # an engine silent past store.monitor_prune_hours was removed
+EVENT_TYPES = WORKSET_EVENTS + ALERT_EVENTS + ENGINE_EVENTS
 
 # How loud a workset event is, so severity filters work for workset events too.
 WORKSET_EVENT_SEVERITY = {

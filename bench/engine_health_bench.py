@@ -1,0 +1,103 @@
+"""Job lag and overruns of the engine in the demo world (prints, never asserts).
+
+    .venv/bin/python bench/engine_health_bench.py [--seconds 120] [--store dynamodb|sqlite]
+
+Builds the demo world (embedded AWS endpoint, ~40 seeded folders, a new folder every 10-20 s),
+runs the real engine with the demo's settings for the window, and prints per job: interval,
+runs, skipped/missed runs (overruns), worst and last lag, last duration; plus the machine's load
+average, since the figures depend on it (the issue's 5-minute window is --seconds 300).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from wsmon.demo.run import (Dropper, _aws_client, create_world, dummy_aws_credentials,
+                            embedded_aws, seed_world)
+from wsmon.engine.service import Engine
+
+
+def _job_of_caller() -> str | None:
+    """The engine job this request runs under (Engine._guard's wrapper holds its name)."""
+    import sys
+
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_name == "job" and "fn" in frame.f_locals:
+            return str(frame.f_locals.get("name"))
+        frame = frame.f_back
+    return None
+
+
+def _count_requests() -> dict:
+    """Wrap botocore's API call to count requests and time per (job, operation)."""
+    import threading
+
+    from botocore.client import BaseClient
+
+    calls: dict = {}
+    real = BaseClient._make_api_call
+
+    def counted(self, operation, params):
+        began = time.perf_counter()
+        try:
+            return real(self, operation, params)
+        finally:
+            key = (_job_of_caller() or threading.current_thread().name[:28], operation)
+            n, spent = calls.get(key, (0, 0.0))
+            calls[key] = (n + 1, spent + time.perf_counter() - began)
+
+    BaseClient._make_api_call = counted
+    return calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--store", choices=["dynamodb", "sqlite"], default="dynamodb")
+    parser.add_argument("--endpoint", choices=["thread", "process"], default="process",
+                        help="the AWS stand-in in a thread of this process (before the fix) "
+                             "or its own process (the demo since the fix)")
+    parser.add_argument("--requests", action="store_true",
+                        help="also count AWS requests per job thread and operation (slower)")
+    args = parser.parse_args()
+    calls = _count_requests() if args.requests else None
+    import logging
+
+    logging.disable(logging.WARNING)  # the figures are the output, not the engine's chatter
+    with dummy_aws_credentials(), embedded_aws(args.endpoint == "process") as endpoint:
+        world = create_world(endpoint, Path(tempfile.mkdtemp(prefix="wsmon-bench-")), args.store)
+        seed_world(world)
+        dropper = Dropper(_aws_client(world.settings, "s3"))
+        dropper.start()
+        engine = Engine(world.settings)
+        load_before = os.getloadavg()[0]
+        engine.start()
+        try:
+            time.sleep(args.seconds)
+            figures = engine.job_health.summary()
+        finally:
+            dropper.stop()
+            engine.stop(world.settings.runner.shutdown_grace_seconds)
+    print(f"store={args.store} window={args.seconds:g}s cpus={os.cpu_count()} "
+          f"load_1m before={load_before:.1f} after={os.getloadavg()[0]:.1f}")
+    print(f"{'job':<10} {'every':>6} {'runs':>5} {'overruns':>8} {'max_lag':>8} {'lag':>6} {'duration':>8}")
+    for name, f in sorted(figures.items()):
+        print(f"{name:<10} {f['interval_seconds']:>6g} {f['runs']:>5} {f['overruns']:>8} "
+              f"{f['max_lag_seconds']:>8.3f} {f['lag_seconds']:>6.3f} {f['duration_seconds']:>8.3f}")
+    total = sum(f["overruns"] for f in figures.values())
+    print(f"total overruns: {total}")
+    if calls is not None:
+        print("AWS requests by (thread, operation), most time first:")
+        for (thread, op), (n, spent) in sorted(calls.items(), key=lambda kv: -kv[1][1])[:25]:
+            print(f"  {thread:<28} {op:<24} {n:>6} {spent:>8.2f}s")
+    print(json.dumps({"store": args.store, "seconds": args.seconds, "jobs": figures}))
+
+
+if __name__ == "__main__":
+    main()
