@@ -119,8 +119,10 @@ def build_policy(settings: Settings, *, account: str = "*", with_init: bool = Fa
               help="AWS account id for the DynamoDB table ARNs.")
 @click.option("--with-init", is_flag=True,
               help="Also allow creating the store tables (what `wsmon store init` needs).")
+@click.option("--with-cloudwatch-setup", is_flag=True,
+              help="Also allow `wsmon cloudwatch install/uninstall` (this group's alarms and dashboard).")
 @click.pass_obj
-def iam_policy(obj: CliContext, account: str, with_init: bool) -> None:
+def iam_policy(obj: CliContext, account: str, with_init: bool, with_cloudwatch_setup: bool) -> None:
     """Print the least-privilege IAM policy for the configured sources, store, topic and metrics.
 
     Attach it to the role the engine runs as. The export step's own tool (e.g.
@@ -130,6 +132,11 @@ def iam_policy(obj: CliContext, account: str, with_init: bool) -> None:
 
     settings = command_settings(obj)
     policy = build_policy(settings, account=account, with_init=with_init)
+    if with_cloudwatch_setup:
+        from wsmon.engine.cloudwatch_setup import setup_statements
+
+        policy["Statement"] += setup_statements(settings, account=account,
+                                                region=settings.aws.region or "*")
     if not policy["Statement"]:
         raise CommandError(
             "nothing to grant: no discovery sources, no DynamoDB store, no SNS topic and no "

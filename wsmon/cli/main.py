@@ -43,6 +43,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "monitors": ("wsmon.cli.ops_cmd:monitors", "Engines and dashboards seen by the store."),
     "health": ("wsmon.cli.health_cmd:health", "Is wsmon healthy? One line, Nagios exit code (0/1/2)."),
     "systemd-unit": ("wsmon.cli.systemd_cmd:systemd_unit", "Print the systemd unit (Type=notify, watchdog, hardening)."),
+    "cloudwatch": ("wsmon.cli.cloudwatch_cmd:cloudwatch", "CloudWatch alarms and dashboard: cloudwatch install, cloudwatch uninstall."),
     "usage": ("wsmon.cli.usage_cmd:usage", "vCPU-hours and cost per customer, cluster or priority."),
     "completion": ("wsmon.cli.ops_cmd:completion", "Print the shell completion script (bash, zsh, fish)."),
     "serve": ("wsmon.cli.serve_cmd:serve", "Serve the HTTP API: REST, event stream, /metrics."),

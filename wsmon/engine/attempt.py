@@ -195,6 +195,9 @@ def _finish(engine: AttemptHost, job: Job, ws: Workset, outcome: RunOutcome) -> 
             engine.metrics.observe("WorksetProcessingDuration",
                                  (done.state_changed_at - started).total_seconds(), "Seconds",
                                  State=S.COMPLETE.value)
+            cost = (ws.estimate or {}).get("cost_usd")
+            if isinstance(cost, (int, float)):  # the dashboard's cost-per-workset widget
+                engine.metrics.observe("WorksetCost", float(cost), "None", Kind="estimated")
         except Exception:
             pass
         engine._emit("completed", done)

@@ -573,6 +573,11 @@ class Engine:
     # -- observability jobs -------------------------------------------------------------------
     def flush_metrics(self) -> None:
         self.metrics.sample_history()
+        try:  # the CloudWatch outbox-backlog alarm's figure (wsmon cloudwatch install)
+            backlog = len(self.store.list_notifications(status="pending", limit=1000))
+            self.metrics.observe("NotificationOutboxBacklog", float(backlog), unit="Count")
+        except StoreError as exc:
+            log.warning("outbox_backlog_unknown", error=strip_control(str(exc))[:200])
         self.metrics.flush()
 
     def evaluate_alerts(self) -> None:
