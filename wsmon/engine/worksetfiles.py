@@ -13,7 +13,8 @@ The three files:
 * ``stage_samples.tsv``: the Daylily sample sheet (tab-separated, header line first).
 
 Command values are split into argv words with POSIX shell rules (quote removal, backslash
-escapes) by ``shell_words``, and never given to a shell. Whatever the earlier monitor's shell
+escapes) by ``shell_words``; a shell only ever sees them one quoted word at a time (the runner's
+shell-mode templates ``shlex.quote`` each word). Whatever the earlier monitor's shell
 would have *interpreted* rather than passed on is refused, so a value can never mean something
 different here than it did there: unquoted ``; & | < > ( )``, ``$(``/backtick/``${``/``$VAR``
 expansions (also inside double quotes, where a shell still expands them), brace expansion,
