@@ -63,10 +63,20 @@ def main() -> None:
     parser.add_argument("--endpoint", choices=["thread", "process"], default="process",
                         help="the AWS stand-in in a thread of this process (before the fix) "
                              "or its own process (the demo since the fix)")
+    parser.add_argument("--before", action="store_true",
+                        help="reproduce the figures before the fix: the force-release look on "
+                             "every sweep, the stand-in in a thread")
     parser.add_argument("--requests", action="store_true",
                         help="also count AWS requests per job thread and operation (slower)")
     args = parser.parse_args()
     calls = _count_requests() if args.requests else None
+    if args.before:
+        from datetime import timedelta
+
+        import wsmon.engine.sweep as sweep
+
+        sweep.FORCE_RELEASE_NOTICE_EVERY = timedelta(0)
+        args.endpoint = "thread"
     import logging
 
     logging.disable(logging.WARNING)  # the figures are the output, not the engine's chatter

@@ -262,3 +262,25 @@ def test_headless_engine_notifies_systemd_and_stops_pinging_when_its_store_is_we
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- engine_overloaded ------------------------------------------------------------------------------
+
+def test_engine_overloaded_fires_for_a_live_engine_whose_job_keeps_skipping_runs(tmp_path) -> None:
+    from wsmon.engine.alerts import AlertEvaluator
+
+    clock = ManualClock()
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}", clock=clock)
+    store.init_schema()
+    sweeping = {"interval_seconds": 3, "recent_overruns": 5, "duration_seconds": 7.5}
+    fine = {"interval_seconds": 60, "recent_overruns": 2, "duration_seconds": 0.1}
+    store.record_monitor_heartbeat("busy", "h", 1, "v", role="engine",
+                                   details={"jobs": {"sweep": sweeping, "poll": fine}})
+    store.record_monitor_heartbeat("calm", "h", 2, "v", role="engine",
+                                   details={"jobs": {"sweep": fine}})
+    settings = Settings(alerts={"engine_overloaded": {"threshold": 3}})
+    AlertEvaluator(settings, store, clock=clock).evaluate()
+    firing = [a for a in store.list_alerts() if a.rule == "engine_overloaded"]
+    assert [(a.subject, a.value, a.state) for a in firing] == [("busy/sweep", 5.0, AlertState.FIRING)]
+    assert "took 7.5s" in firing[0].description
+    store.close()

@@ -321,6 +321,39 @@ def rule_engine_heartbeat(ctx: _Context, cfg: Any) -> list[Observation]:
     return out
 
 
+def rule_engine_overloaded(ctx: _Context, cfg: Any) -> list[Observation]:
+    """A live engine's job keeps missing its schedule: ``threshold`` runs or more skipped (the
+    previous run still going) or missed within the last 10 minutes, as its heartbeat reports
+    (wsmon/engine/watchdog.py). A silent engine is the heartbeat rule's."""
+    from wsmon.engine.health import engine_stale_after
+
+    stale_after = engine_stale_after(ctx.settings)
+    out = []
+    for m in ctx.store.list_monitors():
+        if m.role != "engine" or ctx.now - m.last_seen > stale_after:
+            continue
+        for job, figures in ((m.details or {}).get("jobs") or {}).items():
+            if not isinstance(figures, dict):
+                continue
+            skipped = int(figures.get("recent_overruns") or 0)
+            if skipped < cfg.threshold:
+                continue
+            interval = float(figures.get("interval_seconds") or 0)
+            took = float(figures.get("duration_seconds") or 0)
+            out.append(Observation(
+                subject=f"{m.monitor_id}/{job}", value=float(skipped),
+                summary=f"engine {_label(m.monitor_id, 60)}: job {_label(job, 40)} skipped "
+                        f"{skipped} run(s) in 10 min",
+                description=f"The {_label(job, 40)} job of engine {_label(m.monitor_id, 80)} runs "
+                            f"every {interval:g}s but its last run took {took:.1f}s; {skipped} "
+                            "runs were skipped in the last 10 minutes. The engine is overloaded "
+                            "or its store or AWS endpoint is slow: check `wsmon health` and the "
+                            "engine's job_overrun log lines.",
+                labels={"host": _label(m.host, 80), "job": _label(job, 40)},
+            ))
+    return out
+
+
 def rule_channel_failing(ctx: _Context, cfg: Any) -> list[Observation]:
     from wsmon.engine.notify import HEALTH_NAMESPACE as NOTIFY_HEALTH
 
@@ -467,6 +500,7 @@ RULES: dict[str, RuleFunction] = {
     "dead_lettered": rule_dead_lettered,
     "cluster_full": rule_cluster_full,
     "engine_heartbeat": rule_engine_heartbeat,
+    "engine_overloaded": rule_engine_overloaded,
     "channel_failing": rule_channel_failing,
     "backend_errors": rule_backend_errors,
     "pipeline_stalled": rule_pipeline_stalled,
