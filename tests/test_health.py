@@ -284,3 +284,25 @@ def test_engine_overloaded_fires_for_a_live_engine_whose_job_keeps_skipping_runs
     assert [(a.subject, a.value, a.state) for a in firing] == [("busy/sweep", 5.0, AlertState.FIRING)]
     assert "took 7.5s" in firing[0].description
     store.close()
+
+
+# -- the dashboard header -----------------------------------------------------------------------------
+
+def test_the_header_says_loudly_when_no_engine_is_alive_anywhere_and_counts_skipped_runs() -> None:
+    from wsmon.core.models import MonitorInfo
+    from wsmon.screens.snapshot import engine_status
+
+    now = SystemClock().now()
+
+    def engine(mid: str, seconds_ago: float, **details) -> MonitorInfo:
+        seen = now - timedelta(seconds=seconds_ago)
+        return MonitorInfo(monitor_id=mid, host=f"host-{mid}", pid=1, version="v", role="engine",
+                           started_at=seen, last_seen=seen, details=details)
+
+    gone = engine_status([engine("a", 14 * 60), engine("b", 3600)], now, 210)
+    assert gone.kind == "stale"
+    assert gone.text == "NO ENGINE ALIVE anywhere: last heartbeat 14m ago (host-a)"
+    busy = engine_status([engine("a", 5, jobs={"sweep": {"recent_overruns": 4}})], now, 210)
+    assert busy.kind == "alive" and busy.text.endswith(" · 4 skipped job run(s) in 10 min")
+    calm = engine_status([engine("a", 5, jobs={"sweep": {"recent_overruns": 0}})], now, 210)
+    assert "skipped" not in calm.text

@@ -133,6 +133,8 @@ class Snapshot:
 
 
 def engine_status(monitors: list[MonitorInfo], now: datetime, stale_after: float) -> EngineStatus:
+    from wsmon.engine.health import EngineLiveness
+
     engines = sorted((m for m in monitors if m.role == "engine"), key=lambda m: m.last_seen,
                      reverse=True)
     if not engines:
@@ -142,10 +144,23 @@ def engine_status(monitors: list[MonitorInfo], now: datetime, stale_after: float
         m = live[0]
         extra = f" (+{len(live) - 1})" if len(live) > 1 else ""
         return EngineStatus("alive", f"alive on {strip_control(m.host)} pid {m.pid}{extra}"
-                            f"{discovery_summary(m.details, now)}", m)
+                            f"{discovery_summary(m.details, now)}{skipped_runs_summary(live)}", m)
     m = engines[0]
-    return EngineStatus("stale", f"stale: {strip_control(m.host)} last seen "
-                        f"{age_since(m.last_seen, now)} ago", m)
+    # not only "no engine here": none anywhere, said loudly, with how long since the last beat
+    loud = EngineLiveness.of(engines, now, timedelta(seconds=stale_after)).none_alive_text(now)
+    return EngineStatus("stale", f"{loud} ({strip_control(m.host)})", m)
+
+
+def skipped_runs_summary(live: list[MonitorInfo]) -> str:
+    """Job runs the live engines skipped in the last 10 minutes (heartbeat details ``jobs``,
+    engine/watchdog.py): "" when none."""
+    skipped = 0
+    for m in live:
+        jobs = m.details.get("jobs") if isinstance(m.details, dict) else None
+        for figures in (jobs or {}).values() if isinstance(jobs, dict) else ():
+            if isinstance(figures, dict):
+                skipped += int(figures.get("recent_overruns") or 0)
+    return f" · {skipped} skipped job run(s) in 10 min" if skipped else ""
 
 
 def discovery_summary(details: dict, now: datetime) -> str:

@@ -56,11 +56,13 @@ class StatusHeader(Static):
         elif engine.kind == "starting":
             line.append(" │ starting…", style=role_style(app, "warning"))
         else:
-            role = {"alive": "success", "stale": "warning", "none": "error"}
-            symbol = {"alive": "●", "stale": "◌", "none": "✗"}.get(engine.kind, "?")
+            # every engine stale means nothing polls, schedules or alerts anywhere: loud
+            role = {"alive": "success", "stale": "error", "none": "error"}
+            symbol = {"alive": "●", "stale": "✗", "none": "✗"}.get(engine.kind, "?")
             line.append(" │ engine ")
             line.append(f"{symbol} {engine.text}",
-                        style=role_style(app, role.get(engine.kind, "foreground")))
+                        style=role_style(app, role.get(engine.kind, "foreground"),
+                                         bold=engine.kind == "stale"))
         if app.paused:
             at = app.paused_at or app.last_refresh_at
             line.append(f" │ paused at {at.strftime('%H:%M:%S') if at else '-'}")
