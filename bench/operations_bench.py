@@ -3,8 +3,9 @@
 On a SQLite store in a temporary directory: N worksets in error are retried one by one through
 ``wsmon.operations`` (re-read, rule check, re-validation by a stand-in validator that finds the
 files valid, one conditional write, one audit entry), then a bulk retry of N more, then N refused
-ignores of running worksets (audited too); then ``list_actions`` over the whole trail (what
-``wsmon events --actions`` reads: one kv_get_all of the ``operator-actions`` namespace).
+ignores of running worksets (audited too); then ``Store.list_operator_actions`` over the whole
+trail, the newest 50 (what ``wsmon events --actions`` and the ``:events`` screen read) and one
+workset's own entries (what ``wsmon events ID`` merges).
 
     .venv/bin/python bench/operations_bench.py
     .venv/bin/python bench/operations_bench.py --worksets 2000
@@ -25,7 +26,7 @@ import structlog  # noqa: E402
 
 from wsmon.engine.store import open_store  # noqa: E402
 from wsmon.engine.worksetfiles import ValidationReport  # noqa: E402
-from wsmon.operations import Operations, list_actions  # noqa: E402
+from wsmon.operations import Operations  # noqa: E402
 
 
 def valid(workset):
@@ -70,13 +71,17 @@ def main() -> None:
               f"({1000 * spent / n:.2f} ms per action, audit entry included)")
 
         started = time.perf_counter()
-        entries = list_actions(store)
+        entries = store.list_operator_actions(limit=len(shown) * 3)
         listed = time.perf_counter() - started
         started = time.perf_counter()
-        last = list_actions(store, limit=50)
+        last = store.list_operator_actions(limit=50)
         tail = time.perf_counter() - started
-        print(f"list_actions: {len(entries)} entries in {1000 * listed:.1f} ms; "
-              f"the last {len(last)} in {1000 * tail:.1f} ms (reads the whole namespace)")
+        started = time.perf_counter()
+        one = store.list_operator_actions(workset_id=shown[-1].workset_id)
+        own = time.perf_counter() - started
+        print(f"list_operator_actions: {len(entries)} entries in {1000 * listed:.1f} ms; "
+              f"the last {len(last)} in {1000 * tail:.1f} ms; one workset's {len(one)} in "
+              f"{1000 * own:.1f} ms (a time index: reads only what is asked for)")
         store.close()
 
 

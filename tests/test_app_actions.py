@@ -287,7 +287,7 @@ async def test_priority_conflict_is_reported(tmp_path):
 
 
 async def test_unsilence_ends_the_silence_covering_the_alert_and_is_audited(tmp_path):
-    from wsmon.operations import list_actions, parse_duration
+    from wsmon.operations import parse_duration
 
     app = make_app(tmp_path)
     app.operations.silence("urgent_waiting", None, parse_duration("4h"), "maintenance")
@@ -301,4 +301,5 @@ async def test_unsilence_ends_the_silence_covering_the_alert_and_is_audited(tmp_
         await pilot.press("u")  # nothing covers it any more: said, not silent
         await wait_for(pilot, lambda: any("no silence covers" in str(n.message)
                                           for n in app._notifications), what="refusal")
-    assert [(e.action, e.outcome) for e in list_actions(app.store)][-1] == ("unsilence", "done")
+    assert [(e.action, e.outcome) for e in app.store.list_operator_actions()][0] == (
+        "unsilence", "done")

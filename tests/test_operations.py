@@ -19,7 +19,6 @@ from wsmon.operations import (
     Operations,
     Result,
     format_duration,
-    list_actions,
     parse_duration,
 )
 
@@ -253,8 +252,8 @@ def test_resolve_by_hand_is_audited_and_a_new_firing_opens_a_new_alert(store, cl
     evaluator.evaluate()
     [second] = store.list_alerts()
     assert second.alert_id != first.alert_id and second.state is AlertState.FIRING
-    entries = [e for e in list_actions(store) if e.action == "resolve"]
-    assert [(e.actor, e.outcome, e.reason) for e in entries][-1] == (
+    entries = [e for e in store.list_operator_actions() if e.action == "resolve"]
+    assert [(e.actor, e.outcome, e.reason) for e in entries][0] == (
         OPERATOR, "done", "capacity added by hand")
 
 
@@ -278,13 +277,15 @@ def test_every_operation_refused_ones_included_is_audited(store, folders, ops):
     ops.stop(live, "ignored", "duplicate")  # done
     ops.set_priority(store.get_workset("live"), "urgent")
     ops.silence("queue_depth", None, parse_duration("30m"), "maintenance")
-    entries = list_actions(store)
+    entries = store.list_operator_actions()  # newest first
     assert [(e.action, e.outcome) for e in entries] == [
-        ("ignore", "refused"), ("stop", "done"), ("priority", "done"), ("silence", "done")]
+        ("silence", "done"), ("priority", "done"), ("stop", "done"), ("ignore", "refused")]
     assert all(e.actor == OPERATOR for e in entries)
-    assert entries[0].target == "live" and "use stop" in entries[0].detail
-    assert entries[1].reason == "duplicate"
-    assert [e.action for e in list_actions(store, limit=2)] == ["priority", "silence"]
+    assert entries[3].target == "live" and "use stop" in entries[3].detail
+    assert entries[2].reason == "duplicate"
+    assert [e.action for e in store.list_operator_actions(limit=2)] == ["silence", "priority"]
+    assert [e.action for e in store.list_operator_actions(workset_id="live")] == [
+        "priority", "stop", "ignore"]
 
 
 # -- one duration syntax -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from wsmon.cli.main import cli
 from wsmon.core.clock import ManualClock, SystemClock
 from wsmon.core.models import WorksetState
 from wsmon.engine.store import open_store
-from wsmon.operations import Operations, list_actions
+from wsmon.operations import Operations
 
 S = WorksetState
 STATES = ("ready", "error", "failed", "complete", "ignored", "live", "stale")
@@ -95,7 +95,7 @@ def test_cli_refuses_exactly_what_the_module_refuses(tmp_path, folders, state, a
         after = store.get_workset(wid)
         assert (after.state.value != (state if state not in ("live", "stale") else
                                       ("in_progress" if state == "live" else "locked"))) is expected
-        assert list_actions(store)[-1].outcome == ("done" if expected else "refused")
+        assert store.list_operator_actions(limit=1)[0].outcome == ("done" if expected else "refused")
     finally:
         store.close()
 
@@ -128,7 +128,7 @@ async def test_dashboard_refuses_exactly_what_the_module_refuses(tmp_path, folde
             assert type(app.screen).__name__ == "QueueScreen"
     after = store.get_workset(wid)
     assert (after.state is not before) is expected
-    assert list_actions(store)[-1].outcome == ("done" if expected else "refused")
+    assert store.list_operator_actions(limit=1)[0].outcome == ("done" if expected else "refused")
     store.close()
 
 
@@ -224,8 +224,8 @@ async def test_events_screen_lists_operator_actions_refused_ones_included(tmp_pa
         await wait_for(pilot, lambda: not isinstance(app.screen, WorksetActionDialog), what="done")
         assert app.screen.table.move_to_key("ws-done-10")
         await pilot.press("r")  # retry of complete work: refused, with a pointer to re-run
-        await wait_for(pilot, lambda: list_actions(app.store)[-1:] and
-                       list_actions(app.store)[-1].outcome == "refused", what="audited refusal")
+        await wait_for(pilot, lambda: [e.outcome for e in app.store.list_operator_actions(
+            limit=1)] == ["refused"], what="audited refusal")
         await pilot.press("colon", *"events", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, EventsScreen)
                        and len(app.screen.entries) == 2, what="events screen")

@@ -170,6 +170,31 @@ def test_events_lists_history(store_url: str) -> None:
     assert [e["to_state"] for e in events] == ["ready", "locked"]
 
 
+def test_a_refused_action_shows_in_the_worksets_own_history(store_url: str) -> None:
+    refused = run(store_url, "ignore", "ws-live", "--yes", "--reason", "duplicate upload")
+    assert refused.exit_code == EXIT_REFUSED
+    out = " ".join(run(store_url, "events", "ws-live").output.split())  # reasons wrap
+    # after the two transitions, in time order, with who and why; the JSON history stays
+    # transitions only
+    assert f"{actor()} ignore refused duplicate upload;" in out, out
+    refusal = out.index("ignore refused")
+    assert out.index(" locked ") < refusal and "use stop to end the run" in out[refusal:], out
+    assert len(json.loads(run(store_url, "events", "ws-live", "--json").output)) == 2
+    assert "ignore refused" not in run(store_url, "events", "ws-ready").output
+
+
+def test_events_actions_since_lists_only_that_window(store_url: str) -> None:
+    run(store_url, "ignore", "ws-live", "--yes", "--reason", "duplicate upload")
+    recent = json.loads(run(store_url, "events", "--actions", "--since", "1h", "--json").output)
+    assert [(e["action"], e["target"], e["outcome"]) for e in recent] == [
+        ("ignore", "ws-live", "refused")]
+    assert "ws-live" in run(store_url, "events", "--actions", "--since", "30m").output
+    bad = run(store_url, "events", "--actions", "--since", "90")
+    assert bad.exit_code == EXIT_USAGE and "--since" in bad.output
+    alone = run(store_url, "events", "ws-live", "--since", "1h")
+    assert alone.exit_code == EXIT_USAGE and "--since goes with --actions" in alone.output
+
+
 @pytest.mark.parametrize("command", [["show"], ["events"], ["release", "--yes"], ["retry", "--yes"],
                                      ["ignore", "--yes"], ["stop", "--to", "error", "--yes"],
                                      ["priority", "{id}", "urgent"]])

@@ -12,7 +12,7 @@ from wsmon.config.settings import Settings
 from wsmon.engine.alerts import AlertEvaluator
 from wsmon.engine.service import Engine
 from wsmon.engine.store import open_store
-from wsmon.core.models import Alert, AlertState, OutboxEntry, Severity
+from wsmon.core.models import Alert, AlertState, OperatorAction, OutboxEntry, Severity
 
 DAY = timedelta(days=1)
 
@@ -40,7 +40,8 @@ def resolved_alert(store, alert_id: str, at) -> None:
 def engine_for(tmp_path, store, clock, **retention) -> Engine:
     settings = Settings(
         monitor_id="engine-t", state_dir=tmp_path / "state",
-        store={"url": f"sqlite:///{tmp_path / 'state.db'}"},
+        store={"url": f"sqlite:///{tmp_path / 'state.db'}",
+               "audit_retention_days": retention.get("audit", 365)},
         clusters={"static": [], "slurm_usage": False}, metrics={"sink": "none"},
         runner={"kind": "simulated"},
         notify={"outbox_retention_days": retention.get("outbox", 7)},
@@ -91,6 +92,27 @@ def test_retention_defaults_are_a_week_of_outbox_and_a_month_of_alerts() -> None
     settings = Settings()
     assert settings.notify.outbox_retention_days == 7
     assert settings.alerts.resolved_retention_days == 30
+    assert settings.store.audit_retention_days == 365
+
+
+def test_the_sweep_prunes_operator_actions_past_their_retention_once_an_hour(
+        tmp_path, store, clock) -> None:
+    t0 = clock.now()
+    audit = lambda action_id: OperatorAction(
+        action_id=action_id, at=clock.now(), actor="op@host", action="retry", target="ws-1",
+        outcome="refused")
+    store.record_operator_action(audit("long-ago"))
+    clock.set(t0 + 5 * DAY)
+    store.record_operator_action(audit("recent"))
+    engine = engine_for(tmp_path, store, clock, audit=3)
+    try:
+        engine.sweep()
+        assert [e.action_id for e in store.list_operator_actions()] == ["recent"]
+        clock.set(t0 + 8 * DAY + timedelta(minutes=30))  # "recent" is now past 3 days old
+        engine.sweep()
+        assert [e.action_id for e in store.list_operator_actions(workset_id="ws-1")] == []
+    finally:
+        engine.stop(grace=0)
 
 
 def test_channel_failing_sees_notifications_given_up_recently(store, clock) -> None:

@@ -115,6 +115,26 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         open_store(url_for(path))
 
 
+def test_a_schema_2_file_is_upgraded_in_place_on_open(tmp_path: Path) -> None:
+    """A file written before the audit trail had its table: no operator_actions table, the
+    trail in the kv namespace. Opening it creates the table and moves the entries."""
+    path = tmp_path / "state.db"
+    SqliteStore(path).close()
+    entry = {"at": "2026-12-01T10:00:00+00:00", "actor": "op@host", "action": "retry",
+             "target": "ws-1", "reason": "files fixed", "outcome": "refused", "detail": "WS-V-003"}
+    with sqlite3.connect(path) as raw:
+        raw.execute("DROP TABLE operator_actions")
+        raw.execute("INSERT INTO kv VALUES ('operator-actions', 'k1', ?)", (json.dumps(entry),))
+        raw.execute("PRAGMA user_version = 2")
+    store = open_store(url_for(path), create=False)
+    [moved] = store.list_operator_actions(workset_id="ws-1")
+    assert (moved.action_id, moved.outcome, moved.detail) == ("k1", "refused", "WS-V-003")
+    assert store.kv_get_all("operator-actions") == {}
+    store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
 def test_a_directory_is_not_a_store(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="directory"):
         open_store(url_for(tmp_path))

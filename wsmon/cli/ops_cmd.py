@@ -332,31 +332,48 @@ def show(obj: CliContext, workset_id: str, as_json: bool) -> None:
               help="Operator actions across every workset and alert (refused ones too), "
                    "instead of one workset's history.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N events (with "
-              "--actions: the last N actions).")
+              "--actions: the last N actions, 500 when not given).")
+@click.option("--since", "since", metavar="DURATION",
+              help="With --actions: only the actions of the last DURATION (90s, 30m, 4h, 2d).")
 @json_option
 @click.pass_obj
 def events(obj: CliContext, workset_id: str | None, actions: bool, limit: int | None,
-           as_json: bool) -> None:
+           since: str | None, as_json: bool) -> None:
     """A workset's whole state history, oldest first; or, with --actions, every operator action.
 
-    Reasons are printed whole (wrapped to the terminal), never cut.
+    A workset's history also lists, at their time, the operator actions on it that changed
+    nothing (refused, changed meanwhile), which the transitions alone do not show; --json
+    gives the transitions only. Reasons are printed whole (wrapped to the terminal), never cut.
     """
     if actions == (workset_id is not None):
         raise CommandError("name a workset ID, or pass --actions (not both)", EXIT_USAGE)
+    if since is not None and not actions:
+        raise CommandError("--since goes with --actions", EXIT_USAGE)
+    window = None
+    if since is not None:
+        from wsmon.operations import DurationError, parse_duration
+
+        try:
+            window = parse_duration(since)
+        except DurationError as exc:
+            raise CommandError(f"--since: {exc}", EXIT_USAGE) from None
     with open_command_store(obj) as store:
         if actions:
-            from wsmon.operations import list_actions
+            from wsmon.engine.store.rules import OPERATOR_ACTIONS_LIMIT
 
-            entries = list_actions(store, limit=limit)
+            entries = store.list_operator_actions(
+                since=None if window is None else _now(store) - window,
+                limit=limit or OPERATOR_ACTIONS_LIMIT)
             if as_json:
-                _emit_json([e.to_json() for e in entries])
+                _emit_json([e.model_dump(mode="json") for e in entries])
                 return
             if not entries:
                 click.echo("no operator actions recorded")
                 return
             _wrapped_table(["AT", "ACTOR", "ACTION", "TARGET", "OUTCOME", "REASON / DETAIL"],
                            [[_stamp(e.at), e.actor, e.action, e.target, e.outcome,
-                             "; ".join(x for x in (e.reason, e.detail) if x)] for e in entries])
+                             "; ".join(x for x in (e.reason, e.detail) if x)]
+                            for e in reversed(entries)])  # oldest first, the newest last
             return
         assert workset_id is not None
         _require_workset(store, workset_id)
@@ -364,10 +381,17 @@ def events(obj: CliContext, workset_id: str | None, actions: bool, limit: int | 
         if as_json:
             _emit_json([e.model_dump(mode="json") for e in history])
             return
+        rows = [(e.at, [str(e.seq), _stamp(e.at), e.actor,
+                        e.from_state.value if e.from_state else "(new)", e.to_state.value,
+                        e.reason]) for e in history]
+        # a done action is already a transition above; the others changed nothing
+        last = history[-1].at if limit and history else None
+        rows += [(a.at, ["-", _stamp(a.at), a.actor, "", f"{a.action} {a.outcome}",
+                         "; ".join(x for x in (a.reason, a.detail) if x)])
+                 for a in store.list_operator_actions(workset_id=workset_id)
+                 if a.outcome != "done" and (last is None or a.at <= last)]
         _wrapped_table(["SEQ", "AT", "ACTOR", "FROM", "TO", "REASON"],
-                       [[str(e.seq), _stamp(e.at), e.actor,
-                         e.from_state.value if e.from_state else "(new)", e.to_state.value,
-                         e.reason] for e in history])
+                       [row for _at, row in sorted(rows, key=lambda r: r[0])])
 
 
 def _wrapped_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -446,13 +470,15 @@ def _report(outcome: Outcome) -> None:
     raise CommandError(_safe(outcome.line()), outcome.exit_code)
 
 
-def _shown_or_refused(ops: Operations, action: str, workset_id: str) -> Workset:
+def _shown_or_refused(ops: Operations, action: str, workset_id: str, reason: str,
+                      **options: str) -> Workset:
     """The record the operator is about to decide on; a refusal is reported before asking."""
     workset = _require_workset(ops.store, workset_id)
     refusal = ops.check(action, workset)
     if refusal:
-        # through the operation, so the refusal is audited exactly as the dashboard's would be
-        _report(ops.run(action, workset, **({"to": "ignored"} if action == "stop" else {})))
+        # through the operation, so the refusal is audited (with the operator's reason) exactly
+        # as the dashboard's would be
+        _report(ops.run(action, workset, reason=reason, **options))
     return workset
 
 
@@ -484,7 +510,7 @@ def release(obj: CliContext, workset_id: str, reason: str, yes: bool) -> None:
     """
     with open_command_store(obj) as store:
         ops = _operations(obj, store)
-        workset = _shown_or_refused(ops, "release", workset_id)
+        workset = _shown_or_refused(ops, "release", workset_id, reason)
         _confirm("release", yes, _describe("release", workset, store, _now(store)))
         _report(ops.release(workset, reason))
 
@@ -505,7 +531,7 @@ def stop(obj: CliContext, workset_id: str, to: str, reason: str, yes: bool) -> N
     """
     with open_command_store(obj) as store:
         ops = _operations(obj, store)
-        workset = _shown_or_refused(ops, "stop", workset_id)
+        workset = _shown_or_refused(ops, "stop", workset_id, reason, to=to)
         _confirm("stop", yes, _describe("stop", workset, store, _now(store))
                  + f"\nIt ends {to}; what the pipeline has done so far is lost.")
         _report(ops.stop(workset, to, reason))
@@ -527,7 +553,7 @@ def retry(obj: CliContext, workset_id: str, reason: str, rerun: bool, yes: bool)
     action = "rerun" if rerun else "retry"
     with open_command_store(obj) as store:
         ops = _operations(obj, store)
-        workset = _shown_or_refused(ops, action, workset_id)
+        workset = _shown_or_refused(ops, action, workset_id, reason)
         _confirm(action, yes, _describe(action, workset, store, _now(store))
                  + f"\nAttempts so far: {workset.attempts}.")
         _report(ops.run(action, workset, reason=reason))
@@ -544,7 +570,7 @@ def ignore(obj: CliContext, workset_id: str, undo: bool, reason: str, yes: bool)
     action = "unignore" if undo else "ignore"
     with open_command_store(obj) as store:
         ops = _operations(obj, store)
-        workset = _shown_or_refused(ops, action, workset_id)
+        workset = _shown_or_refused(ops, action, workset_id, reason)
         _confirm(action, yes, _describe(action, workset, store, _now(store)))
         _report(ops.run(action, workset, reason=reason))
 

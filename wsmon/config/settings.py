@@ -66,6 +66,7 @@ class StoreSettings(Section):
     lease_seconds: float = Field(300.0, gt=0, description="How long a claim lasts before it must be renewed.")
     heartbeat_seconds: float = Field(60.0, gt=0, description="How often a holder renews its lease (well inside lease_seconds).")
     max_clock_skew_seconds: float = Field(30.0, ge=0, description="Extra time after a lease expires before another monitor may take it.")
+    audit_retention_days: int = Field(365, ge=1, description="Days an operator action (the audit trail `wsmon events --actions` lists, refused actions included) is kept before the engine deletes it.")
     monitor_prune_hours: float = Field(24.0, gt=0, description="A monitor (engine, dashboard) silent this long is removed from the store by the engines' sweep, with a monitor_pruned event; its heartbeat alert resolves. `wsmon monitors --forget ID` removes one at once.")
 
 

@@ -376,6 +376,23 @@ class OutboxEntry(_Model):
     _norm = field_validator("created_at", "next_attempt_at", "delivered_at", mode="before")(_aware)
 
 
+class OperatorAction(_Model):
+    """One operator action in the audit trail (refused ones included): who, what, on which
+    workset or alert, why, and what came of it. ``action_id`` breaks ties between actions in the
+    same instant, so the trail lists them in the order they were made."""
+
+    action_id: str
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    reason: str = ""
+    outcome: str  # done | refused | changed | not_found
+    detail: str = ""
+
+    _norm = field_validator("at", mode="before")(_aware)
+
+
 class MetricSample(_Model):
     """One local history sample the dashboard's charts read (not the CloudWatch datum)."""
 

@@ -1,7 +1,7 @@
 """The sweep job: leases expired by more than the clock skew go back to ready (or are re-adopted when
 they are this monitor's own), due retries go back to ready, a retry decision an engine died in the
-middle of is finished, operators' force releases are notified, and once an hour old notifications
-and resolved alerts are deleted (retention)."""
+middle of is finished, operators' force releases are notified, and once an hour old notifications,
+resolved alerts and operator actions are deleted (retention)."""
 
 from __future__ import annotations
 
@@ -177,8 +177,9 @@ class Sweeper:
 
     def prune_history(self) -> dict[str, int] | None:
         """At most once per ``RETENTION_EVERY`` (by the engine's clock): delete delivered and
-        given-up notifications older than ``notify.outbox_retention_days`` and alerts resolved
-        more than ``alerts.resolved_retention_days`` ago, so the store stops growing with age.
+        given-up notifications older than ``notify.outbox_retention_days``, alerts resolved
+        more than ``alerts.resolved_retention_days`` ago and operator actions (the audit trail)
+        older than ``store.audit_retention_days``, so the store stops growing with age.
         Returns what was removed, or None when it was not time yet."""
         now = self.clock.now()
         if self._last_run is not None and now - self._last_run < RETENTION_EVERY:
@@ -190,10 +191,13 @@ class Sweeper:
                 now - timedelta(days=s.notify.outbox_retention_days)),
             "alerts": self.store.prune_alerts(
                 now - timedelta(days=s.alerts.resolved_retention_days)),
+            "operator_actions": self.store.prune_operator_actions(
+                now - timedelta(days=s.store.audit_retention_days)),
         }
         if any(removed.values()):
             log.info("history_pruned", **removed,
                      outbox_retention_days=s.notify.outbox_retention_days,
-                     resolved_retention_days=s.alerts.resolved_retention_days)
+                     resolved_retention_days=s.alerts.resolved_retention_days,
+                     audit_retention_days=s.store.audit_retention_days)
         return removed
 

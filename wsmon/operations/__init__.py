@@ -4,7 +4,6 @@ No Textual and no click here: front ends call ``Operations`` and render its ``Ou
 """
 
 from wsmon.operations.actions import STOP_TARGETS, Operations, changed_since_shown
-from wsmon.operations.audit import AuditEntry, list_actions
 from wsmon.operations.durations import (
     DURATION_EXAMPLES,
     DurationError,
@@ -23,7 +22,7 @@ from wsmon.operations.validation import Validator, s3_validator
 
 __all__ = [
     "ACTIONS", "ALERT_ACTIONS", "DURATION_EXAMPLES", "STOP_TARGETS", "WORKSET_ACTIONS",
-    "ActionRule", "AuditEntry", "DurationError", "Operations", "Outcome", "Result", "Validator",
-    "changed_since_shown", "format_duration", "list_actions", "parse_duration", "precondition",
+    "ActionRule", "DurationError", "Operations", "Outcome", "Result", "Validator",
+    "changed_since_shown", "format_duration", "parse_duration", "precondition",
     "s3_validator",
 ]

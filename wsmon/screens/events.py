@@ -9,8 +9,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from wsmon.core.models import OperatorAction
 from wsmon.core.textsafe import strip_control
-from wsmon.operations import AuditEntry, list_actions
 from wsmon.screens.base import WsmonScreen
 from wsmon.screens.snapshot import Snapshot
 
@@ -28,7 +28,7 @@ class EventsScreen(WsmonScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.entries: list[AuditEntry] = []
+        self.entries: list[OperatorAction] = []
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
@@ -50,18 +50,18 @@ class EventsScreen(WsmonScreen):
     @work(thread=True, exit_on_error=False, group="events-load", exclusive=True)
     def load(self) -> None:
         try:
-            entries = list_actions(self.wsmon.store, limit=SHOWN)
+            entries = self.wsmon.store.list_operator_actions(limit=SHOWN)
         except Exception as exc:  # noqa: BLE001 - shown on the screen; the store banner says more
             from wsmon.screens.shared import describe_error
 
             self.app.call_from_thread(self._show_error, describe_error(exc))
             return
-        self.app.call_from_thread(self._show, list(reversed(entries)))
+        self.app.call_from_thread(self._show, entries)
 
     def _show_error(self, error: str) -> None:
         self.query_one("#events-detail", Static).update(Text(f"cannot read the audit trail: {error}"))
 
-    def _show(self, entries: list[AuditEntry]) -> None:
+    def _show(self, entries: list[OperatorAction]) -> None:
         self.entries = entries
         table = self.query_one(DataTable)
         row = table.cursor_row

@@ -39,6 +39,7 @@ from wsmon.core.models import (
     MetricSample,
     MonitorInfo,
     NamedLease,
+    OperatorAction,
     OutboxEntry,
     Page,
     Priority,
@@ -375,6 +376,24 @@ class Store(abc.ABC):
         """Delete resolved alerts whose ``resolved_at`` (and last change, ``updated_at``) is
         older than ``before``; returns how many. Alerts that are not resolved (pending, firing,
         acknowledged) are never touched."""
+
+    # -- operator actions (the audit trail) ----------------------------------------------------
+    @abc.abstractmethod
+    def record_operator_action(self, entry: OperatorAction) -> None:
+        """Append one entry to the audit trail (``entry.action_id`` unique; writing the same id
+        again replaces it)."""
+
+    @abc.abstractmethod
+    def list_operator_actions(self, since: datetime | None = None, until: datetime | None = None,
+                              limit: int = rules.OPERATOR_ACTIONS_LIMIT,
+                              workset_id: str | None = None) -> list[OperatorAction]:
+        """Entries with ``at`` in [since, until), NEWEST first (ties by ``action_id``, later
+        first), at most ``limit``; only those whose target is ``workset_id`` when given. Reads
+        only the range asked for (an index on time), never the whole trail."""
+
+    @abc.abstractmethod
+    def prune_operator_actions(self, before: datetime) -> int:
+        """Delete entries older than ``before``; returns how many."""
 
     # -- metrics history (the dashboard's charts) -------------------------------------------
     @abc.abstractmethod

@@ -29,6 +29,7 @@ from wsmon.core.models import (
     Event,
     Lease,
     MetricSample,
+    OperatorAction,
     OutboxEntry,
     Priority,
     Silence,
@@ -502,6 +503,29 @@ def alert_prunable(alert: Alert, before: datetime) -> bool:
     before = utc(before)
     return (alert.state is AlertState.RESOLVED and alert.updated_at < before
             and (alert.resolved_at or alert.updated_at) < before)
+
+
+# -- operator actions (the audit trail) --------------------------------------------------------
+
+#: How many operator actions a listing returns when the caller names no limit.
+OPERATOR_ACTIONS_LIMIT = 500
+
+
+def check_operator_action(entry: OperatorAction) -> None:
+    if not entry.action_id or not entry.action_id.strip():
+        raise ValueError("an operator action needs an action_id")
+
+
+def operator_action_order(entry: OperatorAction) -> tuple[datetime, str]:
+    """The trail's order (listed newest first): time, then ``action_id`` for the same instant."""
+    return entry.at, entry.action_id
+
+
+def operator_action_in(entry: OperatorAction, since: datetime | None, until: datetime | None,
+                       workset_id: str | None) -> bool:
+    """In [since, until) and, when ``workset_id`` is given, about that workset."""
+    return ((since is None or entry.at >= utc(since)) and (until is None or entry.at < utc(until))
+            and (workset_id is None or entry.target == workset_id))
 
 
 # -- silences ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@
                      ``updated-at-index`` (range ``updated_at``, projection ALL: the dashboard's
                      ``worksets_changed_since``).
 ``TABLE-events``     the full history: key ``workset_id`` + ``seq`` (a Number).
-``TABLE-meta``       small records keyed ``pk``/``sk`` (see meta.py, alerts.py, outbox.py).
+``TABLE-meta``       small records keyed ``pk``/``sk`` (see meta.py, alerts.py, outbox.py, audit.py).
 ``TABLE-alerts``     key ``alert_id``; GSI ``state-updated-index`` (state, updated_at).
 ``TABLE-outbox``     key ``entry_id``; GSI ``status-due-index`` (status, next_attempt_at).
 ``TABLE-metrics``    key ``name`` + ``sk`` = "at#hash(dimensions)".

@@ -10,6 +10,7 @@ from wsmon.core.clock import Clock
 from wsmon.engine.store.base import Store
 from wsmon.engine.store.dynamodb import schema
 from wsmon.engine.store.dynamodb.alerts import Alerts
+from wsmon.engine.store.dynamodb.audit import OperatorActions
 from wsmon.engine.store.dynamodb.cache import ItemCache
 from wsmon.engine.store.dynamodb.client import DynamoClient
 from wsmon.engine.store.dynamodb.leases import Leases
@@ -20,7 +21,8 @@ from wsmon.engine.store.dynamodb.worksets import Worksets
 from wsmon.engine.store.errors import StoreError
 
 
-class DynamoDBStore(Worksets, Leases, MetaRecords, Alerts, Outbox, MetricsHistory, Store):
+class DynamoDBStore(Worksets, Leases, MetaRecords, Alerts, Outbox, MetricsHistory,
+                    OperatorActions, Store):
     """The state store on DynamoDB (see the package docstring for the design)."""
 
     def __init__(self, table: str, *, region: str | None, endpoint_url: str | None = None,
@@ -82,4 +84,4 @@ class DynamoDBStore(Worksets, Leases, MetaRecords, Alerts, Outbox, MetricsHistor
         self._db.close()
 
     def init_schema(self) -> list[str]:
-        return schema.init_schema(self._db, self.tables)
+        return schema.init_schema(self._db, self.tables) + self._move_legacy_operator_actions()

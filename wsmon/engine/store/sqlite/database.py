@@ -20,7 +20,7 @@ from wsmon.engine.store.base import (
     StoreNotInitialized,
     StoreUnavailable,
 )
-from wsmon.engine.store.sqlite.schema import SCHEMA, SCHEMA_VERSION
+from wsmon.engine.store.sqlite.schema import SCHEMA, SCHEMA_VERSION, upgrade
 
 log = structlog.get_logger(__name__)
 
@@ -199,6 +199,7 @@ class Database:
                     self._created.add((kind, name))
                 verb = "created" if (kind, name) in self._created else "found"
                 lines.append(f"{verb} {kind} {name}")
+            lines.extend(upgrade(conn))
             # user_version is written inside the transaction, so a crash mid-way leaves 0 and the
             # next open simply runs this again.
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -8,15 +8,19 @@ rest of the record is one JSON ``body``. Timestamps are fixed-width ISO text
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import datetime
 from typing import Any
 
 from wsmon.core.clock import isoformat, parse_iso
+from wsmon.core.models import OperatorAction
 
 #: Bump when the schema changes. Every change so far is additive (``CREATE ... IF NOT EXISTS``
 #: in ``SCHEMA``), so opening an older wsmon file simply runs ``init_schema`` again.
 #: 2: ``outbox_folded`` (which dedup ids were coalesced into which entry, for pruning).
-SCHEMA_VERSION = 2
+#: 3: ``operator_actions`` (the audit trail; ``upgrade`` moves the entries an older wsmon kept in
+#:    the ``kv`` namespace ``operator-actions`` into it).
+SCHEMA_VERSION = 3
 
 SCHEMA: list[tuple[str, str, str]] = [
     # (kind, name, DDL)
@@ -155,6 +159,20 @@ SCHEMA: list[tuple[str, str, str]] = [
             dedup_id       TEXT NOT NULL,
             PRIMARY KEY (into_entry_id, entry_id)
         ) WITHOUT ROWID"""),
+    # The audit trail: listed newest first by time (``at``, then ``action_id`` for the same
+    # instant), pruned by time, and per workset for its own history.
+    ("table", "operator_actions", """
+        CREATE TABLE IF NOT EXISTS operator_actions (
+            action_id  TEXT PRIMARY KEY,
+            at         TEXT NOT NULL,
+            target     TEXT NOT NULL,
+            body       TEXT NOT NULL
+        )"""),
+    ("index", "operator_actions_at", """
+        CREATE INDEX IF NOT EXISTS operator_actions_at ON operator_actions (at, action_id)"""),
+    ("index", "operator_actions_target", """
+        CREATE INDEX IF NOT EXISTS operator_actions_target
+            ON operator_actions (target, at, action_id)"""),
     ("table", "metric_samples", """
         CREATE TABLE IF NOT EXISTS metric_samples (
             name        TEXT NOT NULL,
@@ -166,6 +184,35 @@ SCHEMA: list[tuple[str, str, str]] = [
     ("index", "metric_samples_at", """
         CREATE INDEX IF NOT EXISTS metric_samples_at ON metric_samples (at)"""),
 ]
+
+#: The ``kv`` namespace where wsmon before schema 3 kept the audit trail.
+LEGACY_OPERATOR_ACTIONS_NAMESPACE = "operator-actions"
+
+
+def upgrade(conn: sqlite3.Connection) -> list[str]:
+    """Data moves for a file written by an older wsmon (the tables already exist: ``SCHEMA``
+    ran first, in the same transaction); each finds nothing to do once done. A human line per
+    move. Schema 3: the audit trail leaves the key/value namespace."""
+    moved = 0
+    for row in conn.execute("SELECT key, value FROM kv WHERE namespace = ?",
+                            (LEGACY_OPERATOR_ACTIONS_NAMESPACE,)).fetchall():
+        try:
+            entry = OperatorAction.model_validate({**json.loads(row["value"]),
+                                                   "action_id": row["key"]})
+        except (ValueError, TypeError):  # not an entry an older wsmon wrote: leave it
+            continue
+        conn.execute("INSERT OR REPLACE INTO operator_actions VALUES (?, ?, ?, ?)",
+                     operator_action_row(entry))
+        conn.execute("DELETE FROM kv WHERE namespace = ? AND key = ?",
+                     (LEGACY_OPERATOR_ACTIONS_NAMESPACE, row["key"]))
+        moved += 1
+    return [f"moved {moved} operator action(s) into table operator_actions"] if moved else []
+
+
+def operator_action_row(entry: OperatorAction) -> tuple[str, str, str, str]:
+    return (entry.action_id, isoformat(entry.at), entry.target,
+            dumps(entry.model_dump(mode="json")))
+
 
 WORKSET_COLUMNS = (
     "workset_id, bucket, prefix, state, priority, priority_rank, customer_id, created_at, "

@@ -14,6 +14,7 @@ from wsmon.engine.store.base import (
     StoreError,
 )
 from wsmon.engine.store.sqlite.alerts import Alerts
+from wsmon.engine.store.sqlite.audit import OperatorActions
 from wsmon.engine.store.sqlite.database import BUSY_TIMEOUT_SECONDS
 from wsmon.engine.store.sqlite.leases import Leases
 from wsmon.engine.store.sqlite.meta import MetaRecords
@@ -23,7 +24,8 @@ from wsmon.engine.store.sqlite.url import parse_sqlite_url
 from wsmon.engine.store.sqlite.worksets import Worksets
 
 
-class SqliteStore(Worksets, Leases, MetaRecords, Alerts, Outbox, MetricsHistory, Store):
+class SqliteStore(Worksets, Leases, MetaRecords, Alerts, Outbox, MetricsHistory, OperatorActions,
+                  Store):
     """The state store in one SQLite file (see the module docstring for the concurrency model)."""
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
