@@ -393,7 +393,7 @@ async def test_every_queue_column_is_visible(tmp_path, size):
         shown = sum(c.get_render_width(table) for c in table.columns.values())
         assert shown <= size[0] - 1  # nothing needs horizontal scrolling
         header = _screen_text(app).splitlines()[4]
-        labels = (["workset", "state", "prio", "cust", "cluster", "age", "try", "holder",
+        labels = (["workset", "state", "prio", "cust", "clust", "age", "try", "lease",
                    "event/why"] if size[0] == 80 else
                   ["workset", "state", "prio", "customer", "cluster", "age", "try",
                    "lease holder", "last event / why waiting"])
@@ -401,7 +401,7 @@ async def test_every_queue_column_is_visible(tmp_path, size):
             assert label in header, (label, header)
         locked = _screen_text(app).splitlines()[4 + 1 + table.ordered_keys().index("ws-locked-04")]
         if size[0] == 80:  # symbol and word, long values cut with an ellipsis
-            assert "◔ locked" in locked and "head-no…" in locked and "20m claimed" in locked
+            assert "◔ locked" in locked and "head…" in locked and "20m claimed" in locked
         else:
             assert "head-node-1-wsmon 20m claimed · head-node-1-wsmon" in locked
 
@@ -462,6 +462,35 @@ async def test_columns_follow_a_terminal_resize(tmp_path):
         assert "▶ in_progress" in _screen_text(app) and "lease holder" in _screen_text(app)
         await pilot.resize_terminal(80, 24)
         await wait_for(pilot, lambda: "▶ running" in _screen_text(app), what="compact layout")
-        assert "holder" in _screen_text(app) and "event/why" in _screen_text(app)
+        assert "lease" in _screen_text(app) and "event/why" in _screen_text(app)
         await pilot.resize_terminal(160, 48)
         await wait_for(pilot, lambda: "▶ in_progress" in _screen_text(app), what="roomy again")
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_ids_are_cut_in_the_middle_and_error_codes_stay_visible(tmp_path, size):
+    """The id identifies a row: at 80 columns it is cut in the middle (both ends readable); the
+    event column leads with the error code of a failing workset at any width."""
+    store, clock = seed_store(str(tmp_path / "s.db"))
+    for name in ("flaky-network-timeouts-04", "flaky-network-timeouts-05"):
+        store.register_workset(name, "daylily-ws", f"worksets/{name}/", actor="discovery",
+                               state="error", reason="validation failed: WS-VAL-003: no samples",
+                               error_code="WS-VAL-003")
+    app = make_app(tmp_path, store=store, clock=clock)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot, app)
+        table = app.screen.table
+        lines = _screen_text(app).splitlines()
+
+        def line_of(key: str) -> str:
+            return lines[4 + 1 + table.ordered_keys().index(key)]
+
+        four, five = line_of("flaky-network-timeouts-04"), line_of("flaky-network-timeouts-05")
+        if size[0] == 80:
+            assert "flaky-n…outs-04" in four and "flaky-n…outs-05" in five, (four, five)
+        else:
+            assert "flaky-network-timeouts-05" in five, five
+        for line in (four, five):
+            assert "WS-VAL-003" in line, line
+        assert "WS-NET-001" in line_of("ws-retrying-07")
+        assert "WS-RES-001" in line_of("ws-error-06")

@@ -61,3 +61,21 @@ def truncate(text: str, limit: int, marker: str = "…") -> str:
     if len(text) <= limit:
         return text
     return text[: max(0, limit - len(marker))] + marker
+
+
+def middle_cut(length: int, limit: int) -> tuple[int, int]:
+    """(head, tail) characters to keep of ``length`` so head + "…" + tail fits ``limit``: the
+    end keeps a little more, since names differ most at their ends (``flaky-ne…ork-05``)."""
+    keep = max(0, limit - 1)
+    tail = (keep + 1) // 2
+    return keep - tail, tail
+
+
+def truncate_middle(text: str, limit: int, marker: str = "…") -> str:
+    """``text`` cut in the middle to ``limit`` characters, so both ends stay readable."""
+    if limit <= 0:
+        return ""
+    if len(text) <= limit:
+        return text
+    head, tail = middle_cut(len(text), limit)
+    return text[:head] + marker + (text[-tail:] if tail else "")

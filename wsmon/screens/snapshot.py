@@ -7,6 +7,7 @@ refresh, so the UI thread applies a small diff instead of re-rendering thousands
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,21 +33,32 @@ from wsmon.widgets.difftable import ColumnSpec
 from wsmon.widgets.format import STATE_ORDER, age_since, progress_cell, state_label
 
 # Queue columns. Widths follow the terminal (roomy from 120 columns, compact below, so all of
-# them show at 80) but never the text, so adding 10,000 rows never measures a cell.
+# them show at 80) but never the text, so adding 10,000 rows never measures a cell. The id is
+# what identifies a row: at 80 columns it keeps 15 cells, cut in the middle, and the event
+# keeps room for its age and an error code; customer, cluster and holder give way first.
 QUEUE_COLUMNS: list[ColumnSpec] = [
     ColumnSpec("sel", " ", 1, gap=0),
-    ColumnSpec("id", "workset", 20, narrow=13, grow=3, max=40),
+    ColumnSpec("id", "workset", 20, narrow=15, grow=3, max=40, cut="middle"),
     ColumnSpec("state", "state", 13, narrow=9),
     ColumnSpec("priority", "prio", 6, narrow=4),
-    ColumnSpec("customer", "customer", 10, narrow=7, short="cust", grow=1, max=16),
-    ColumnSpec("cluster", "cluster", 10, narrow=7, grow=1, max=16),
+    ColumnSpec("customer", "customer", 10, narrow=4, short="cust", grow=1, max=16),
+    ColumnSpec("cluster", "cluster", 10, narrow=6, short="clust", grow=1, max=16),
     ColumnSpec("age", "age", 4, narrow=3),
     ColumnSpec("attempts", "try", 3),
-    ColumnSpec("lease", "lease holder", 14, narrow=8, short="holder", grow=1, max=24),
-    ColumnSpec("last_event", "last event / why waiting", 20, narrow=10, short="event/why",
+    ColumnSpec("lease", "lease holder", 14, narrow=5, short="lease", grow=1, max=24),
+    ColumnSpec("last_event", "last event / why waiting", 20, narrow=15, short="event/why",
                grow=5),
     ColumnSpec("progress", "progress", 9, narrow=4, short="done"),
 ]
+# states whose last event is about an error: the event cell leads with the error code
+ERROR_CODE_STATES = frozenset({WorksetState.ERROR, WorksetState.FAILED, WorksetState.RETRYING})
+
+
+def _code_in_text(code: str) -> re.Pattern[str]:
+    """The code where a reason already names it ("retrying: WS-NET-001, retry 1 of 2")."""
+    return re.compile(rf"\s*{re.escape(code)}[:,]?\s*")
+
+
 SORTABLE = [spec.key for spec in QUEUE_COLUMNS if spec.key != "sel"]
 GONE_FROM_S3 = "⚠ gone from S3"
 
@@ -189,9 +201,13 @@ def live_engine(monitors: list[MonitorInfo], now: datetime, stale_after: float) 
 def _static(ws: Workset) -> _Static:
     last = ws.recent_events[-1] if ws.recent_events else None
     if last is not None:
-        what = last.reason or last.to_state.value
+        what = strip_control(last.reason or last.to_state.value)
+        code = strip_control(ws.error_code or "")
+        if code and ws.state in ERROR_CODE_STATES:
+            # the code first: a narrow column still shows which error it is
+            what = f"{code} {_code_in_text(code).sub(' ', what).strip()}".rstrip()
         # the reason first, so a narrow column cuts the actor, not what happened
-        last_text = f"{strip_control(what)} · {strip_control(last.actor)}"
+        last_text = f"{what} · {strip_control(last.actor)}"
         last_at = last.at
     else:
         last_text, last_at = "", ws.updated_at

@@ -21,6 +21,8 @@ from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable
 from textual.widgets._data_table import CellKey, Row, RowKey
 
+from wsmon.core.textsafe import middle_cut
+
 
 @dataclass(frozen=True, slots=True)
 class ColumnSpec:
@@ -36,6 +38,7 @@ class ColumnSpec:
     grow: int = 0
     max: int | None = None
     gap: int = 1  # blank cells left of the column
+    cut: str = "end"  # where text too wide is cut: "end" or "middle" (ids differ at both ends)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +141,15 @@ class DiffTable(DataTable):
         # Copies: DataTable hands out stored Text objects (Text cells, header labels, a shared
         # empty cell). Padding the text itself draws cheaper than a Padding renderable per cell.
         cells = []
-        for spec, cell in zip(self._specs, renderables.cells):
+        widths = self.column_layout.widths if self.column_layout else ()
+        for i, (spec, cell) in enumerate(zip(self._specs, renderables.cells)):
             if isinstance(cell, Text):
-                cell = cell.copy()
+                width = widths[i] if i < len(widths) else spec.width
+                if spec.cut == "middle" and cell.cell_len > width and row_index >= 0:
+                    head, tail = middle_cut(len(cell), width)
+                    cell = Text.assemble(cell[:head], "…", cell[len(cell) - tail:] if tail else "")
+                else:
+                    cell = cell.copy()
                 cell.overflow = "ellipsis"
                 cell.no_wrap = True
                 if spec.gap:
