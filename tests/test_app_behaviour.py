@@ -494,3 +494,23 @@ async def test_ids_are_cut_in_the_middle_and_error_codes_stay_visible(tmp_path, 
             assert "WS-VAL-003" in line, line
         assert "WS-NET-001" in line_of("ws-retrying-07")
         assert "WS-RES-001" in line_of("ws-error-06")
+
+
+async def test_detail_times_tick_and_a_long_s3_location_keeps_the_folder_whole(tmp_path):
+    """At 80 columns a long S3 location puts the folder on its own line, never cut in two;
+    "state since … ago" moves with the clock, without a store refresh."""
+    store, clock = seed_store(str(tmp_path / "s.db"))
+    name = "flaky-network-timeouts-05"
+    prefix = f"daylily_monitoring/active_worksets/{name}/"
+    store.register_workset(name, "daylily-demo-worksets", prefix, actor="discovery")
+    app = make_app(tmp_path, store=store, clock=clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        assert app.screen.table.move_to_key(name)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "S3 location" in _screen_text(app), what="detail")
+        shot = _screen_text(app)
+        assert f"{name}/" in shot, shot
+        assert "(in 0s)" in shot.split("state since", 1)[1].splitlines()[0], shot
+        clock.advance(seconds=95)
+        await wait_for(pilot, lambda: "(1m35s ago)" in _screen_text(app), what="a ticking time")

@@ -60,10 +60,15 @@ def read_log_tail(ws: Workset) -> tuple[str, str] | None:
     return f"{step.name} log {step.log_path}", text
 
 
+# the key column ("lease expires", "state since") and the grid's padding
+DETAIL_KEY_WIDTH = 16
+
+
 def _kv(table: Table, key: str, value: Any, style: Any = "") -> None:
     if value is None or value == "":
         value = "-"
-    table.add_row(Text(key, style="dim"), Text(strip_control(value), style=style))
+    cell = value if isinstance(value, Text) else Text(strip_control(value), style=style)
+    table.add_row(Text(key, style="dim"), cell)
 
 
 class DetailScreen(WsmonScreen):
@@ -112,6 +117,23 @@ class DetailScreen(WsmonScreen):
         self.wsmon.snapshot_signal.subscribe(self, self._on_snapshot, immediate=True)
         self.wsmon.action_done_signal.subscribe(self, lambda _: self.load(), immediate=True)
         self.load()
+        # relative times ("state since … (25s ago)") tick; from the record in hand, no store read
+        self.set_interval(1.0, self._tick)
+
+    def _tick(self) -> None:
+        if self.record is not None and self.is_current:
+            self.query_one("#detail-content", Static).update(self.render_detail())
+
+    def _s3_location(self, ws: Workset) -> str | Text:
+        """The URI on one line when it fits; else the folder on a line of its own, so a narrow
+        terminal never cuts the folder name in two."""
+        uri = f"s3://{ws.bucket}/{ws.prefix}"
+        room = self.query_one("#detail-content", Static).size.width - DETAIL_KEY_WIDTH
+        folder = ws.prefix.rstrip("/").rsplit("/", 1)[-1]
+        if len(uri) <= room or not folder or room <= 0:
+            return uri
+        return Text("\n").join([Text(strip_control(uri[:len(uri) - len(folder) - 1])),
+                                Text(strip_control(f"{folder}/"))])
 
     def _on_snapshot(self, snap: Snapshot) -> None:
         if self.workset_id in snap.changed_records or snap.full:
@@ -160,7 +182,7 @@ class DetailScreen(WsmonScreen):
         fields = Table.grid(padding=(0, 2))
         fields.add_column(no_wrap=True)
         fields.add_column()
-        _kv(fields, "S3 location", f"s3://{ws.bucket}/{ws.prefix}")
+        _kv(fields, "S3 location", self._s3_location(ws))
         _kv(fields, "customer", ws.customer_id)
         _kv(fields, "cluster", ws.cluster_name)
         _kv(fields, "created", f"{clock_time(ws.created_at)} ({relative(ws.created_at, now)})")
