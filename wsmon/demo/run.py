@@ -114,10 +114,11 @@ def _quiet_werkzeug() -> None:
 def embedded_aws(own_process: bool = True) -> Iterator[str]:
     """A moto server on 127.0.0.1, a free port; yields its URL and always stops it.
 
-    In its own process by default: in a thread of the engine's process the stand-in (one request
-    at a time) competed for the GIL with every engine thread, each request waited for the whole
-    queue of them, and on a busy 2-core machine every job overran its interval (the sweep was
-    skipped 321 times in 10 minutes; bench/engine_health_bench.py measures it)."""
+    In its own process by default, so the stand-in (which serves one request at a time) does not
+    also compete for the GIL with every engine thread; it uses the second core. That shortens the
+    queue each request waits in, but the endpoint stays the demo's bottleneck: every job's store
+    reads wait for each other (bench/engine_health_bench.py measures lag and skipped runs).
+    ``own_process=False``: a thread of this process (what the demo used before).
     try:
         import moto.server  # noqa: F401
     except ModuleNotFoundError as exc:  # the demo extra is optional; anything else is a real error
