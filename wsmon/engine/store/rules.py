@@ -58,14 +58,16 @@ TRANSITIONS: Mapping[WorksetState, frozenset[WorksetState]] = {
     S.ERROR: frozenset({S.RETRYING, S.FAILED, S.READY, S.IGNORED}),
     S.RETRYING: frozenset({S.READY, S.FAILED, S.IGNORED}),
     S.FAILED: frozenset({S.READY, S.IGNORED}),
-    S.IGNORED: frozenset({S.READY}),
-    S.COMPLETE: frozenset({S.READY, S.IGNORED}),
+    S.IGNORED: frozenset({S.READY, S.ERROR}),
+    S.COMPLETE: frozenset({S.READY, S.IGNORED, S.ERROR}),
 }
 # Notes on the less obvious edges:
 #   ready -> error/complete/failed : S3 import of a folder that only carries a terminal sentinel,
 #                                    and validation failing before any claim.
 #   locked/in_progress -> ready    : release (holder) or force release (operator).
 #   complete -> ready              : an operator deliberately re-runs a finished workset.
+#   complete/ignored -> error      : a retry request in S3 whose files fail validation: one write
+#                                    straight to error, never through ready (claimable).
 #   * -> ignored                   : operator or a ``daylily.ignore`` sentinel.
 
 
