@@ -8,8 +8,18 @@ Daylily monitor would have made (about 2N+1 LIST and 3N GET per poll).
 
     .venv/bin/python bench/poll_bench.py                 # 100, 1000, 5000 folders
     .venv/bin/python bench/poll_bench.py --sizes 1000 --idle-polls 20
+    .venv/bin/python bench/poll_bench.py --events --sizes 1000 10000
 
 Target: an idle poll over 1,000 folders with 900 terminal costs at most 120 requests.
+
+``--events`` (event-driven discovery, wsmon/engine/s3/events.py) prints, per size, the S3 and SQS
+requests of an idle hour with the default settings: one reconcile poll an hour (measured: the
+requests of an idle poll) plus the long-poll receives (measured: how long one empty
+WaitTimeSeconds=20 receive lasts on the server, so 3600 / that many an hour), next to today's
+60-second poll (60 idle polls an hour). Then the discovery latency from the last object of an
+upload to the folder's registration, with a consumer long-polling as the engine does (p50/p99).
+Targets: idle cost at 10,000 folders at least 20x below polling, at most 180 receives an hour,
+latency p99 under 2 s.
 """
 
 from __future__ import annotations
@@ -130,10 +140,127 @@ def run_size(endpoint: str, folders: int, idle_polls: int, workdir: Path) -> dic
     }
 
 
+def _event_queue(s3: Any, endpoint: str, bucket: str) -> tuple[Any, str]:
+    """The queue, DLQ and bucket notification as `wsmon s3-events setup` makes them."""
+    from wsmon.engine.s3.event_setup import apply_setup, plan_setup
+
+    sqs = aws.client("sqs", endpoint_url=endpoint, region="us-west-2")
+    plan = plan_setup(s3, bucket, PREFIX, f"{bucket}-events", region="us-west-2",
+                      account="123456789012")  # moto's account
+    url = apply_setup(plan, s3, sqs)
+    while True:  # S3's set-up test event
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                       WaitTimeSeconds=0).get("Messages") or []
+        if not messages:
+            return sqs, url
+        for m in messages:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def receive_seconds(endpoint: str, bucket: str, s3: Any) -> float:
+    """How long one empty receive with the engine's default wait lasts (one long poll)."""
+    from wsmon.config.settings import DiscoverySettings
+
+    sqs, url = _event_queue(s3, endpoint, bucket)
+    wait = DiscoverySettings().events_wait_seconds
+    started = time.monotonic()
+    sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
+    return time.monotonic() - started
+
+
+def run_events(endpoint: str, folders: int, workdir: Path, receive_s: float,
+               uploads: int) -> dict[str, Any]:
+    """Idle-hour cost with events on, and upload-to-registration latency."""
+    from wsmon.engine.s3.events import QueueConsumer
+
+    s3 = aws.client("s3", endpoint_url=endpoint, region="us-west-2", max_pool_connections=64)
+    bucket = f"bench-ev-{folders}-{int(time.time())}"
+    seed(s3, bucket, folders)
+    counter = Counted(s3)
+    store = open_store(f"sqlite:///{workdir / f'bench-ev-{folders}.db'}")
+    sqs, url = _event_queue(s3, endpoint, bucket)
+    settings = Settings(discovery={"sources": [{"bucket": bucket, "prefix": PREFIX,
+                                                "events_queue": url}],
+                                   "ready_lock_backoff_seconds": 0}, state_dir=workdir)
+    source = S3Source(settings, store, s3_client=s3, monitor_id="bench")
+    source.poll()  # cold: registers everything
+    counter.take()
+    reconcile = [sum(source.poll().requests.values()) for _ in range(3)]
+    counter.take()
+    disc = settings.discovery
+    receives_per_hour = 3600 / max(receive_s, 1e-3)
+    reconciles_per_hour = 3600 / disc.events_reconcile_seconds
+    polls_per_hour = 3600 / disc.poll_interval_seconds
+    reconcile_requests = statistics.median(reconcile)
+
+    consumer = QueueConsumer(url, "bench", source, sqs, wait_seconds=disc.events_wait_seconds)
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set():
+            consumer.receive_and_apply()
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    latencies = []
+    sheet = sample_sheet()
+    for n in range(uploads):
+        base = f"{PREFIX}new{n:03d}/"
+        for key, body in ((base + "daylily_work.yaml", b"dy-r: produce -j 8\n"),
+                          (base + "daylily_info.yaml", b"priority: normal\n"),
+                          (base + "stage_samples.tsv", sheet),
+                          (base + "sample_data/S1_R1.fastq.gz", b"@r\nACGT\n+\nIIII\n"),
+                          (base + "sample_data/S1_R2.fastq.gz", b"@r\nACGT\n+\nIIII\n"),
+                          (base + "daylily.ready", b"20251016T111111")):
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+        uploaded = time.monotonic()
+        while store.get_workset(f"new{n:03d}") is None and time.monotonic() - uploaded < 60:
+            time.sleep(0.005)
+        latencies.append(time.monotonic() - uploaded)
+    stop.set()
+    latencies.sort()
+    return {
+        "folders": folders, "reconcile_requests": reconcile_requests,
+        "events_hour_s3": reconcile_requests * reconciles_per_hour,
+        "events_hour_sqs": receives_per_hour,
+        "poll_hour_s3": reconcile_requests * polls_per_hour,
+        "latency_p50": latencies[len(latencies) // 2],
+        "latency_p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "uploads": uploads,
+    }
+
+
+def print_events(rows: list[dict[str, Any]], receive_s: float) -> None:
+    print()
+    print(f"Idle hour with S3 events (default settings: reconcile hourly, one "
+          f"{receive_s:.1f}s long poll at a time) vs today's 60 s poll")
+    header = (f"{'folders':>8} {'reconcile':>10} {'events S3/h':>12} {'SQS/h':>6} "
+              f"{'events total/h':>15} {'poll S3/h':>10} {'ratio':>6} {'p50 s':>6} {'p99 s':>6}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        total = r["events_hour_s3"] + r["events_hour_sqs"]
+        r["ratio"] = r["poll_hour_s3"] / total
+        print(f"{r['folders']:>8} {r['reconcile_requests']:>10} {r['events_hour_s3']:>12.0f} "
+              f"{r['events_hour_sqs']:>6.0f} {total:>15.0f} {r['poll_hour_s3']:>10.0f} "
+              f"{r['ratio']:>5.1f}x {r['latency_p50']:>6.2f} {r['latency_p99']:>6.2f}")
+    print(f"(latency: {rows[0]['uploads']} uploads per size, last object written to registered)")
+    big = max(rows, key=lambda r: r["folders"])
+    print(f"\n{big['folders']:,} folders: {big['ratio']:.0f}x fewer requests per idle hour "
+          f"({'meets' if big['ratio'] >= 20 else 'MISSES'} >= 20x); SQS receives "
+          f"{big['events_hour_sqs']:.0f}/h ({'meets' if big['events_hour_sqs'] <= 180.5 else 'MISSES'}"
+          f" <= 180); p99 {max(r['latency_p99'] for r in rows):.2f}s "
+          f"({'meets' if max(r['latency_p99'] for r in rows) < 2 else 'MISSES'} < 2 s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--idle-polls", type=int, default=10)
+    parser.add_argument("--events", action="store_true",
+                        help="event-driven discovery: idle-hour requests and discovery latency")
+    parser.add_argument("--uploads", type=int, default=30,
+                        help="with --events: uploads timed for the latency figures")
     args = parser.parse_args(argv)
 
     logging.disable(logging.CRITICAL)  # moto/werkzeug access lines
@@ -145,6 +272,22 @@ def main(argv: list[str] | None = None) -> int:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     rows = []
+    if args.events:
+        try:
+            with tempfile.TemporaryDirectory(prefix="wsmon-bench-") as tmp:
+                probe = aws.client("s3", endpoint_url=endpoint, region="us-west-2")
+                probe.create_bucket(Bucket="bench-receive-probe",
+                                    CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+                print("timing one empty long-poll receive ...", file=sys.stderr, flush=True)
+                receive_s = receive_seconds(endpoint, "bench-receive-probe", probe)
+                for size in args.sizes:
+                    print(f"seeding {size} folders, reconcile and {args.uploads} uploads ...",
+                          file=sys.stderr, flush=True)
+                    rows.append(run_events(endpoint, size, Path(tmp), receive_s, args.uploads))
+        finally:
+            server.stop()
+        print_events(rows, receive_s)
+        return 0
     try:
         with tempfile.TemporaryDirectory(prefix="wsmon-bench-") as tmp:
             for size in args.sizes:
