@@ -118,7 +118,7 @@ def embedded_aws(own_process: bool = True) -> Iterator[str]:
     also compete for the GIL with every engine thread; it uses the second core. That shortens the
     queue each request waits in, but the endpoint stays the demo's bottleneck: every job's store
     reads wait for each other (bench/engine_health_bench.py measures lag and skipped runs).
-    ``own_process=False``: a thread of this process (what the demo used before).
+    ``own_process=False``: a thread of this process (what the demo used before)."""
     try:
         import moto.server  # noqa: F401
     except ModuleNotFoundError as exc:  # the demo extra is optional; anything else is a real error
