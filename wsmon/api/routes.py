@@ -30,7 +30,7 @@ from wsmon.api.schemas import (
     WorksetPage,
 )
 from wsmon.core.models import AlertState, Priority, Workset, WorksetState
-from wsmon.engine.store.base import StoreError
+from wsmon.engine.store.base import InvalidCursor
 
 MAX_PAGE = 500
 # a filtered page reads at most this many records from the store before it answers with what
@@ -79,11 +79,9 @@ def list_worksets(
         try:
             page = ctx.store.list_worksets(state=state, priority=priority, customer_id=customer,
                                            limit=page_size, cursor=store_cursor)
-        except (StoreError, ValueError) as exc:
-            if store_cursor is not None and "cursor" in str(exc).lower():
-                raise ApiError(400, "bad_cursor", "the cursor is not valid for this store; start "
-                                                  "again without a cursor") from None
-            raise
+        except InvalidCursor:
+            raise ApiError(400, "bad_cursor", "the cursor is not valid for this store; start "
+                                              "again without a cursor") from None
         consumed = skip
         for ws in page.items[skip:]:
             consumed += 1

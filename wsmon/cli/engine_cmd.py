@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from wsmon.cli.context import CliContext
     from wsmon.config.settings import Settings
 
-# What the engine's store calls (wsmon/engine/store/dynamodb.py); TransactWriteItems is
+# What the engine's store calls (wsmon/engine/store/dynamodb/); TransactWriteItems is
 # authorised per item by these same actions plus ConditionCheckItem.
 DYNAMODB_RUNTIME_ACTIONS = [
     "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem", "dynamodb:DeleteItem",
@@ -20,7 +20,6 @@ DYNAMODB_RUNTIME_ACTIONS = [
     "dynamodb:UpdateItem",
 ]
 DYNAMODB_INIT_ACTIONS = ["dynamodb:CreateTable", "dynamodb:DescribeTable"]
-TABLE_SUFFIXES = ("", "-events", "-meta", "-alerts", "-outbox", "-metrics")
 
 
 def _prefix(prefix: str | None) -> str:
@@ -70,6 +69,7 @@ def _dynamodb_statements(settings: Settings, account: str, with_init: bool) -> l
         return []
     from wsmon.config.aws_region import store_region
     from wsmon.core.aws import NoRegion
+    from wsmon.engine.store.dynamodb.schema import TABLE_SUFFIXES
 
     try:  # the region the store really opens in; a policy for any region when none is set yet
         region = store_region(settings).name  # type: ignore[union-attr]
