@@ -703,9 +703,20 @@ def monitor_stale_after(obj: CliContext) -> timedelta:
 
 @click.command(epilog=EXIT_CODES_HELP)
 @json_option
+@click.option("--check", is_flag=True, help="The same as `wsmon health`: one line, Nagios exit code.")
+@click.option("--forget", "forget_id", metavar="ID",
+              help="Remove a monitor that is gone for good (audited); its heartbeat alert resolves.")
+@click.option("--reason", default="", help="With --forget: recorded in the audit trail.")
 @click.pass_obj
 def monitors(obj: CliContext, as_json: bool, check: bool, forget_id: str | None, reason: str) -> None:
     """Engines, dashboards and CLIs the store has seen, alive or stale."""
+    if check:
+        from wsmon.cli.health_cmd import run_health
+
+        raise SystemExit(run_health(obj, as_json))
+    if forget_id is not None:
+        _forget_monitor(obj, forget_id, reason)
+        return
     with open_command_store(obj) as store:
         now = _now(store)
         stale_after = monitor_stale_after(obj)
@@ -727,20 +738,9 @@ def monitors(obj: CliContext, as_json: bool, check: bool, forget_id: str | None,
         _discovery_lines(seen, now)
 
 
-@click.option("--check", is_flag=True, help="The same as `wsmon health`: one line, Nagios exit code.")
-@click.option("--forget", "forget_id", metavar="ID",
-              help="Remove a monitor that is gone for good (audited); its heartbeat alert resolves.")
-@click.option("--reason", default="", help="With --forget: recorded in the audit trail.")
 def _discovery_lines(seen: list[MonitorInfo], now: datetime) -> None:
     """Per engine with S3 events (heartbeat details, engine/s3/events.py): each source's mode
     (events, or fallback to polling while its queue cannot be read) and its last event."""
-    if check:
-        from wsmon.cli.health_cmd import run_health
-
-        raise SystemExit(run_health(obj, as_json))
-    if forget_id is not None:
-        _forget_monitor(obj, forget_id, reason)
-        return
     for m in seen:
         for q in (m.details or {}).get("discovery") or []:
             if not isinstance(q, dict):
@@ -752,30 +752,6 @@ def _discovery_lines(seen: list[MonitorInfo], now: datetime) -> None:
                        f"last event {when}")
 
 
-# -- completion --------------------------------------------------------------------------------
-
-@click.command()
-@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]), required=False)
-def completion(shell: str | None) -> None:
-    """Print the shell completion script (bash, zsh or fish).
-
-    \b
-    bash:  eval "$(wsmon completion bash)"       (add to ~/.bashrc)
-    zsh:   eval "$(wsmon completion zsh)"        (add to ~/.zshrc)
-    fish:  wsmon completion fish > ~/.config/fish/completions/wsmon.fish
-    """
-    import os
-
-    from click.shell_completion import get_completion_class
-
-    from wsmon.cli.main import cli
-
-    if shell is None:
-        shell = os.path.basename(os.environ.get("SHELL", "bash"))
-        if shell not in ("bash", "zsh", "fish"):
-            raise CommandError(f"cannot tell your shell from $SHELL ({_safe(shell)!r}): "
-                           "name it, e.g. `wsmon completion bash`", EXIT_USAGE)
-    comp_cls = get_completion_class(shell)
 def _forget_monitor(obj: CliContext, monitor_id: str, reason: str) -> None:
     """``monitors --forget ID``: refused while the monitor is alive (it would only come back)."""
     from wsmon.engine.health import forget_monitor
@@ -807,5 +783,29 @@ def _forget_monitor(obj: CliContext, monitor_id: str, reason: str) -> None:
         raise SystemExit(outcome.exit_code)
 
 
+# -- completion --------------------------------------------------------------------------------
+
+@click.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]), required=False)
+def completion(shell: str | None) -> None:
+    """Print the shell completion script (bash, zsh or fish).
+
+    \b
+    bash:  eval "$(wsmon completion bash)"       (add to ~/.bashrc)
+    zsh:   eval "$(wsmon completion zsh)"        (add to ~/.zshrc)
+    fish:  wsmon completion fish > ~/.config/fish/completions/wsmon.fish
+    """
+    import os
+
+    from click.shell_completion import get_completion_class
+
+    from wsmon.cli.main import cli
+
+    if shell is None:
+        shell = os.path.basename(os.environ.get("SHELL", "bash"))
+        if shell not in ("bash", "zsh", "fish"):
+            raise CommandError(f"cannot tell your shell from $SHELL ({_safe(shell)!r}): "
+                           "name it, e.g. `wsmon completion bash`", EXIT_USAGE)
+    comp_cls = get_completion_class(shell)
     assert comp_cls is not None  # the Choice above only admits shells click knows
     click.echo(comp_cls(cli, {}, "wsmon", "_WSMON_COMPLETE").source())

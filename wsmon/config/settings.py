@@ -247,11 +247,11 @@ class EngineHeartbeatRule(AlertRuleSettings):
     severity: AlertSeverityName = Field("critical", description="Severity of the alerts this rule raises.")
 
 
-class ChannelFailingRule(AlertRuleSettings):
 class EngineOverloadedRule(AlertRuleSettings):
     threshold: float = Field(3, ge=1, description="Skipped or missed runs of one engine job within 10 minutes at which the alert fires.")
 
 
+class ChannelFailingRule(AlertRuleSettings):
     threshold: float = Field(3, ge=1, description="Consecutive failed deliveries on a channel after which the alert fires.")
     window_seconds: float = Field(3600.0, gt=0, description="A notification given up (dead) within this window keeps the alert firing.")
 
@@ -285,8 +285,8 @@ class AlertsSettings(Section):
     dead_lettered: DeadLetteredRule = Field(default_factory=DeadLetteredRule, description="A workset gave up retrying (state failed).")
     cluster_full: ClusterFullRule = Field(default_factory=ClusterFullRule, description="A cluster full while urgent work waits.")
     engine_heartbeat: EngineHeartbeatRule = Field(default_factory=EngineHeartbeatRule, description="An engine stopped sending heartbeats.")
-    channel_failing: ChannelFailingRule = Field(default_factory=ChannelFailingRule, description="A notification channel failing.")
     engine_overloaded: EngineOverloadedRule = Field(default_factory=EngineOverloadedRule, description="An engine job keeps missing its schedule (runs skipped because the previous one still ran).")
+    channel_failing: ChannelFailingRule = Field(default_factory=ChannelFailingRule, description="A notification channel failing.")
     backend_errors: BackendErrorsRule = Field(default_factory=BackendErrorsRule, description="S3 or DynamoDB errors persisting.")
     pipeline_stalled: PipelineStalledRule = Field(default_factory=PipelineStalledRule, description="A running pipeline whose log shows no progress for too long.")
     over_budget: OverBudgetRule = Field(default_factory=OverBudgetRule, description="A workset whose actual cost passed its budget (or its estimate times a factor).")
