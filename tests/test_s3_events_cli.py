@@ -148,7 +148,7 @@ def test_iam_policy_includes_the_queue_statements_when_events_are_configured(tmp
     consume = next(s for s in policy["Statement"] if s["Sid"] == "ConsumeS3Events")
     assert consume["Resource"] == ["arn:aws:sqs:us-west-2:123456789012:wsmon-b-events"]
     assert set(consume["Action"]) == {"sqs:ReceiveMessage", "sqs:DeleteMessage",
-                                      "sqs:GetQueueAttributes"}
+                                      "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"}
     config.write_text('[discovery]\nsources = [{ bucket = "b", prefix = "active" }]\n')
     policy = json.loads(run(config, "iam-policy").output)
     assert not any(s["Sid"].startswith("ConsumeS3Events") for s in policy["Statement"])

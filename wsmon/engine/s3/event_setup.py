@@ -24,7 +24,8 @@ MAX_RECEIVE_COUNT = 5  # receives before a message that cannot be applied goes t
 VISIBILITY_TIMEOUT_SECONDS = 300  # longer than a folder's validation budget
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 # What the engine does with its queue (receive, delete) and `s3-events status` reads.
-ENGINE_QUEUE_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
+ENGINE_QUEUE_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                        "sqs:GetQueueAttributes"]
 
 
 class SetupConflict(Exception):

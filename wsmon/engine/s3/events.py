@@ -8,9 +8,9 @@ trusted, only what S3 holds when the folder is listed, so an event applied twice
 order changes nothing.
 
 A message is deleted only after every folder it named was synced and its store write succeeded.
-A message that is not an S3 event (``WS-AWS-008``) is logged and left alone: the queue's
-visibility timeout keeps it from coming back at once and the redrive policy moves it to the
-dead-letter queue; the other messages of the batch go on.
+A message that is not an S3 event (``WS-AWS-008``) is logged, set aside (invisible for
+``SET_ASIDE_SECONDS``, whatever the queue's own visibility timeout) and never deleted: the
+redrive policy moves it to the dead-letter queue; the other messages of the batch go on.
 
 Only the engine holding a source's poll lease consumes that source's queue. When the queue cannot
 be read, the source falls back to the full poll at ``poll_interval_seconds`` and the failure is
@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 MAX_MESSAGES = 10  # SQS's limit per ReceiveMessage
 KV_EVENTS = "s3.events"  # queue URL -> {"last_event_at", "mode", "error", "monitor_id", "at"}
 NOT_UNDERSTOOD = "WS-AWS-008"
+SET_ASIDE_SECONDS = 300  # a message that is not an S3 event stays invisible this long
 LEASE_CHECK_SECONDS = 5.0  # how often an engine without the poll lease looks again
 MAX_FAILURE_BACKOFF_SECONDS = 60.0
 
@@ -184,6 +185,7 @@ class QueueConsumer:
                             queue=queue_name(self.queue_url),
                             message_id=strip_control(str(message.get("MessageId", "?"))),
                             error=strip_control(str(exc))[:300])
+                self._set_aside(message)
                 continue
             if not events:
                 outcome.test_events += 1
@@ -203,6 +205,19 @@ class QueueConsumer:
                  folders=len(outcome.folders), failed=len(outcome.failed), deleted=outcome.deleted,
                  not_understood=outcome.not_understood)
         return outcome
+
+    def _set_aside(self, message: dict[str, Any]) -> None:
+        """Keep a message that cannot be applied out of the next receives for a while, whatever
+        the queue's own visibility timeout: it waits for the redrive, not in a tight loop."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.sqs.change_message_visibility(QueueUrl=self.queue_url,
+                                               ReceiptHandle=message["ReceiptHandle"],
+                                               VisibilityTimeout=SET_ASIDE_SECONDS)
+        except (ClientError, BotoCoreError, KeyError) as exc:  # the queue's timeout still applies
+            log.warning("s3events.set_aside_failed", queue=queue_name(self.queue_url),
+                        error=strip_control(str(exc))[:300])
 
     def _delete(self, handles: list[str]) -> int:
         if not handles:
