@@ -141,6 +141,10 @@ async def test_new_firing_alert_toasts_and_rings_on_any_screen(tmp_path):
         assert rings == [1]
         messages = [n.message for n in app._notifications]
         assert any(MARKUP_ID in m and "[b]3 intervals[/b]" in m for m in messages)
+        # the toast says how to get to the alerts; the header names the most severe one
+        assert any(": alerts opens the alerts screen" in m for m in messages), messages
+        header = _screen_text(app).splitlines()[1]
+        assert "2 firing" in header and "no heartbeat" in header, header
         assert app.return_code is None and app.is_running
 
 

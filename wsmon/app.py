@@ -347,7 +347,8 @@ class WsmonApp(App[int]):
         for alert in new:
             severity = "error" if alert.severity == Severity.CRITICAL else "warning"
             self.notify(
-                truncate(f"{strip_control(alert.summary)} ({strip_control(alert.subject)})", 200),
+                truncate(f"{strip_control(alert.summary)} ({strip_control(alert.subject)})", 200)
+                + f"\n{self.alerts_key_hint()}",
                 title=f"{alert.severity.value} alert firing: {strip_control(alert.rule)}",
                 severity=severity, markup=False, timeout=8,
             )
@@ -357,6 +358,22 @@ class WsmonApp(App[int]):
     @property
     def firing_count(self) -> int:
         return sum(1 for a in self.alerts if a.state == AlertState.FIRING)
+
+    def most_severe_firing(self) -> Alert | None:
+        """The firing alert the header names: the most severe, the newest among equals."""
+        rank = {Severity.CRITICAL: 2, Severity.WARNING: 1, Severity.INFO: 0}
+        firing = [a for a in self.alerts if a.state == AlertState.FIRING]
+        if not firing:
+            return None
+        return max(firing, key=lambda a: (rank.get(a.severity, 0),
+                                          a.fired_at or a.updated_at))
+
+    def alerts_key_hint(self) -> str:
+        """How to open the alerts screen with the keys in effect (the jump key may be rebound)."""
+        for active in self.active_bindings.values():
+            if active.binding.id == "jump":
+                return f"{self.get_key_display(active.binding)} alerts opens the alerts screen"
+        return ":alerts opens the alerts screen"
 
     # -- app actions -----------------------------------------------------------------------
     def action_toggle_pause(self) -> None:

@@ -84,6 +84,11 @@ class StatusHeader(Static):
         if firing:
             counts.append("  ")
             counts.append(f"🔔 {firing} firing", style=role_style(app, "error", bold=True))
+            top = app.most_severe_firing()
+            if top is not None:
+                # what is firing, not only how many: the most severe, the newest among equals
+                counts.append(f": {strip_control(top.summary)}",
+                              style=role_style(app, "error"))
         store = Text()
         store.append("store ", style="dim")
         store.append(strip_control(app.store_url))
