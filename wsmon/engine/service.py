@@ -83,6 +83,7 @@ class Engine:
         self.policy = SchedulingPolicy.from_settings(settings)
         self._s3_client = s3_client
         self._sources: list[Any] | None = None
+        self._sources_lock = threading.Lock()
         self._events: Any = None  # EventDiscovery (engine/s3/events.py), made with the sources
         # sources whose listing failed in the last poll ({"source", "code", "message"})
         self.last_poll_failures: list[dict[str, str]] = []
@@ -143,6 +144,14 @@ class Engine:
         except Exception:  # health reporting is best effort by design
             pass
 
+    def _ensure_sources(self) -> list[tuple[str, Any]]:
+        """The sources, made once: the poll, the event consumer and the mirror run on different
+        threads, and two sets of sources would mean two ETag caches and two stop signals."""
+        with self._sources_lock:
+            if self._sources is None:
+                self._sources = self._make_sources()
+            return self._sources
+
     def _make_sources(self) -> list[tuple[str, Any]]:
         """One ``S3Source`` and one poll lease per source. Sources that share a sentinel index
         location are polled together (their index files list both), under one lease."""
@@ -169,10 +178,9 @@ class Engine:
         if not self.settings.discovery.write_sentinels or not self.settings.discovery.sources:
             return
         try:
-            if self._sources is None:
-                self._sources = self._make_sources()
-            if self._sources:
-                self._sources[0][1].mirror_state(workset)
+            sources = self._ensure_sources()
+            if sources:
+                sources[0][1].mirror_state(workset)
         except Exception as exc:  # the next poll writes it; the store is the truth
             log.warning("sentinel_write_deferred", workset=strip_control(workset.workset_id),
                         error=strip_control(str(exc))[:200])
@@ -330,8 +338,7 @@ class Engine:
         self.last_poll_failures = []
         if not self._claiming or not self.settings.discovery.sources:
             return []
-        if self._sources is None:
-            self._sources = self._make_sources()
+        self._ensure_sources()
         lease_seconds = max(30.0, 3 * self.settings.discovery.poll_interval_seconds)
         events = self._event_discovery() if self._event_discovery().enabled else None
         polled = []
@@ -378,8 +385,7 @@ class Engine:
         if self._events is None:
             from wsmon.engine.s3.events import EventDiscovery
 
-            if self._sources is None:
-                self._sources = self._make_sources()
+            self._ensure_sources()
             self._events = EventDiscovery(self.settings, self.store, self._sources,
                                           clock=self.clock, monitor_id=self.monitor_id,
                                           health=self._health, on_report=self._announce)
@@ -474,9 +480,7 @@ class Engine:
 
     def _primary_source(self) -> Any:
         """The S3Source an attempt downloads its workset files through."""
-        if self._sources is None:
-            self._sources = self._make_sources()
-        return self._sources[0][1]
+        return self._ensure_sources()[0][1]
 
     # -- heartbeat ------------------------------------------------------------------------
     def heartbeat(self) -> None:
@@ -550,7 +554,7 @@ class Engine:
             return False
         in_progress = ws.state is S.IN_PROGRESS
         self._submit(Job(ws.workset_id, lease, adopted=in_progress), cluster=ws.cluster_name,
-                     reason=ws.schedule_reason or "re-adopted after restart", adopted=in_progress)
+                     reason=ws.schedule_reason or "re-adopted by its owner", adopted=in_progress)
         return True
 
     @property

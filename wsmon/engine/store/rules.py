@@ -258,14 +258,15 @@ def renew(ws: Workset, lease: Lease, now: datetime, duration: timedelta) -> Chan
 
 
 def adopt(ws: Workset, lease: Lease, now: datetime, duration: timedelta) -> Change:
-    """Re-adopt after a restart. Live or expired makes no difference: if nobody else claimed
+    """Re-adopt a lease this owner already held (after a restart, or when its own lease lapsed,
+    e.g. through a store outage). Live or expired makes no difference: if nobody else claimed
     it, fence and owner are unchanged and this owner may carry on, under a new fence that
     fences out any older process of the same owner that still thinks it holds it."""
     check_lease_held(ws, lease)
     now = utc(now)
     expires = now + duration
     fence = ws.fence + 1
-    why = f"lease adopted after restart (fence {ws.fence} -> {fence})"
+    why = f"lease re-adopted by its owner (fence {ws.fence} -> {fence})"
     return Change({"lock_expires_at": expires, "fence": fence, "updated_at": now},
                   NewEvent(now, lease.owner_id, ws.state, ws.state, why),
                   lease=lease.model_copy(update={"fence": fence, "expires_at": expires}))
