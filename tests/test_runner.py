@@ -466,3 +466,43 @@ echo stage >> "{world['counts']}/stage"
     assert result["outcome"].succeeded, result["outcome"].error_text
     assert (tmp / "stage.started").read_text().splitlines() == ["started"]  # never started twice
     assert count(world, "stage") == 1 and count(world, "run") == 1
+
+
+def test_the_simulated_run_writes_a_snakemake_log_the_progress_parser_follows(tmp_path, clock) -> None:
+    """The demo's runs show progress moving: the simulated run step writes Snakemake's log
+    format over time (one job per slice of the step), which the real parser reads."""
+    from wsmon.engine.progress.snakelog import SnakemakeLogParser
+
+    settings = Settings(state_dir=tmp_path, runner={
+        "kind": "simulated", "workdir": str(tmp_path / "work"), "simulated_seed": 4,
+        "simulated_transient_failure_rate": 0.0, "simulated_permanent_failure_rate": 0.0,
+        "simulated_hang_rate": 0.0, "simulated_step_seconds": {"run": 60.0}})
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}", clock=clock)
+    seen: list[tuple[int, int | None]] = []
+    parser = SnakemakeLogParser()
+    offset = 0
+
+    def sleep_and_read(seconds: float, job: Job) -> None:
+        nonlocal offset
+        clock.advance(seconds=seconds)
+        logs = list((tmp_path / "work").rglob("run.attempt1.log"))
+        if logs:
+            data = logs[0].read_bytes()
+            parser.feed(data[offset:])
+            offset = len(data)
+            seen.append((parser.progress.done, parser.progress.total))
+
+    runner = SimulatedRunner(settings, clock=clock, sleep=sleep_and_read)
+    store.register_workset("ws-sim", "b", "p/ws-sim/")
+    lease = store.acquire_lock("ws-sim", "sim", 60)
+    ws = store.update_state("ws-sim", "in_progress", "t", "sim", lease=lease, attempts=1)
+    outcome = runner.execute(ws, Job("ws-sim", lease), store, "sim")
+    assert outcome.succeeded
+    total = parser.progress.total
+    assert total is not None and total >= 8
+    dones = [done for done, _ in seen]
+    assert dones == sorted(dones) and dones[0] < total and 0 < dones[len(dones) // 2] < total
+    log_text = next((tmp_path / "work").rglob("run.attempt1.log")).read_text()
+    assert parser.progress.done == total and f"{total} of {total} steps (100%) done" in log_text
+    run = [s for s in store.get_workset("ws-sim").steps if s.name == "run"][-1]
+    assert run.log_path and run.log_path.endswith("run.attempt1.log")

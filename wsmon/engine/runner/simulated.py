@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wsmon.core.clock import Clock, SystemClock
@@ -18,6 +19,7 @@ from wsmon.engine.runner.base import (
     book_safe_finish,
     sanitise,
 )
+from wsmon.engine.runner.hosts import LocalHost
 
 if TYPE_CHECKING:
     from wsmon.config.settings import Settings
@@ -28,6 +30,9 @@ TRANSIENT_ERRORS = (
     "ssh: connect to host head-node port 22: Connection reset by peer",
     "An error occurred (ThrottlingException): Rate exceeded",
 )
+# The rules a simulated Daylily run goes through, in Snakemake's own words (the log format is
+# Snakemake's; tests/fixtures/progress/snakemake_run.log is a real-looking sample).
+SIMULATED_RULES = ("bwa2a_sort", "dedup", "deepvariant", "produce_snv_concordances")
 PERMANENT_ERRORS = (
     "Error in rule bwa_mem2_align: MissingInputException: reference fasta not found",
     "Error in rule deepvariant: exiting because a job execution failed",
@@ -45,6 +50,9 @@ class SimulatedRunner(BaseRunner):
                  sleep: Callable[[float, Job], None] | None = None) -> None:
         super().__init__(settings, clock=clock)
         self._sleep = sleep or self._default_sleep
+        # the run step's Snakemake log is written on this machine: the progress tracker follows
+        # it here as it follows a real run's
+        self.host = LocalHost()
 
     def fate(self, workset_id: str) -> str:
         cfg = self.cfg
@@ -70,9 +78,18 @@ class SimulatedRunner(BaseRunner):
     def run_step(self, name: str, workset: Workset, job: Job, book: StepBook,
                  state: dict[str, Any], previous: StepRecord | None) -> RunOutcome | None:
         fate = self.fate(workset.workset_id)
-        rec = book.start(name, None, "simulated")
         seconds = float(self.cfg.simulated_step_seconds.get(name, 1.0))
         first = book.attempt == 1
+        log_path = None
+        # only where the work directory's parent exists (the demo's state dir), never creating
+        # the production default (/fsx/worksets) on a machine that only simulates
+        if name == "run" and self.cfg.workdir and Path(self.cfg.workdir).parent.is_dir():
+            # the folder the clone step names as the pipeline directory
+            log_path = (Path(workset.pipeline_dir or f"{self.cfg.workdir}/{sanitise(workset.workset_id)}")
+                        / f"run.attempt{book.attempt}.log")
+        rec = book.start(name, log_path, "simulated")
+        if log_path is not None and not (fate == "hang" and first):
+            return self._run_with_log(name, workset, job, book, rec, log_path, seconds, fate, first)
         if name == "run" and fate == "hang" and first:
             limit = self.cfg.pipeline_timeout_minutes * 60
             self._sleep(limit, job)
@@ -83,6 +100,47 @@ class SimulatedRunner(BaseRunner):
             book.finish(rec, "timed_out", detail=detail)
             return RunOutcome("failed", name, detail, None, True)
         self._sleep(seconds, job)
+        return self._end_step(name, workset, job, book, rec, fate, first)
+
+    def _run_with_log(self, name: str, workset: Workset, job: Job, book: StepBook,
+                      rec: StepRecord, log_path: Path, seconds: float, fate: str,
+                      first: bool) -> RunOutcome | None:
+        """The run step, writing a Snakemake log as it goes: a rule block when a job starts,
+        ``Finished job N.`` and ``N of M steps (P%) done`` when it ends."""
+        rng = random.Random(f"{self.cfg.simulated_seed}:{workset.workset_id}:log")
+        total = rng.randint(8, 16)
+        # a failing run stops part way, as a real one does
+        fails_after = rng.randint(1, total - 1) if fate == "permanent" or (
+            fate == "transient" and first) else total
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a", encoding="utf-8") as out:
+            out.write(f"Building DAG of jobs...\nUsing shell: /usr/bin/bash\n"
+                      f"Provided cores: 32\nJob stats:\njob    count\n-----  -------\n"
+                      f"total  {total}\n\nSelect jobs to execute...\n")
+            out.flush()
+            for jobid in range(1, fails_after + 1):
+                if job.abort.is_set():
+                    break
+                rule = SIMULATED_RULES[(jobid - 1) % len(SIMULATED_RULES)]
+                out.write(f"\n[{self._stamp()}]\nrule {rule}:\n    jobid: {jobid}\n"
+                          f"    threads: 16\n\n")
+                out.flush()
+                self._sleep(seconds / total, job)
+                if job.abort.is_set():
+                    break
+                out.write(f"[{self._stamp()}]\nFinished job {jobid}.\n"
+                          f"{jobid} of {total} steps ({round(100 * jobid / total)}%) done\n")
+                out.flush()
+            if not job.abort.is_set() and fails_after < total:
+                out.write(f"[{self._stamp()}]\nError in rule {SIMULATED_RULES[0]}:\n"
+                          f"    jobid: {fails_after + 1}\n")
+        return self._end_step(name, workset, job, book, rec, fate, first)
+
+    def _stamp(self) -> str:
+        return self.clock.now().ctime()  # Snakemake's own stamp: "Thu Dec  3 10:02:11 2026"
+
+    def _end_step(self, name: str, workset: Workset, job: Job, book: StepBook, rec: StepRecord,
+                  fate: str, first: bool) -> RunOutcome | None:
         if job.abort.is_set():
             book_safe_finish(book, rec, "interrupted", f"stopped: {job.abort_reason}")
             raise Aborted(job.abort_reason)
