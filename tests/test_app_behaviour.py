@@ -518,3 +518,25 @@ async def test_detail_times_tick_and_a_long_s3_location_keeps_the_folder_whole(t
         assert "(in 0s)" in shot.split("state since", 1)[1].splitlines()[0], shot
         clock.advance(seconds=95)
         await wait_for(pilot, lambda: "(1m35s ago)" in _screen_text(app), what="a ticking time")
+
+
+async def test_release_dialog_says_whether_the_holders_engine_is_alive(tmp_path):
+    """Before releasing a lock the operator sees whether its holder still beats, and when it was
+    last heard from."""
+    store, clock = seed_store(str(tmp_path / "s.db"))
+    store.register_workset("ws-stale", "daylily-ws", "worksets/ws-stale/", actor="discovery")
+    lease = store.acquire_lock("ws-stale", "crashed-monitor", lease_seconds=10.0)
+    store.update_state("ws-stale", "in_progress", "pipeline started", "crashed-monitor", lease=lease)
+    store.record_monitor_heartbeat("crashed-monitor", "old-headnode", 31337, "0", role="engine")
+    clock.advance(seconds=600)  # beyond the heartbeat's staleness (3 heartbeats + skew)
+    app = make_app(tmp_path, store=store, clock=clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        assert app.screen.table.move_to_key("ws-stale")
+        await pilot.press("l")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "WorksetActionDialog",
+                       what="release dialog")
+        await pilot.pause()
+        text = str(app.screen.query_one("#dialog-text").render())
+        assert "crashed-monitor on old-headnode pid 31337: engine gone" in text, text
+        assert "last heard from 10m00s ago" in text, text

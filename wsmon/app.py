@@ -30,7 +30,16 @@ from textual.worker import get_current_worker
 from wsmon.core.clock import Clock, SystemClock
 from wsmon.engine.store.base import Store, StoreError
 from wsmon.core.exit_codes import EXIT_STORE, EXIT_USAGE
-from wsmon.core.models import Alert, AlertState, ClusterStatus, QueueStats, Severity, Silence, Workset
+from wsmon.core.models import (
+    Alert,
+    AlertState,
+    ClusterStatus,
+    MonitorInfo,
+    QueueStats,
+    Severity,
+    Silence,
+    Workset,
+)
 from wsmon.operations import (
     ACTIONS,
     ALERT_ACTIONS,
@@ -182,6 +191,7 @@ class WsmonApp(App[int]):
         # set while this process is still preparing the engine it will run (the demo seeds first)
         self.engine_starting = False
         self.clusters: list[ClusterStatus] = []
+        self.monitors: list[MonitorInfo] = []  # heartbeats: whose engine is alive, and since when
         self.alerts: list[Alert] = []
         self.silences: list[Silence] = []
         self.charts: dict[str, list[tuple[datetime, float]]] = {}
@@ -312,6 +322,7 @@ class WsmonApp(App[int]):
         self.stats = snap.stats
         self.engine_status = snap.engine
         self.clusters = snap.clusters
+        self.monitors = snap.monitors
         self.alerts = snap.alerts
         self.silences = snap.silences
         if snap.charts is not None:

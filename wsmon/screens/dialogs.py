@@ -122,6 +122,23 @@ def describe_workset(kind: str, ws: Workset, now: datetime) -> Text:
     return out
 
 
+def holder_liveness(ws: Workset, app: Any, now: datetime) -> str:
+    """Whether the lease holder's engine is alive (its heartbeat), and when it was last heard
+    from: what an operator needs to know before releasing its lock."""
+    holder = ws.lock_owner
+    if not holder:
+        return "Nobody holds the lock."
+    beat = next((m for m in getattr(app, "monitors", []) if m.monitor_id == holder), None)
+    name = strip_control(holder)
+    if beat is None:
+        return f"Holder {name}: no heartbeat in the store (never heard from, or it said goodbye)."
+    ago = relative(beat.last_seen, now)
+    where = f"{strip_control(beat.host)} pid {beat.pid}"
+    if (now - beat.last_seen).total_seconds() <= app.reader.stale_after:
+        return f"Holder {name} on {where}: engine alive, last heard from {ago}."
+    return f"Holder {name} on {where}: engine gone, last heard from {ago}."
+
+
 class WorksetActionDialog(WsmonDialog):
     """retry, rerun, release, ignore, unignore: on one workset or a selection."""
 
@@ -161,6 +178,8 @@ class WorksetActionDialog(WsmonDialog):
         body = Text()
         if n == 1:
             body.append_text(describe_workset(self.kind, self.records[0], now))
+            if self.kind == "release":
+                body.append(holder_liveness(self.records[0], self.app, now) + "\n")  # type: ignore[arg-type]
         else:
             for ws in self.records[:BULK_SHOWN]:
                 body.append(f"• {truncate(strip_control(ws.workset_id), 40)}  "
