@@ -109,7 +109,11 @@ def test_scan_registers_and_reports_and_claims_nothing(s3_world) -> None:
     assert "\x1b" not in out and "\x07" not in out  # the odd name is shown without its escapes
     assert "run [bold]x" in out
     store = open_store(f"sqlite:///{s3_world['tmp']}/cli.db")
-    assert store.get_workset(WEIRD).state.value == "ready"  # stored literally, not claimed
+    # stored literally, and refused at validation: a name with control characters would fail
+    # only later, at stage, on the head node (issue 11)
+    weird = store.get_workset(WEIRD)
+    assert weird.state.value == "error" and weird.lock_owner is None
+    assert any(f.get("code") == "WS-DAT-015" for f in weird.findings), weird.findings
     assert store.get_workset("ws1").lock_owner is None
     code, out = run("--config", cfg, "scan", "--json")
     data = json.loads(out)
