@@ -28,6 +28,7 @@ from textual.signal import Signal
 from textual.worker import get_current_worker
 
 from wsmon.core.clock import Clock, SystemClock
+from wsmon.engine.health import engine_stale_after
 from wsmon.engine.store.base import Store, StoreError
 from wsmon.core.exit_codes import EXIT_STORE, EXIT_USAGE
 from wsmon.core.models import (
@@ -181,7 +182,7 @@ class WsmonApp(App[int]):
         self.store_url = store.url
         self._remember_theme = remember_theme
         if stale_after is None:
-            stale_after = 3 * settings.store.heartbeat_seconds + settings.store.max_clock_skew_seconds
+            stale_after = engine_stale_after(settings).total_seconds()
         self.reader = SnapshotReader(store, self.clock, stale_after=stale_after)
         # what the screens show; replaced or updated only on the UI thread
         self.rows: dict[str, QueueRow] = {}
@@ -715,7 +716,7 @@ def decide_engine(settings: Settings, store: Store, engine_mode: str,
         return False, "attach mode: no engine here"
     if engine_mode == "engine":
         return True, "engine in this process"
-    stale_after = 3 * settings.store.heartbeat_seconds + settings.store.max_clock_skew_seconds
+    stale_after = engine_stale_after(settings).total_seconds()
     live = live_engine(store.list_monitors(), now, stale_after)
     if live is not None:
         return False, f"attached to engine on {strip_control(live.host)} pid {live.pid}"

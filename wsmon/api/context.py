@@ -10,6 +10,7 @@ from fastapi import Request
 
 from wsmon.api.auth import Principal, TokenSet
 from wsmon.api.errors import ApiError
+from wsmon.engine.health import engine_stale_after
 
 if TYPE_CHECKING:
     from wsmon.api.stream import EventHub
@@ -43,8 +44,7 @@ class ApiContext:
     @property
     def stale_after_seconds(self) -> float:
         """An engine whose heartbeat is older than this is presumed gone (as the dashboard says)."""
-        store = self.settings.store
-        return 3 * store.heartbeat_seconds + store.max_clock_skew_seconds
+        return engine_stale_after(self.settings).total_seconds()
 
 
 def context_of(request: Request) -> ApiContext:
