@@ -222,6 +222,7 @@ def test_operation_answers_401_403_409_and_200(world, op: str) -> None:
 
 def test_refusal_comes_with_the_reason_from_the_operations_module(world) -> None:
     reg(world, "ws-busy")
+    world.store.record_monitor_heartbeat("eng-1", "headnode", 4242, "0", role="engine")
     world.store.acquire_lock("ws-busy", "eng-1", 300)
     fence = world.store.get_workset("ws-busy").fence
     with world.writer() as w:

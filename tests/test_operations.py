@@ -194,6 +194,29 @@ def test_release_of_a_gone_holder_fences_it_out(store, folders, ops, clock):
         store.renew_lock(lease)
 
 
+def test_release_judges_the_holder_by_its_engines_heartbeat_not_only_its_lease(store, folders, clock):
+    """A crashed engine's lease can have minutes left; release is for exactly that stuck lock.
+    While the holder's engine is heard from, release stays refused (use stop)."""
+    ops = Operations(store, OPERATOR, engine_stale_after=timedelta(seconds=60))
+    store.record_monitor_heartbeat("engine-1", "headnode", 4242, "0", role="engine")
+    held, _ = running(store, folders, "held", lease_seconds=600)
+    assert ops.check("release", held) is not None  # heartbeat fresh, lease live: alive
+    refused = ops.release(held)
+    assert refused.refused and "use stop" in refused.message
+    clock.advance(minutes=2)  # no heartbeat since; the lease still has 8 minutes
+    assert store.get_workset("held").lock_expires_at > clock.now()
+    assert ops.check("release", held) is None
+    outcome = ops.release(held, "engine-1 stopped answering")
+    assert outcome.done, outcome.message
+    assert store.get_workset("held").state is S.READY
+
+
+def test_release_of_a_holder_the_store_never_heard_from_is_allowed(store, folders, clock):
+    ops = Operations(store, OPERATOR, engine_stale_after=timedelta(seconds=60))
+    held, _ = running(store, folders, "orphan", lease_seconds=600)
+    assert ops.release(held, "no such engine").done
+
+
 @pytest.mark.parametrize("to", [S.IGNORED, S.ERROR])
 def test_stop_is_one_fenced_transition_no_engine_can_claim_after(store, folders, ops, clock, to):
     _live, lease = running(store, folders, "live")

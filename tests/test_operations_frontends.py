@@ -39,7 +39,7 @@ def folders(moto_endpoint: str, unique_name: str, monkeypatch: pytest.MonkeyPatc
 
 def one_workset(tmp_path, folders: S3Folders, state: str) -> tuple[str, str]:
     """A store (on the real clock, like the CLI's) holding one workset in ``state``; its S3
-    folder is valid. ``live``: in_progress with a fresh lease; ``stale``: locked by a monitor
+    folder is valid. ``live``: in_progress with a fresh lease, its engine heard from; ``stale``: locked by a monitor
     whose lease expired hours ago."""
     url = f"sqlite:///{tmp_path / 'fe.db'}"
     wid = f"ws-{state}"
@@ -54,6 +54,7 @@ def one_workset(tmp_path, folders: S3Folders, state: str) -> tuple[str, str]:
         past.close()
     elif state == "live":
         store.register_workset(wid, folders.bucket, f"src/{wid}/")
+        store.record_monitor_heartbeat("engine-1", "headnode", 4242, "0", role="engine")
         lease = store.acquire_lock(wid, "engine-1", lease_seconds=3600)
         store.update_state(wid, "in_progress", "started", "engine-1", lease=lease,
                            cluster_name="cluster-a")

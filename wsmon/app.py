@@ -175,7 +175,8 @@ class WsmonApp(App[int]):
             actor = default_actor()
         self.actor = actor
         # every operator action goes through here; retries re-validate the workset's S3 folder
-        self.operations = Operations(store, actor, validator=validator or s3_validator(settings))
+        self.operations = Operations(store, actor, validator=validator or s3_validator(settings),
+                                     engine_stale_after=engine_stale_after(settings))
         self.read_only = settings.ui.read_only
         self.refresh_interval = refresh_interval or settings.ui.refresh_interval
         self.engine_mode_text = engine_mode_text

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
 
+from wsmon.engine.health import engine_stale_after
 from wsmon.api.auth import Principal
 from wsmon.api.context import ApiContext, api_context, writer
 from wsmon.api.errors import ApiError, error_body
@@ -54,7 +55,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 def _operations(ctx: ApiContext, caller: Principal) -> Operations:
     # the S3 client is made only when an action re-validates (retry, rerun, unignore)
     return Operations(ctx.store, caller.actor,
-                      validator=s3_validator(ctx.settings, ctx.s3_client))
+                      validator=s3_validator(ctx.settings, ctx.s3_client),
+                      engine_stale_after=engine_stale_after(ctx.settings))
 
 
 def _record(value: Any) -> dict[str, Any] | None:

@@ -443,9 +443,12 @@ yes_option = click.option("--yes", "-y", is_flag=True,
 
 
 def _operations(obj: CliContext, store: Store) -> Operations:
+    from wsmon.engine.health import engine_stale_after
     from wsmon.operations import Operations, s3_validator
 
-    return Operations(store, actor(), validator=s3_validator(obj.settings()))
+    settings = obj.settings()
+    return Operations(store, actor(), validator=s3_validator(settings),
+                      engine_stale_after=engine_stale_after(settings))
 
 
 def _confirm(action: str, yes: bool, description: str) -> None:
@@ -503,10 +506,10 @@ def _describe(action: str, workset: Workset, store: Store, now: datetime) -> str
 def release(obj: CliContext, workset_id: str, reason: str, yes: bool) -> None:
     """Take back the lock of a holder that is gone: the workset goes back to ready.
 
-    Refused while the holder's lease is live (its engine is alive and renewing it): to end a
-    running pipeline use `wsmon stop`. Once the lease has expired, release sends the workset back
-    to ready and bumps the fence; if the old holder comes back, its writes are refused and it
-    ends its tmux session.
+    Refused while the holder is alive (its lease is live and its engine's heartbeat is fresh): to
+    end a running pipeline use `wsmon stop`. Once the holder's engine has gone silent, or its
+    lease has expired, release sends the workset back to ready and bumps the fence; if the old
+    holder comes back, its writes are refused and it ends its tmux session.
     """
     with open_command_store(obj) as store:
         ops = _operations(obj, store)

@@ -53,6 +53,7 @@ TOPIC = "wsmon-demo-events"
 MONITOR_ID = "demo-engine"
 CRASHED_MONITOR = "crashed-monitor"
 STALE_WORKSET = "stale-lease-crashed-monitor"
+STALE_LEASE_SECONDS = 600.0
 # folders uploaded and registered before the rest, so the first rows show within seconds
 FIRST_BATCH = 5
 DUMMY_AWS_ENV = {
@@ -362,14 +363,16 @@ def seed_history(store: Store, now: datetime, hours: int = 6, step_minutes: int 
 
 
 def crash_a_monitor(settings: Settings, store: Store) -> None:
-    """One workset claimed by a monitor that then "crashed": its lease runs out and the engine's
-    sweep recovers it (lease + clock skew + one poll), which the dashboard shows as it happens."""
+    """One workset claimed by a monitor that then "crashed". Its lease runs for ten minutes, so
+    an operator has time to find it (the engine_heartbeat alert names the silent monitor) and
+    practise a release, which is allowed as soon as the holder's heartbeat is stale; left alone,
+    the engine's sweep recovers it when the lease runs out."""
     from wsmon import __version__
     from wsmon.engine.s3 import S3Source
 
     # one discovery pass, as `wsmon scan` does, so the folder is registered before any engine runs
     S3Source(settings, store, monitor_id=MONITOR_ID).poll()
-    lease = store.acquire_lock(STALE_WORKSET, CRASHED_MONITOR, lease_seconds=12.0)
+    lease = store.acquire_lock(STALE_WORKSET, CRASHED_MONITOR, lease_seconds=STALE_LEASE_SECONDS)
     if lease is None:
         log.warning("demo_stale_lease_not_set", workset=STALE_WORKSET)
         return

@@ -48,10 +48,25 @@ class Operations:
     actions that send work back to ready are refused rather than skip validation.
     """
 
-    def __init__(self, store: Store, actor: str, *, validator: Validator | None = None) -> None:
+    def __init__(self, store: Store, actor: str, *, validator: Validator | None = None,
+                 engine_stale_after: timedelta | None = None) -> None:
         self.store = store
         self.actor = actor
         self.validator = validator
+        # when a holder's engine counts as gone (engine.health.engine_stale_after); None: judge
+        # a holder by its lease alone
+        self.engine_stale_after = engine_stale_after
+
+    def holder_alive(self, record: Workset | Alert) -> bool:
+        """Whether the engine holding ``record``'s lease is still heard from. Unknowable without
+        ``engine_stale_after``, so then presumed alive (the lease alone decides)."""
+        if self.engine_stale_after is None or not isinstance(record, Workset) or not record.lock_owner:
+            return True
+        now = self.now()
+        for monitor in self.store.list_monitors():
+            if monitor.monitor_id == record.lock_owner:
+                return now - monitor.last_seen <= self.engine_stale_after
+        return False  # never heard from, or pruned as long gone
 
     def now(self):
         return self.store.clock.now()
@@ -70,7 +85,7 @@ class Operations:
         if why:
             return current, self._finish(Outcome(action, shown.workset_id, Result.CHANGED, why,
                                                  current), reason)
-        refusal = precondition(action, current, self.now())
+        refusal = precondition(action, current, self.now(), self.holder_alive(current))
         if refusal:
             return current, self._finish(Outcome(action, shown.workset_id, Result.REFUSED, refusal,
                                                  current), reason)
@@ -85,7 +100,7 @@ class Operations:
 
     def check(self, action: str, record: Workset | Alert) -> str | None:
         """Why ``action`` cannot apply to ``record`` as shown (dialogs say so up front)."""
-        return precondition(action, record, self.now())
+        return precondition(action, record, self.now(), self.holder_alive(record))
 
     # -- worksets ---------------------------------------------------------------------------
     def retry(self, shown: Workset, reason: str = "") -> Outcome:
@@ -258,7 +273,7 @@ class Operations:
             return current, self._finish(Outcome(
                 action, shown.alert_id, Result.CHANGED,
                 f"the alert is now {current.state.value} (was {shown.state.value})", current), reason)
-        refusal = precondition(action, current, self.now())
+        refusal = precondition(action, current, self.now(), self.holder_alive(current))
         if refusal:
             return current, self._finish(Outcome(action, shown.alert_id, Result.REFUSED, refusal,
                                                  current), reason)

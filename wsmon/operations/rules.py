@@ -52,8 +52,10 @@ ACTIONS: dict[str, ActionRule] = {rule.name: rule for rule in (
                f"one fenced `-> ignored` or `-> error` event (operator's choice, reason, run "
                f"time); {AUDIT}"),
     ActionRule("release", "Release lock", RUNNING,
-               "locked, in_progress, only once the holder's lease has expired",
-               "refused while the holder's lease is live (use stop); a holder that comes back "
+               "locked, in_progress, once the holder is gone (its engine's heartbeat is stale "
+               "or its lease has expired)",
+               "refused while the holder is alive: its lease live and its engine heard from "
+               "(use stop); a holder that comes back "
                "is fenced out and ends its tmux session", CONFIRM,
                f"`-> ready` event, fence bumped; {AUDIT}"),
     ActionRule("ignore", "Ignore", frozenset({S.READY, S.ERROR, S.FAILED, S.RETRYING, S.COMPLETE}),
@@ -88,8 +90,13 @@ def lease_is_live(ws: Workset, now: datetime) -> bool:
     return ws.state in RUNNING and ws.lock_expires_at is not None and ws.lock_expires_at >= now
 
 
-def precondition(action: str, record: Workset | Alert, now: datetime) -> str | None:
-    """Why ``action`` cannot apply to ``record`` as it is now, or None. The one check."""
+def precondition(action: str, record: Workset | Alert, now: datetime,
+                 holder_alive: bool = True) -> str | None:
+    """Why ``action`` cannot apply to ``record`` as it is now, or None. The one check.
+
+    ``holder_alive``: whether the lease holder's engine is still heard from (its heartbeat in
+    the store). A holder whose engine is gone cannot renew, so release is allowed for it even
+    before its lease runs out: that is exactly the stuck lock release is for."""
     rule = ACTIONS[action]
     if isinstance(record, Alert):
         if rule.states is not None and record.state not in rule.states:
@@ -113,7 +120,7 @@ def precondition(action: str, record: Workset | Alert, now: datetime) -> str | N
         if action == "ignore" and state is S.IGNORED:
             return "it is already ignored"
         return f"it is {state.value}: {rule.label.lower()} is allowed from {rule.states_text}"
-    if action == "release" and lease_is_live(record, now):
+    if action == "release" and holder_alive and lease_is_live(record, now):
         assert record.lock_expires_at is not None
         left = format_duration(record.lock_expires_at - now)
         return (f"its holder {record.lock_owner} is alive (lease renewed, expires in {left}): "
