@@ -407,7 +407,7 @@ async def test_every_queue_column_is_visible(tmp_path, size):
         if size[0] == 80:  # symbol and word, long values cut with an ellipsis
             assert "◔ locked" in locked and "head…" in locked and "20m claimed" in locked
         else:
-            assert "head-node-1-wsmon 20m claimed · head-node-1-wsmon" in locked
+            assert "head-node-1-wsmon 20m claimed · head-node-1-wsmon" in " ".join(locked.split())
 
 
 async def test_queue_shows_why_a_ready_workset_waits_and_folders_gone_from_s3(tmp_path):
@@ -418,13 +418,17 @@ async def test_queue_shows_why_a_ready_workset_waits_and_folders_gone_from_s3(tm
         rows = _screen_text(app).splitlines()
         ordered = table.ordered_keys()
         waiting = rows[5 + ordered.index("ws-normal-cohort-02")]
-        assert "waiting: cluster-a full 3/3, cluster-b full 3/3" in waiting
+        # at 160 columns the reason is read up to the cell's end; Enter shows it whole
+        assert "waiting: cluster-a full 3/3, cluster-b full" in waiting
         gone = rows[5 + ordered.index("ws-low-reanalysis-03")]
         assert "⚠ gone from S3 · 1h registered · discovery" in gone
         # once claimed, the row tells what happened instead of the stale reason
         app.store.acquire_lock("ws-normal-cohort-02", "engine-x")
         await refresh(pilot, app)
-        assert "claimed · engine-x" in app.rows["ws-normal-cohort-02"].cells[-1]
+        from wsmon.screens.snapshot import QUEUE_COLUMNS
+
+        event_cell = [c.key for c in QUEUE_COLUMNS if c.key != "sel"].index("last_event")
+        assert "claimed · engine-x" in app.rows["ws-normal-cohort-02"].cells[event_cell]
         await pilot.press("slash", *"gone from s3")
         await pilot.pause()
         assert table.keys == {"ws-low-reanalysis-03"}

@@ -35,19 +35,21 @@ from wsmon.widgets.format import STATE_ORDER, age_since, progress_cell, state_la
 # Queue columns. Widths follow the terminal (roomy from 120 columns, compact below, so all of
 # them show at 80) but never the text, so adding 10,000 rows never measures a cell. The id is
 # what identifies a row: at 80 columns it keeps 15 cells, cut in the middle, and the event
-# keeps room for its age and an error code; customer, cluster and holder give way first.
+# keeps room for its age and an error code; customer, cluster and holder give way first. With
+# room to spare the event grows most: a wait reason ("waiting: cluster-a full 3/3, ...") is
+# the one cell an operator reads whole.
 QUEUE_COLUMNS: list[ColumnSpec] = [
     ColumnSpec("sel", " ", 1, gap=0),
-    ColumnSpec("id", "workset", 20, narrow=15, grow=3, max=40, cut="middle"),
+    ColumnSpec("id", "workset", 26, narrow=15, cut="middle"),
     ColumnSpec("state", "state", 13, narrow=9),
     ColumnSpec("priority", "prio", 6, narrow=4),
-    ColumnSpec("customer", "customer", 10, narrow=4, short="cust", grow=1, max=16),
-    ColumnSpec("cluster", "cluster", 10, narrow=6, short="clust", grow=1, max=16),
+    ColumnSpec("customer", "customer", 10, narrow=4, short="cust", grow=1, max=14),
+    ColumnSpec("cluster", "cluster", 10, narrow=6, short="clust"),
     ColumnSpec("age", "age", 4, narrow=3),
     ColumnSpec("attempts", "try", 3),
-    ColumnSpec("lease", "lease holder", 14, narrow=5, short="lease", grow=1, max=24),
+    ColumnSpec("lease", "lease holder", 18, narrow=5, short="lease"),
     ColumnSpec("last_event", "last event / why waiting", 20, narrow=15, short="event/why",
-               grow=5),
+               grow=12),
     ColumnSpec("progress", "progress", 9, narrow=4, short="done"),
 ]
 # states whose last event is about an error: the event cell leads with the error code
