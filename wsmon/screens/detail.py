@@ -15,6 +15,7 @@ from textual.widgets import Static
 
 from wsmon.core.models import Event, Workset, WorksetState
 from wsmon.screens.base import WsmonScreen
+from wsmon.screens.shared import WORKSET_ACTION_BINDINGS
 from wsmon.screens.snapshot import Snapshot
 from wsmon.core.textsafe import strip_control, truncate
 from wsmon.engine.diagnostics import remediation
@@ -75,16 +76,7 @@ class DetailScreen(WsmonScreen):
     SCREEN_NAME = "workset"
     BINDINGS = [
         Binding("escape", "back", "Back", id="back"),
-        Binding("l", "release", "Release", id="release",
-                tooltip="Take back the lock of a holder that is gone (live holder: use Stop)"),
-        Binding("r", "retry", "Retry", id="retry",
-                tooltip="Re-validate, then send back to ready (error, failed, retrying, ignored)"),
-        Binding("R", "rerun", "Re-run", id="rerun", show=False,
-                tooltip="Re-validate, then run finished (complete) work again"),
-        Binding("x", "stop", "Stop", id="stop",
-                tooltip="End the running pipeline, to error or ignored"),
-        Binding("i", "toggle_ignore", "Ignore", id="ignore", tooltip="Ignore or un-ignore"),
-        Binding("P", "priority", "Prio", id="priority", tooltip="Change priority"),
+        *WORKSET_ACTION_BINDINGS,
         Binding("o", "open_log", "Log", id="open-log", show=False,
                 tooltip="The whole run log in $PAGER (on the head node for the SSH runner)"),
         Binding("a", "attach", "Attach", id="attach", show=False,

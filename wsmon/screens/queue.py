@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Input, Static
 
 from wsmon.core.models import Priority, WorksetState
 from wsmon.screens.base import WsmonScreen
+from wsmon.screens.shared import WORKSET_ACTION_BINDINGS
 from wsmon.screens.snapshot import GONE_FROM_S3, QUEUE_COLUMNS, SORTABLE, QueueRow, Snapshot
 from wsmon.core.textsafe import strip_control
 from wsmon.widgets.difftable import ColumnLayout, DiffTable
@@ -36,16 +37,7 @@ class QueueScreen(WsmonScreen):
         Binding("escape", "clear_filter", "Clear filter", id="clear-filter", show=False),
         Binding("space", "toggle_select", "Select", id="select", show=False,
                 tooltip="Mark for bulk actions (then l or r act on all marked)"),
-        Binding("l", "release", "Release", id="release",
-                tooltip="Take back the lock of a holder that is gone (live holder: use Stop)"),
-        Binding("r", "retry", "Retry", id="retry",
-                tooltip="Re-validate, then send back to ready (error, failed, retrying, ignored)"),
-        Binding("R", "rerun", "Re-run", id="rerun", show=False,
-                tooltip="Re-validate, then run finished (complete) work again"),
-        Binding("x", "stop", "Stop", id="stop",
-                tooltip="End the running pipeline, to error or ignored"),
-        Binding("i", "toggle_ignore", "Ignore", id="ignore", tooltip="Ignore or un-ignore"),
-        Binding("P", "priority", "Prio", id="priority", tooltip="Change priority"),
+        *WORKSET_ACTION_BINDINGS,
         Binding("s", "sort_next", "Sort", id="sort", show=False,
                 tooltip="Sort by the next column (or click a header)"),
         Binding("S", "sort_reverse", "Reverse", id="sort-reverse", show=False,
