@@ -233,7 +233,9 @@ def test_a_client_that_never_reads_the_stream_is_let_go(store) -> None:
         sleeper.connect(("127.0.0.1", s.server.port))
         sleeper.sendall(f"GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\n"
                         f"Authorization: Bearer {READ_TOKEN}\r\n\r\n".encode())
-        wait_until(lambda: hub.clients == 1, "the silent client to subscribe")
+        # the 50 registrations may still be news to the hub's first look: then the silent client
+        # overflows its buffer and is let go before this ever sees it subscribed
+        wait_until(lambda: hub.clients == 1 or hub.dropped_clients >= 1, "the silent client to subscribe")
         rounds = 0
         while hub.dropped_clients == 0:  # changes keep coming; the silent client never reads
             rounds += 1
