@@ -4,6 +4,7 @@ DynamoDB (moto) store, and httpx clients holding the test's tokens."""
 from __future__ import annotations
 
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,12 @@ def make_store(kind: str, tmp_path: Any, endpoint: str, name: str,
     store = open_store(f"dynamodb://{name}?region=us-west-2&endpoint_url={endpoint}", clock=clock)
     store.init_schema()
     return store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_until(predicate: Any, what: str, timeout: float = 15.0) -> Any:

@@ -5,32 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from api_support import free_port, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _health(url: str):
@@ -42,7 +25,7 @@ def _health(url: str):
 
 
 def test_headless_serves_the_api_beside_the_engine(tmp_path: Path, no_user_config) -> None:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(
         f'[store]\nurl = "sqlite:///{tmp_path / "state.db"}"\nheartbeat_seconds = 1\n'
@@ -52,10 +35,10 @@ def test_headless_serves_the_api_beside_the_engine(tmp_path: Path, no_user_confi
         proc = subprocess.Popen([sys.executable, "-m", "wsmon.cli", "--config", str(config), "--headless"],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait(lambda: proc.poll() is not None or "api.listening" in log.read_text(), "api.listening")
+        wait_until(lambda: proc.poll() is not None or "api.listening" in log.read_text(), "api.listening", timeout=60.0)
         assert proc.poll() is None, log.read_text()
         # the engine in the same process reports its heartbeat: health turns 200
-        health = _wait(lambda: _health(f"http://127.0.0.1:{port}/api/v1/health"), "a healthy API")
+        health = wait_until(lambda: _health(f"http://127.0.0.1:{port}/api/v1/health"), "a healthy API", timeout=60.0)
         assert health.json()["checks"]["engines"]["ok"] is True
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/queue/stats").json()["total"] == 0
     finally:

@@ -10,7 +10,6 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from api_support import free_port, wait_until
 
 from wsmon.engine.store import open_store
 
@@ -45,22 +45,6 @@ CAPTURE = """
   window.WebSocket = Capturing;
 })();
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _answers(url: str) -> bool:
@@ -111,7 +95,7 @@ def test_a_browser_sees_the_queue_of_wsmon_web(tmp_path: Path, no_user_config) -
     for i, name in enumerate(names):
         store.register_workset(name, "lab-bucket", f"src/{name}/", priority=("urgent", "normal", "low")[i])
     store.close()
-    port = _free_port()
+    port = free_port()
     web_log = open(tmp_path / "web.log", "wb")  # noqa: SIM115 - closed in the finally below
     web = subprocess.Popen([sys.executable, "-m", "wsmon.cli", "--store", f"sqlite:///{db}", "web",
                             "--bind", f"127.0.0.1:{port}"], stdout=web_log, stderr=subprocess.STDOUT,
@@ -119,7 +103,7 @@ def test_a_browser_sees_the_queue_of_wsmon_web(tmp_path: Path, no_user_config) -
     browser = None
     try:
         url = f"http://127.0.0.1:{port}/"
-        _wait(lambda: web.poll() is not None or _answers(url), "wsmon web to answer")
+        wait_until(lambda: web.poll() is not None or _answers(url), "wsmon web to answer", timeout=60.0)
         assert web.poll() is None, (tmp_path / "web.log").read_text()
         browser = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",

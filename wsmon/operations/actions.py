@@ -273,7 +273,7 @@ class Operations:
             return current, self._finish(Outcome(
                 action, shown.alert_id, Result.CHANGED,
                 f"the alert is now {current.state.value} (was {shown.state.value})", current), reason)
-        refusal = precondition(action, current, self.now(), self.holder_alive(current))
+        refusal = precondition(action, current, self.now())
         if refusal:
             return current, self._finish(Outcome(action, shown.alert_id, Result.REFUSED, refusal,
                                                  current), reason)
