@@ -95,3 +95,77 @@ def test_a_cancelled_transaction_on_the_embedded_endpoint_changes_nothing_and_co
     assert cancelled.value.response["Error"]["Code"] == "TransactionCanceledException"
     assert client.get_item(TableName=unique_name, Key={"pk": {"S": "a"}})["Item"]["v"] == {"N": "1"}
     assert "Item" not in client.get_item(TableName=unique_name, Key={"pk": {"S": "b"}})
+
+
+def test_item_responses_written_as_plain_json_read_back_as_motos_serializer_writes_them(
+        moto_endpoint: str, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded endpoint skips moto's shape-walking serializer for item operations (most of
+    the demo's CPU): every such response, binary and nested values, sets, empty results, paging
+    keys and consumed capacity included, must parse to exactly what moto's serializer writes."""
+    import json
+
+    from moto.core.responses import BaseResponse
+    from moto.dynamodb.responses import DynamoHandler
+
+    from wsmon.demo.moto_server import PLAIN_JSON_ACTIONS
+
+    fast = DynamoHandler.serialized
+    assert getattr(fast, "_wsmon_plain_json", False), "the embedded endpoint serialises item responses the slow way"
+    compared: dict[str, int] = {}
+    differences: list[str] = []
+
+    def both(self, action_result):  # noqa: ANN001, ANN202 - moto's own signature
+        status, headers, body = fast(self, action_result)
+        _, serializer_headers, expected = BaseResponse.serialized(self, action_result)
+        action = self._get_action()
+        if action in PLAIN_JSON_ACTIONS and status == 200:
+            compared[action] = compared.get(action, 0) + 1
+            if json.loads(body) != json.loads(expected):
+                differences.append(f"{action}: {body} != {expected}")
+            if headers.get("Content-Type") != serializer_headers.get("Content-Type"):
+                differences.append(f"{action}: content type {headers.get('Content-Type')}")
+        return status, headers, body
+
+    monkeypatch.setattr(DynamoHandler, "serialized", both)
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-west-2")
+    client.create_table(TableName=unique_name, BillingMode="PAY_PER_REQUEST",
+                        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                   {"AttributeName": "sk", "KeyType": "RANGE"}],
+                        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                              {"AttributeName": "sk", "AttributeType": "N"}])
+    rich = {"blob": {"B": b"\x00\xffbinary"}, "blobs": {"BS": [b"\x01", b"\x02"]},
+            "names": {"SS": ["a", "b"]}, "numbers": {"NS": ["1", "2.5"]}, "flag": {"BOOL": False},
+            "nothing": {"NULL": True}, "text": {"S": "ünïcode [b]markup[/b] \x1b[31m"},
+            "nested": {"M": {"blob": {"B": b"zz"}, "list": {"L": [{"N": "1"}, {"NULL": True},
+                                                                 {"M": {"deep": {"S": "x"}}}]}}}}
+    capacity = {"ReturnConsumedCapacity": "TOTAL"}
+    for i in range(5):
+        client.put_item(TableName=unique_name, Item={"pk": {"S": "p"}, "sk": {"N": str(i)}, **rich},
+                        **capacity)
+    key = {"pk": {"S": "p"}, "sk": {"N": "1"}}
+    client.get_item(TableName=unique_name, Key=key, **capacity)
+    client.get_item(TableName=unique_name, Key={"pk": {"S": "p"}, "sk": {"N": "99"}})
+    page = client.query(TableName=unique_name, KeyConditionExpression="pk = :p", Limit=2,
+                        ExpressionAttributeValues={":p": {"S": "p"}}, **capacity)
+    assert "LastEvaluatedKey" in page
+    client.query(TableName=unique_name, KeyConditionExpression="pk = :p",
+                 ExpressionAttributeValues={":p": {"S": "none"}})
+    client.query(TableName=unique_name, KeyConditionExpression="pk = :p", Select="COUNT",
+                 ExpressionAttributeValues={":p": {"S": "p"}})
+    client.scan(TableName=unique_name, ProjectionExpression="pk, nested.#l",
+                ExpressionAttributeNames={"#l": "list"})
+    client.update_item(TableName=unique_name, Key=key, UpdateExpression="SET #f = :t",
+                       ExpressionAttributeNames={"#f": "flag"},
+                       ExpressionAttributeValues={":t": {"BOOL": True}}, ReturnValues="ALL_NEW")
+    client.delete_item(TableName=unique_name, Key=key, ReturnValues="ALL_OLD")
+    client.batch_write_item(RequestItems={unique_name: [
+        {"PutRequest": {"Item": {"pk": {"S": "q"}, "sk": {"N": "1"}, **rich}}}]})
+    client.batch_get_item(RequestItems={unique_name: {"Keys": [
+        {"pk": {"S": "q"}, "sk": {"N": "1"}}, {"pk": {"S": "p"}, "sk": {"N": "2"}}]}})
+    client.transact_write_items(TransactItems=[
+        {"Put": {"TableName": unique_name, "Item": {"pk": {"S": "t"}, "sk": {"N": "1"}}}}])
+    client.transact_get_items(TransactItems=[
+        {"Get": {"TableName": unique_name, "Key": {"pk": {"S": "q"}, "sk": {"N": "1"}}}}])
+
+    assert not differences, "\n".join(differences)
+    assert set(compared) == set(PLAIN_JSON_ACTIONS), f"not exercised: {set(PLAIN_JSON_ACTIONS) - set(compared)}"

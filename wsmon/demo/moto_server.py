@@ -1,6 +1,6 @@
 """A local moto DynamoDB endpoint that behaves enough like DynamoDB for races and benchmarks.
 
-Two differences from stock moto matter to the DynamoDB store:
+Three differences from stock moto matter to the DynamoDB store:
 
 * moto makes ``TransactWriteItems`` rollback-safe by deep-copying every table the transaction
   touches, on every call. A store that writes each transition as one transaction (the workset
@@ -11,6 +11,12 @@ Two differences from stock moto matter to the DynamoDB store:
   both pass ``attribute_not_exists(...)``. DynamoDB serialises writes per item.
   ``python -m wsmon.demo.moto_server`` runs a server whose backend handles one request at a time
   (connections are still accepted in parallel), which models that per-item atomicity.
+* moto 5.2 writes every response by walking botocore's output shapes member by member; for the
+  item operations that is most of the stand-in's CPU (a 40-item Scan: ~250 ms to serialise, a few
+  to answer), which alone kept the demo's one-request-at-a-time endpoint saturated.
+  ``use_plain_json_item_responses`` writes the item operations' results as the JSON they already
+  are (DynamoDB's wire format: ``{"S": ...}`` maps), base64 for binary, members without a value
+  left out, as the serializer does; ``tests/test_moto_internals.py`` checks both give the same.
 
 moto is a development dependency (the ``dev``/``demo`` extras); nothing in the engine imports this.
 """
@@ -18,8 +24,10 @@ moto is a development dependency (the ``dev``/``demo`` extras); nothing in the e
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import copy
+import json
 import logging
 import os
 import subprocess
@@ -92,6 +100,85 @@ def use_per_item_transaction_rollback() -> None:
         backend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
+# The operations whose results moto builds as wire-format dicts of items (no timestamps, no shapes
+# that rename members); everything else, errors included, goes through moto's own serializer.
+PLAIN_JSON_ACTIONS = frozenset({
+    "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan", "BatchGetItem",
+    "BatchWriteItem", "TransactGetItems", "TransactWriteItems",
+})
+
+
+def _output_members(value: Any, shape: Any) -> Any:
+    """``value`` with only the members ``shape`` declares and that have a value, as the serializer
+    writes it (moto's results carry extras, e.g. DeleteItem's ``ConsumedCapacityUnits``). Item
+    maps are already in wire format and are passed through whole, which is where the time goes."""
+    if shape is None or value is None:
+        return value
+    kind = shape.type_name
+    if kind == "structure" and isinstance(value, dict):
+        if shape.name == "AttributeValue":
+            return value
+        members = shape.members
+        return {k: _output_members(v, members[k]) for k, v in value.items()
+                if k in members and v is not None}
+    if kind == "list" and isinstance(value, list):
+        return [_output_members(v, shape.member) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        if shape.value.name == "AttributeValue":
+            return value
+        return {k: _output_members(v, shape.value) for k, v in value.items() if v is not None}
+    return value
+
+
+def _binary_as_base64(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    raise TypeError(f"{type(value).__name__} is not part of an item response")
+
+
+def plain_json_item_response(action: str, result: Any, output_shape: Any) -> str | None:
+    """The response body for ``action``'s ``result``, or None when moto's serializer must write it."""
+    if action not in PLAIN_JSON_ACTIONS or not isinstance(result, dict) or output_shape is None:
+        return None
+    try:
+        return json.dumps(_output_members(result, output_shape), default=_binary_as_base64,
+                          separators=(",", ":"))
+    except TypeError:
+        return None  # something unexpected in the result: the serializer knows its shape
+
+
+def use_plain_json_item_responses() -> None:
+    """Patch moto (in this process) so DynamoDB item operations answer without the shape walk."""
+    from moto.core.responses import get_service_model
+    from moto.dynamodb.responses import DynamoHandler
+
+    with _patch_lock:
+        if getattr(DynamoHandler.serialized, "_wsmon_plain_json", False):
+            return
+        original = DynamoHandler.serialized
+
+        output_shapes: dict[str, Any] = {}
+
+        def output_shape(action: str) -> Any:
+            if action not in output_shapes:
+                service = get_service_model("dynamodb")
+                output_shapes[action] = service.operation_model(action).output_shape
+            return output_shapes[action]
+
+        def serialized(self: Any, action_result: Any) -> Any:
+            action = self._get_action()
+            body = (plain_json_item_response(action, action_result.result, output_shape(action))
+                    if action in PLAIN_JSON_ACTIONS else None)
+            if body is None:
+                return original(self, action_result)
+            headers = {"Content-Type": "application/x-amz-json-1.0", "server": "amazon.com"}
+            headers.update(self.response_headers)
+            return 200, headers, body
+
+        serialized._wsmon_plain_json = True  # type: ignore[attr-defined]
+        DynamoHandler.serialized = serialized  # type: ignore[method-assign]
+
+
 def make_server(host: str = "127.0.0.1", port: int = 0, *, one_at_a_time: bool = True) -> Any:
     """A werkzeug server running moto's backends; ``serve_forever()`` it, ``.port`` tells where."""
     from moto.moto_server.werkzeug_app import (
@@ -102,6 +189,7 @@ def make_server(host: str = "127.0.0.1", port: int = 0, *, one_at_a_time: bool =
     from werkzeug.serving import make_server as werkzeug_server
 
     use_per_item_transaction_rollback()
+    use_plain_json_item_responses()
     app = DomainDispatcherApplication(create_backend_app)
     if not one_at_a_time:
         return werkzeug_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
