@@ -41,6 +41,7 @@ from wsmon.core.models import (
     WorksetState,
 )
 from wsmon.core.textsafe import strip_control
+from wsmon.engine.recent_changes import ChangeReads, StoreReads
 
 if TYPE_CHECKING:
     from wsmon.config.settings import AlertRuleSettings, AlertsSettings, Settings
@@ -111,14 +112,17 @@ class Observation:
 class _Context:
     """What rules read, fetched once per evaluation."""
 
-    def __init__(self, store: Store, settings: Settings, now: datetime) -> None:
+    def __init__(self, store: Store, settings: Settings, now: datetime,
+                 changes: ChangeReads | None = None) -> None:
         self.store = store
         self.settings = settings
         self.now = now
+        # recent changes and queue counts: the engine's shared view, or the store itself
+        self.changes: ChangeReads = changes if changes is not None else StoreReads(store)
 
     @cached_property
     def queue_stats(self):
-        return self.store.queue_stats()
+        return self.changes.queue_stats()
 
     def worksets(self, state: WorksetState, priority: Priority | None = None) -> list[Workset]:
         key = (state, priority)
@@ -236,7 +240,7 @@ def rule_lock_failures(ctx: _Context, cfg: Any) -> list[Observation]:
 
 def rule_error_rate(ctx: _Context, cfg: Any) -> list[Observation]:
     since = ctx.now - timedelta(seconds=cfg.window_seconds)
-    changed, _ = ctx.store.worksets_changed_since(since)
+    changed, _ = ctx.changes.changed_since(since)
     failed = ok = 0
     for ws in changed:
         if ws.state_changed_at < since:
@@ -522,10 +526,11 @@ class AlertEvaluator:
 
     def __init__(self, settings: Settings, store: Store, *, clock: Clock | None = None,
                  notifier: Notifier | None = None, rules: dict[str, RuleFunction] | None = None,
-                 owner_id: str | None = None) -> None:
+                 owner_id: str | None = None, changes: ChangeReads | None = None) -> None:
         self.settings = settings
         self.cfg = _alerts_settings(settings)
         self.store = store
+        self.changes = changes
         self.clock = clock or getattr(store, "clock", None) or SystemClock()
         self.notifier = notifier
         self.rules = dict(RULES if rules is None else rules)
@@ -575,7 +580,7 @@ class AlertEvaluator:
         if not self._hold_lease():
             return []  # another engine evaluates; two would open duplicate alerts
         now = self.clock.now()
-        ctx = _Context(self.store, self.settings, now)
+        ctx = _Context(self.store, self.settings, now, self.changes)
         active: dict[tuple[str, str], Alert] = {
             (a.rule, a.subject): a for a in self.store.list_alerts(limit=100_000)
         }

@@ -28,6 +28,7 @@ import structlog
 
 from wsmon.core.clock import Clock, SystemClock
 from wsmon.core.models import MetricSample, WorksetState
+from wsmon.engine.recent_changes import ChangeReads, StoreReads
 
 if TYPE_CHECKING:
     from wsmon.config.settings import MetricsSettings, Settings
@@ -126,10 +127,12 @@ class Metrics:
 
     def __init__(self, settings: Settings, store: Store | None, *, clock: Clock | None = None,
                  monitor_id: str = "wsmon", cloudwatch_client: Any = None,
-                 stream: IO[str] | None = None) -> None:
+                 stream: IO[str] | None = None, changes: ChangeReads | None = None) -> None:
         self.settings = settings
         self.cfg = _metrics_settings(settings)
         self.store = store
+        # the engine's shared view of recent changes; on its own, the store itself
+        self.changes = changes if changes is not None or store is None else StoreReads(store)
         self.clock = clock or getattr(store, "clock", None) or SystemClock()
         self.monitor_id = monitor_id
         self._client = cloudwatch_client
@@ -343,7 +346,8 @@ class Metrics:
         window_start = self._last_sample_at or (now - timedelta(minutes=1))
         samples: list[MetricSample] = []
 
-        stats = self.store.queue_stats()
+        assert self.changes is not None
+        stats = self.changes.queue_stats()
         for state in WorksetState:
             per_priority = stats.counts.get(state.value, {})
             samples.append(MetricSample(name=H_QUEUE_DEPTH, at=minute, value=float(sum(per_priority.values())),
@@ -355,7 +359,7 @@ class Metrics:
             for priority, count in per_priority.items():
                 self.observe(QUEUE_DEPTH, float(count), unit="Count", State=state.value, Priority=priority)
 
-        changed, _ = self.store.worksets_changed_since(window_start)
+        changed, _ = self.changes.changed_since(window_start)
         completions = failures = 0
         for ws in changed:
             if not (window_start <= ws.state_changed_at < now + timedelta(microseconds=1)):

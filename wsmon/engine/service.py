@@ -45,13 +45,14 @@ from wsmon.core.clock import Clock, SystemClock
 from wsmon.engine.attempt import drive_attempt
 from wsmon.engine.clusters import ClusterRegistry
 from wsmon.engine.progress.tracker import ProgressTracker
+from wsmon.engine.recent_changes import RecentChanges
 from wsmon.engine.retry import RetryPolicy
 from wsmon.engine.runner import BaseRunner, Job, make_runner
 from wsmon.engine.scheduler import SchedulingPolicy, placeable, plan
 from wsmon.engine.store import LeaseLost, StateConflict, StoreError, WorksetNotFound
 from wsmon.engine.store.from_settings import open_store_from_settings
 from wsmon.engine.health import MonitorPruner
-from wsmon.engine.sweep import Sweeper
+from wsmon.engine.sweep import Sweeper, sweep_interval_seconds
 from wsmon.engine.watchdog import JobHealth, SystemdNotifier
 from wsmon.core.models import Lease, Workset, WorksetState
 from wsmon.core.textsafe import strip_control
@@ -102,6 +103,9 @@ class Engine:
         self._stop_polling = threading.Event()
         self._stopped = False
         self.host = socket.gethostname()
+        # one shared read of recent changes (and queue counts) per tick for the poll, sweep,
+        # alerts and metrics, instead of one store read each
+        self.recent_changes = RecentChanges.from_settings(settings, store, clock=self.clock)
         self.metrics, self.notifier, self.alerts = self._wire_observability()
         self.sweeper = Sweeper(self)
         self.systemd = SystemdNotifier()
@@ -119,10 +123,10 @@ class Engine:
         from wsmon.engine.notify import Notifier
 
         metrics = Metrics(self.settings, self.store, clock=self.clock, monitor_id=self.monitor_id,
-                          cloudwatch_client=None)
+                          cloudwatch_client=None, changes=self.recent_changes)
         notifier = Notifier(self.settings, self.store, clock=self.clock)
         alerts = AlertEvaluator(self.settings, self.store, clock=self.clock, notifier=notifier,
-                                owner_id=self.monitor_id)
+                                owner_id=self.monitor_id, changes=self.recent_changes)
         return metrics, notifier, alerts
 
     def _emit(self, event_type: str, workset: Workset | None = None, **details: Any) -> list[Any]:
@@ -170,7 +174,7 @@ class Engine:
                 "discovery": disc.model_copy(update={"sources": members})})
             out.append((name, S3Source(narrowed, self.store, clock=self.clock,
                                        s3_client=self._s3_client, monitor_id=self.monitor_id,
-                                       stop=self._stop_polling)))
+                                       stop=self._stop_polling, changes=self.recent_changes)))
         return out
 
     def _mirror(self, workset: Workset) -> None:
@@ -204,8 +208,7 @@ class Engine:
                                               self.systemd.ping_interval or s.store.heartbeat_seconds)),
             ("clusters", lambda: self.clusters.refresh(force=True),
              s.clusters.refresh_interval_seconds),
-            ("sweep", self.sweep, max(1.0, min(s.discovery.poll_interval_seconds,
-                                                s.store.heartbeat_seconds))),
+            ("sweep", self.sweep, sweep_interval_seconds(s)),
             ("metrics", self.flush_metrics, s.metrics.flush_interval_seconds),
             ("alerts", self.evaluate_alerts, s.alerts.evaluate_interval_seconds),
             ("outbox", self.deliver_notifications, s.notify.deliver_interval_seconds),

@@ -19,6 +19,7 @@ from wsmon.engine.store.base import parse_force_release_reason
 if TYPE_CHECKING:
     from wsmon.config.settings import Settings
     from wsmon.core.clock import Clock
+    from wsmon.engine.recent_changes import ChangeReads
     from wsmon.engine.store import Store
 
 log = structlog.get_logger(__name__)
@@ -42,6 +43,11 @@ LEASE_RECOVERED_REASON = "recovered: lease of"  # the engine's own force release
 FORCE_RELEASE_NOTICE_EVERY = timedelta(seconds=30)
 
 
+def sweep_interval_seconds(settings: Settings) -> float:
+    """How often the sweep runs: as often as the poll or the heartbeat, at most once a second."""
+    return max(1.0, min(settings.discovery.poll_interval_seconds, settings.store.heartbeat_seconds))
+
+
 class SweepHost(Protocol):
     """What the sweep uses of the engine it sweeps for."""
 
@@ -50,6 +56,7 @@ class SweepHost(Protocol):
     clock: Clock
     monitor_id: str
     notifier: Any
+    recent_changes: ChangeReads
 
     @property
     def active_worksets(self) -> list[str]: ...
@@ -72,6 +79,7 @@ class Sweeper:
         # fixed for the engine's life
         self.settings, self.store, self.clock = engine.settings, engine.store, engine.clock
         self.monitor_id, self.notifier = engine.monitor_id, engine.notifier
+        self.changes = engine.recent_changes
         self._last_run: datetime | None = None
         self._last_notice_look: datetime | None = None
         self._last_half_written_look: datetime | None = None
@@ -145,8 +153,7 @@ class Sweeper:
         handover from notifying twice."""
         if not self.notifier.channels:
             return []  # nobody to tell: spare the store the reads
-        lease_seconds = max(90.0, 3 * max(1.0, min(self.settings.discovery.poll_interval_seconds,
-                                                   self.settings.store.heartbeat_seconds)))
+        lease_seconds = max(90.0, 3 * sweep_interval_seconds(self.settings))
         if self.store.acquire_named_lease(FORCE_RELEASE_NOTICE_LEASE, self.monitor_id,
                                           lease_seconds) is None:
             return []
@@ -154,7 +161,7 @@ class Sweeper:
         now = self.clock.now()
         since = (max(parse_iso(stored), now - FORCE_RELEASE_MAX_LOOKBACK) if stored
                  else now - FORCE_RELEASE_FIRST_LOOKBACK)
-        changed, watermark = self.store.worksets_changed_since(since)
+        changed, watermark = self.changes.changed_since(since)
         found: list[tuple[str, int]] = []
         for ws in changed:
             for event in self._events_since(ws, since):

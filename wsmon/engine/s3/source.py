@@ -38,6 +38,7 @@ from wsmon.core.clock import Clock, SystemClock
 from wsmon.core.models import Workset
 from wsmon.core.textsafe import strip_control
 from wsmon.engine import diagnostics
+from wsmon.engine.recent_changes import ChangeReads, StoreReads, newer
 from wsmon.engine.s3.apply import DecisionApplier
 from wsmon.engine.s3.listing import (
     FolderCache,
@@ -67,10 +68,12 @@ class S3Source:
 
     def __init__(self, settings: Any, store: Store, *, clock: Clock | None = None,
                  s3_client: Any = None, monitor_id: str = "wsmon",
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, changes: ChangeReads | None = None) -> None:
         self.settings = settings
         self.discovery = settings.discovery
         self.store = store
+        # the engine's shared view of recent changes; on its own (CLI, API), the store itself
+        self.changes: ChangeReads = changes if changes is not None else StoreReads(store)
         self.clock = clock or SystemClock()
         self.monitor_id = monitor_id
         if s3_client is None:
@@ -112,9 +115,11 @@ class S3Source:
             return out
 
     def _refresh_known(self) -> None:
-        changed, self._watermark = self.store.worksets_changed_since(self._watermark)
+        changed, self._watermark = self.changes.changed_since(self._watermark)
         for ws in changed:
-            self._known[ws.workset_id] = ws
+            # a shared read may predate this source's own last write to the workset
+            if newer(ws, self._known.get(ws.workset_id)):
+                self._known[ws.workset_id] = ws
 
     def _remember(self, ws: Workset | None) -> Workset | None:
         if ws is not None:
