@@ -3,10 +3,16 @@
 Prints: time to the first full frame (app start until the queue holds every row and a frame
 was drawn), UI-thread time per refresh when 1 % of the worksets change (the SnapshotReady
 handler, which applies the diff to every screen), the refresh reader's time (worker thread), and
-peak RSS. Targets: first frame < 1.5 s, refresh < 50 ms, RSS < 250 MB. Figures are printed, never
-asserted.
+peak RSS. Targets: first frame < 1.5 s, refresh < 50 ms, RSS < 250 MB.
 
-    .venv/bin/python bench/tui_bench.py [--worksets 10000] [--refreshes 10]
+Then the figure issue 17 names: the attached dashboard's CPU as % of one core over a steady
+window (``--window`` seconds), the real ``WsmonApp`` on the system clock with the refresh interval
+from settings (``ui.refresh_interval``, 2 s by default), while a writer in a child process changes
+1 % of the worksets every 2 s through the store API. The child keeps its CPU out of this
+process's figure (``os.times()``: every thread of this process, no children). Target: 10 % or
+less. Figures are printed, never asserted.
+
+    .venv/bin/python bench/tui_bench.py [--worksets 10000] [--refreshes 10] [--window 60]
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ import asyncio
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from wsmon.core.clock import ManualClock
@@ -31,7 +38,9 @@ CUSTOMERS = ["acme", "oncology", "genomix", "labcorp", "uni-hospital"]
 PRIORITIES = ["urgent", "normal", "normal", "normal", "low"]
 
 
-def seed(path: Path, n: int, clock: ManualClock):
+def seed(path: Path, n: int, clock: ManualClock, *, spread: timedelta | None = None):
+    """``spread``: register one workset every ``spread / n`` (ages spread evenly, as a queue
+    that filled over that time); without it, in bursts of 500 three minutes apart."""
     store = open_store(f"sqlite:///{path}", clock=clock)
     rng = random.Random(7)
     for i in range(n):
@@ -40,9 +49,42 @@ def seed(path: Path, n: int, clock: ManualClock):
         store.register_workset(name, "daylily-ws", f"worksets/{name}/",
                                priority=rng.choice(PRIORITIES), customer_id=rng.choice(CUSTOMERS),
                                state=state, actor="discovery")
-        if i % 500 == 0:
+        if spread is not None:
+            clock.advance(seconds=spread.total_seconds() / n)
+        elif i % 500 == 0:
             clock.advance(minutes=3)
     return store
+
+
+def change_one(store, key: str, state: str, change: str, rng: random.Random) -> str:
+    """One change as an engine or operator makes it; returns the workset's new state."""
+    if change == "priority":  # the default sort column: every refresh re-sorts
+        store.set_priority(key, rng.choice(["urgent", "normal", "low"]), "bench@host")
+        return state
+    if state == "ready":  # an engine claims it
+        return "locked" if store.acquire_lock(key, "engine-bench") is not None else state
+    if state in ("locked", "in_progress"):
+        store.force_release(key, "bench@host", "bench")
+        return "ready"
+    store.update_state(key, "ready", "bench retry", "bench@host")
+    return "ready"
+
+
+def writer(db: Path, fraction: float, every: float, change: str) -> None:
+    """The child process: change ``fraction`` of the worksets every ``every`` seconds, on the
+    system clock, until the parent ends it. Says "writing" on stdout once it has begun."""
+    store = open_store(f"sqlite:///{db}")
+    worksets, _ = store.worksets_changed_since(None)
+    states = {ws.workset_id: ws.state.value for ws in worksets}
+    keys = sorted(states)
+    rng = random.Random(11)
+    batch = max(1, int(len(keys) * fraction))
+    print("writing", flush=True)
+    while True:
+        started = time.monotonic()
+        for key in rng.sample(keys, batch):
+            states[key] = change_one(store, key, states[key], change, rng)
+        time.sleep(max(0.0, every - (time.monotonic() - started)))
 
 
 async def run(n: int, refreshes: int, change: str = "state") -> None:
@@ -82,16 +124,7 @@ async def run(n: int, refreshes: int, change: str = "state") -> None:
         for _ in range(refreshes):
             clock.advance(seconds=2)
             for key in rng.sample(keys, n // 100):
-                row = app.rows[key]
-                if change == "priority":  # the default sort column: every refresh re-sorts
-                    new = "low" if row.priority != "low" else "urgent"
-                    store.set_priority(key, new, "bench@host")
-                elif row.state.value == "ready":  # an engine claims it
-                    store.acquire_lock(key, "engine-bench")
-                elif row.state.holds_lease:
-                    store.force_release(key, "bench@host", "bench")
-                else:
-                    store.update_state(key, "ready", "bench retry", "bench@host")
+                change_one(store, key, app.rows[key].state.value, change, rng)
             target = app.refresh_generation + 1
             app.refresh_now()
             while app.refresh_generation < target:
@@ -126,14 +159,63 @@ async def run(n: int, refreshes: int, change: str = "state") -> None:
     store.close()
 
 
+async def cpu_window(n: int, window: float, change: str, warmup: float = 6.0) -> None:
+    """The attached dashboard's CPU (% of one core) while a child process writes."""
+    from wsmon.app import WsmonApp
+
+    tmp = Path(tempfile.mkdtemp(prefix="wsmon-bench-cpu-"))
+    db = tmp / "bench.db"
+    # a queue that filled over the last six hours, so ages tick as they do for a real one
+    clock = ManualClock(datetime.now(timezone.utc) - timedelta(hours=6))
+    seed(db, n, clock, spread=timedelta(hours=6)).close()
+    settings = Settings(state_dir=tmp / "state", ui={"bell": False})
+    child = subprocess.Popen([sys.executable, __file__, "--writer", str(db), "--change", change],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        if child.stdout.readline().strip() != "writing":
+            raise SystemExit("the writer process did not start")
+        store = open_store(f"sqlite:///{db}")
+        app = WsmonApp(store, settings, actor="bench@host", remember_theme=False)
+        async with app.run_test(size=(160, 48)):
+            while not app.loaded:
+                if not app.is_running:
+                    raise SystemExit("the app stopped before its first full read")
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(warmup)  # past the first frames and the first diffs
+            generation = app.refresh_generation
+            before, wall = os.times(), time.monotonic()
+            await asyncio.sleep(window)
+            after, elapsed = os.times(), time.monotonic() - wall
+            refreshes = app.refresh_generation - generation
+        store.close()
+    finally:
+        child.terminate()
+        child.wait()
+    cpu = (after.user - before.user) + (after.system - before.system)
+    print(f"attached dashboard, {n} worksets, 1% changed every 2 s by another process "
+          f"({change} changes), refresh every {settings.ui.refresh_interval:g} s:")
+    print(f"  CPU {cpu / elapsed * 100:.1f} % of one core over {elapsed:.0f} s "
+          f"({refreshes} refreshes, {cpu / max(1, refreshes) * 1000:.0f} ms CPU per refresh); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worksets", type=int, default=10_000)
     parser.add_argument("--refreshes", type=int, default=10)
     parser.add_argument("--change", choices=["state", "priority"], default="state",
                         help="state: claims/releases (order unchanged); priority: the sort column")
+    parser.add_argument("--window", type=float, default=60.0,
+                        help="seconds of the steady CPU window (0: skip it)")
+    parser.add_argument("--writer", type=Path, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
-    asyncio.run(run(args.worksets, args.refreshes, args.change))
+    if args.writer is not None:
+        writer(args.writer, 0.01, 2.0, args.change)
+        return
+    if args.refreshes:
+        asyncio.run(run(args.worksets, args.refreshes, args.change))
+    if args.window > 0:
+        asyncio.run(cpu_window(args.worksets, args.window, args.change))
 
 
 if __name__ == "__main__":

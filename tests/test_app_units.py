@@ -16,7 +16,7 @@ from wsmon.themes import (
     read_theme_file,
     remember_theme,
 )
-from wsmon.widgets.format import bar, compact_age, duration
+from wsmon.widgets.format import bar, compact_age, compact_age_changes_at, duration
 
 
 def test_theme_files_match_the_built_in_definitions():
@@ -57,6 +57,55 @@ def test_reader_sends_only_what_changed(tmp_path):
     third = reader.read()
     assert set(third.changed) == {"ws-done-10"}
     assert third.changed["ws-done-10"].priority == "urgent"
+
+
+def test_reader_counts_are_the_stores_queue_stats(tmp_path):
+    """The header's counts come from the reader's mirror, not a store query per refresh; they
+    must be the store's own figures after changes, a new workset and a deletion."""
+    import sqlite3
+
+    store, clock = seed_store(str(tmp_path / "s.db"))
+    reader = SnapshotReader(store, clock, stale_after=210)
+    assert reader.read().stats == store.queue_stats()
+    clock.advance(1)
+    store.set_priority("ws-done-10", "urgent", "op@host")
+    store.acquire_lock("ws-normal-cohort-02", "engine-x")
+    store.update_state("ws-failed-08", "ready", "operator retry", "op@host")
+    store.register_workset("ws-new-13", "daylily-ws", "worksets/ws-new-13/", priority="low")
+    incremental = reader.read()
+    assert incremental.stats == store.queue_stats()
+    assert incremental.stats.counts["locked"]["normal"] == 2  # ws-locked-04 and the new claim
+    with sqlite3.connect(tmp_path / "s.db") as raw:  # the store API has no delete: a retention job
+        raw.execute("DELETE FROM worksets WHERE workset_id = 'ws-urgent-tumor-01'")
+    full = reader.read(force_full=True)
+    assert "ws-urgent-tumor-01" in full.removed
+    assert full.stats == store.queue_stats()
+    assert full.stats.total() == 12
+
+
+def test_reader_ages_match_a_fresh_read_as_time_moves(tmp_path):
+    """Ages are recomputed only when their text can change; after any step of the clock the
+    rows are what a reader reading everything afresh shows."""
+    store, clock = seed_store(str(tmp_path / "s.db"))
+    reader = SnapshotReader(store, clock, stale_after=210)
+    rows = dict(reader.read().changed)
+    for step, change in ((1, True), (0.4, False), (0.6, False), (58, False), (3, True),
+                         (1800, False), (7 * 3600, False), (2 * 86400, False), (59, False)):
+        clock.advance(step)
+        if change:
+            store.set_priority("ws-done-10", "low" if step == 1 else "urgent", "op@host")
+        rows.update(reader.read().changed)
+        fresh = SnapshotReader(store, clock, stale_after=210).read().changed
+        assert {k: r.cells for k, r in rows.items()} == {k: r.cells for k, r in fresh.items()}, step
+
+
+def test_an_age_changes_text_exactly_when_the_reader_expects():
+    for seconds in (-3.0, 0.0, 0.5, 59.0, 59.9, 60.0, 61.0, 3599.0, 3600.0, 7300.0,
+                    2 * 86400 - 1.0, 2 * 86400.0, 5 * 86400 + 3.0):
+        at = compact_age_changes_at(seconds)
+        assert at > seconds
+        assert compact_age(at - 0.001) == compact_age(seconds), seconds
+        assert compact_age(at) != compact_age(seconds), seconds
 
 
 def test_engine_status_alive_stale_none(tmp_path):

@@ -7,8 +7,10 @@ refresh, so the UI thread applies a small diff instead of re-rendering thousands
 
 from __future__ import annotations
 
+import heapq
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +23,7 @@ from wsmon.core.models import (
     Alert,
     ClusterStatus,
     MonitorInfo,
+    Priority,
     QueueStats,
     Silence,
     Workset,
@@ -30,7 +33,13 @@ from wsmon.core.textsafe import strip_control
 from wsmon.engine.progress.usage import UsageFacts, UsageRow, month_start, summarize_facts
 from wsmon.engine.progress.usage import facts as usage_facts
 from wsmon.widgets.difftable import ColumnSpec
-from wsmon.widgets.format import STATE_ORDER, age_since, progress_cell, state_label
+from wsmon.widgets.format import (
+    STATE_ORDER,
+    age_changes_at,
+    age_since,
+    progress_cell,
+    state_label,
+)
 
 # Queue columns. Widths follow the terminal (roomy from 120 columns, compact below, so all of
 # them show at 80) but never the text, so adding 10,000 rows never measures a cell. The id is
@@ -237,6 +246,11 @@ def _ages(st: _Static, now: datetime) -> tuple[str, str]:
     return age_since(st.created_at, now), age_since(st.last_event_at, now)
 
 
+def _ages_change_at(st: _Static, now: datetime) -> datetime:
+    """When either age cell of the row next shows another text."""
+    return min(age_changes_at(st.created_at, now), age_changes_at(st.last_event_at, now))
+
+
 def _row(key: str, st: _Static, ages: tuple[str, str]) -> QueueRow:
     age, last_age = ages
     e_id, e_customer, e_cluster, e_lease, e_last, e_waiting = st.escaped
@@ -275,6 +289,15 @@ class SnapshotReader:
         self._statics: dict[str, _Static] = {}
         self._rows: dict[str, QueueRow] = {}
         self._ages: dict[str, tuple[str, str]] = {}
+        # When each row's ages next change, as a heap of (instant, key); _age_due holds the
+        # instant that counts per key (a heap entry that differs is outdated), so a read
+        # recomputes only the ages whose text can have moved, not all 10,000.
+        self._age_heap: list[tuple[datetime, str]] = []
+        self._age_due: dict[str, datetime] = {}
+        self._last_now: datetime | None = None
+        # (state, priority) -> worksets, kept from the mirror: the header's counts without a
+        # queue_stats() read per refresh (on DynamoDB that is a Query per state)
+        self._counts: Counter[tuple[str, str]] = Counter()
         self._reads = 0
         self._charts_read_at: float | None = None
         self.chart_range = 0  # index into CHART_RANGES; the clusters screen sets it
@@ -306,12 +329,14 @@ class SnapshotReader:
             statics = {ws.workset_id: _static(ws) for ws in worksets}
             removed = set(self._statics) - set(statics)
             self._statics = statics
-            dirty = set(statics)
+            self._counts = Counter((st.state.value, st.priority) for st in statics.values())
+            dirty = list(statics)
             self._usage = {}
         else:
+            dirty = []
             for ws in worksets:
-                self._statics[ws.workset_id] = _static(ws)
-            dirty = changed_records
+                self._replace_static(ws.workset_id, _static(ws))
+                dirty.append(ws.workset_id)
         for ws in worksets:
             used = usage_facts(ws)
             if used is None:
@@ -319,11 +344,18 @@ class SnapshotReader:
             else:
                 self._usage[ws.workset_id] = used
         changed: dict[str, QueueRow] = {}
-        rows, ages = self._rows, self._ages
-        # Only ages move between reads: a row is rebuilt when its record or one of its ages did.
-        for key, st in self._statics.items():
+        rows, ages, statics = self._rows, self._ages, self._statics
+        # Only ages move between reads: a row is rebuilt when its record changed or one of its
+        # ages reached the instant its text changes.
+        dirty_keys = set(dirty)
+        for key in self._rows_to_rebuild(dirty, now, full):
+            st = statics.get(key)
+            if st is None:
+                continue
             new_ages = _ages(st, now)
-            if key not in dirty and ages.get(key) == new_ages:
+            self._age_due[key] = due = _ages_change_at(st, now)
+            heapq.heappush(self._age_heap, (due, key))
+            if key not in dirty_keys and ages.get(key) == new_ages:
                 continue
             ages[key] = new_ages
             row = _row(key, st, new_ages)
@@ -334,6 +366,8 @@ class SnapshotReader:
         for key in removed:
             rows.pop(key, None)
             ages.pop(key, None)
+            self._age_due.pop(key, None)
+        self._last_now = now
         self._watermark = watermark
         self._reads += 1
 
@@ -347,12 +381,49 @@ class SnapshotReader:
             self.month_usage = summarize_facts(self._usage.values(), month_start(now),
                                                now + timedelta(seconds=1), "cluster")
         return Snapshot(
-            at=now, full=full, changed=changed, removed=removed, stats=store.queue_stats(),
+            at=now, full=full, changed=changed, removed=removed, stats=self.queue_stats(),
             monitors=monitors, engine=engine_status(monitors, now, self.stale_after),
             clusters=store.list_cluster_status(), alerts=alerts,
             silences=store.list_silences(active_at=now), charts=charts,
             read_seconds=time.perf_counter() - started, changed_records=changed_records,
         )
+
+    def _replace_static(self, key: str, st: _Static) -> None:
+        old = self._statics.get(key)
+        if old is not None:
+            self._counts[(old.state.value, old.priority)] -= 1
+        self._counts[(st.state.value, st.priority)] += 1
+        self._statics[key] = st
+
+    def _rows_to_rebuild(self, dirty: list[str], now: datetime, full: bool) -> list[str]:
+        """The changed records (in store order), then the rows whose ages' instant came."""
+        due_at = self._age_due
+        if full or self._last_now is None or now < self._last_now:
+            # every row: a full read, or the clock went back and every due instant is off
+            self._age_heap, due_at = [], {}
+            self._age_due = due_at
+            return list(dict.fromkeys([*dirty, *self._statics]))
+        heap = self._age_heap
+        if len(heap) > 2 * len(due_at) + 1024:
+            # rows that changed left their earlier instants behind: drop the outdated entries
+            heap[:] = [(due, key) for key, due in due_at.items()]
+            heapq.heapify(heap)
+        keys = dict.fromkeys(dirty)
+        # popped before any is pushed back: an age whose text has not moved yet (a clock step
+        # finer than the instant) is looked at again next read, never in a loop now
+        while heap and heap[0][0] <= now:
+            due, key = heapq.heappop(heap)
+            if due_at.get(key) == due:
+                keys[key] = None
+        return list(keys)
+
+    def queue_stats(self) -> QueueStats:
+        """What ``store.queue_stats()`` returns, counted from the mirror of every workset."""
+        counts = {s.value: {p.value: 0 for p in Priority} for s in WorksetState}
+        for (state, priority), n in self._counts.items():
+            if n:
+                counts.setdefault(state, {})[priority] = n
+        return QueueStats(counts=counts)
 
     def read_preview(self, limit: int = 200) -> Snapshot:
         """The top of the queue (store order = the default sort) and the header figures, so the

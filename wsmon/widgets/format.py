@@ -55,10 +55,30 @@ def compact_age(seconds: float) -> str:
     return f"{int(seconds // 86400)}d"
 
 
+def compact_age_changes_at(seconds: float) -> int:
+    """The elapsed seconds at which ``compact_age`` next shows another text (the next whole
+    unit), so a reader recomputes an age only when its cell can change."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        unit = 1
+    elif seconds < 3600:
+        unit = 60
+    elif seconds < 86400 * 2:
+        unit = 3600
+    else:
+        unit = 86400
+    return (int(seconds // unit) + 1) * unit
+
+
 def age_since(then: datetime | None, now: datetime) -> str:
     if then is None:
         return "-"
     return compact_age((now - then).total_seconds())
+
+
+def age_changes_at(then: datetime, now: datetime) -> datetime:
+    """When ``age_since(then, …)`` next shows another text than it does at ``now``."""
+    return then + timedelta(seconds=compact_age_changes_at((now - then).total_seconds()))
 
 
 def duration(seconds: float | None) -> str:
