@@ -69,6 +69,11 @@ def test_moto_server_application_parts_are_importable() -> None:
         )
     except ImportError as exc:
         pytest.fail(f"{MOVED}: {exc}")
+    # the stand-in builds its services' backend apps before serving and serves an inherited socket
+    assert isinstance(DomainDispatcherApplication(create_backend_app).app_instances, dict), MOVED
+    from werkzeug.serving import make_server
+
+    assert "fd" in inspect.signature(make_server).parameters, "werkzeug's make_server lost fd="
 
 
 def test_a_cancelled_transaction_on_the_embedded_endpoint_changes_nothing_and_copies_no_table(

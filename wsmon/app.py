@@ -580,7 +580,7 @@ class WsmonApp(App[int]):
 
 
 def run_dashboard(settings: Settings, engine_mode: str = "auto",
-                  prepare: Callable[[], None] | None = None) -> int:
+                  prepare: Callable[[Callable[[], None]], None] | None = None) -> int:
     """Open the store and run the dashboard; returns the exit code.
 
     ``auto``: run the engine in this process unless a live engine (role engine, fresh heartbeat)
@@ -588,7 +588,8 @@ def run_dashboard(settings: Settings, engine_mode: str = "auto",
     ``attach``: never run an engine here. ``engine``: always run one here.
 
     ``prepare`` (the demo's seeding) runs in a background thread while the dashboard is already
-    on screen; the engine starts once it has finished, so rows appear as they are written.
+    on screen; the engine starts once it has finished, so rows appear as they are written. It is
+    given a callable that makes the dashboard read the store now (the first rows are in).
     """
     import click
 
@@ -667,7 +668,7 @@ class _DeferredEngine(threading.Thread):
     """Runs ``prepare`` then starts the engine, while the dashboard is already on screen."""
 
     def __init__(self, app: WsmonApp, settings: Settings, store: Store,
-                 prepare: Callable[[], None]) -> None:
+                 prepare: Callable[[Callable[[], None]], None]) -> None:
         super().__init__(name="wsmon-engine-start", daemon=True)
         self._app = app
         self._settings = settings
@@ -681,7 +682,8 @@ class _DeferredEngine(threading.Thread):
     def run(self) -> None:
         problem = ""
         try:
-            self._prepare()
+            # refresh_now only sets an Event: safe from this thread
+            self._prepare(self._app.refresh_now)
         except Exception as exc:  # said in the header; the dashboard still shows the store
             log.error("engine_prepare_failed", error=str(exc))
             problem = describe_error(exc)

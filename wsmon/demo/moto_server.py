@@ -30,6 +30,7 @@ import copy
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -179,8 +180,11 @@ def use_plain_json_item_responses() -> None:
         DynamoHandler.serialized = serialized  # type: ignore[method-assign]
 
 
-def make_server(host: str = "127.0.0.1", port: int = 0, *, one_at_a_time: bool = True) -> Any:
-    """A werkzeug server running moto's backends; ``serve_forever()`` it, ``.port`` tells where."""
+def make_server(host: str = "127.0.0.1", port: int = 0, *, one_at_a_time: bool = True,
+                fd: int | None = None, warm: tuple[str, ...] = ()) -> Any:
+    """A werkzeug server running moto's backends; ``serve_forever()`` it, ``.port`` tells where.
+    ``fd``: an inherited listening socket instead of binding ``port``; ``warm``: services whose
+    backend apps are built now rather than by their first request."""
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -191,8 +195,11 @@ def make_server(host: str = "127.0.0.1", port: int = 0, *, one_at_a_time: bool =
     use_per_item_transaction_rollback()
     use_plain_json_item_responses()
     app = DomainDispatcherApplication(create_backend_app)
+    for service in warm:
+        app.app_instances.setdefault(service, create_backend_app(service))
     if not one_at_a_time:
-        return werkzeug_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+        return werkzeug_server(host, port, app, threaded=True, request_handler=MotoRequestHandler,
+                               fd=fd)
     lock = threading.Lock()
 
     def serialised(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -202,7 +209,7 @@ def make_server(host: str = "127.0.0.1", port: int = 0, *, one_at_a_time: bool =
             return list(app(environ, start_response))
 
     return werkzeug_server(host, port, serialised, threaded=True,
-                           request_handler=MotoRequestHandler)
+                           request_handler=MotoRequestHandler, fd=fd)
 
 
 @contextlib.contextmanager
@@ -225,23 +232,38 @@ def serve_in_thread(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve_in_subprocess(timeout: float = 60.0) -> Iterator[str]:
-    """Run ``python -m wsmon.demo.moto_server`` in its own process; yields its endpoint URL."""
-    env = dict(os.environ)
-    env.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    proc = subprocess.Popen([sys.executable, "-m", "wsmon.demo.moto_server", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+def serve_in_subprocess(timeout: float = 60.0, *, wait: bool = True) -> Iterator[str]:
+    """Run ``python -m wsmon.demo.moto_server`` in its own process; yields its endpoint URL.
+
+    The listening socket is made here and handed to the child, so the URL is known at once.
+    ``wait=False`` yields without waiting for the child to start serving: requests made
+    meanwhile wait in the socket's backlog (the demo opens its dashboard during those ~1.5 s),
+    and if the child dies they are refused, not left hanging."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        port = listener.getsockname()[1]
+        env = dict(os.environ)
+        env.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wsmon.demo.moto_server", "--fd", str(listener.fileno())],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+            pass_fds=(listener.fileno(),))
+    finally:
+        listener.close()  # the child's copy is the only one: a dead child refuses connections
     try:
         ready: list[str] = []
         reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()),  # type: ignore[union-attr]
                                   daemon=True)
         reader.start()
-        reader.join(timeout)
-        line = ready[0].strip() if ready else ""
-        if not line.startswith("listening "):
-            raise RuntimeError(f"local moto server did not start (exit code {proc.poll()})")
-        yield line.split(" ", 1)[1]
+        if wait:
+            reader.join(timeout)
+            line = ready[0].strip() if ready else ""
+            if not line.startswith("listening "):
+                raise RuntimeError(f"local moto server did not start (exit code {proc.poll()})")
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         try:
@@ -251,13 +273,19 @@ def serve_in_subprocess(timeout: float = 60.0) -> Iterator[str]:
             proc.wait()
 
 
+# What the demo and the tests talk to; made before serving, so no first request pays for it.
+WARM_SERVICES = ("dynamodb", "s3", "sns", "sqs", "cloudwatch")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="moto DynamoDB, one request at a time")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--fd", type=int, default=None,
+                        help="serve on this already listening socket (inherited from the parent)")
     args = parser.parse_args(argv)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = make_server(args.host, args.port)
+    server = make_server(args.host, args.port, fd=args.fd, warm=WARM_SERVICES)
     # The parent reads this line to learn the port (0 = chosen by the OS).
     print(f"listening http://{args.host}:{server.port}", flush=True)
     try:

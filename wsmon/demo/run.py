@@ -55,8 +55,12 @@ CRASHED_MONITOR = "crashed-monitor"
 STALE_WORKSET = "stale-lease-crashed-monitor"
 STALE_LEASE_SECONDS = 600.0
 # folders uploaded and registered before the rest, so the first rows show within seconds
-FIRST_BATCH = 5
+FIRST_BATCH = 2
+# The stand-in's account (moto's own default, set explicitly so this process need not import moto
+# to know the ARNs it will hand out)
+DEMO_ACCOUNT_ID = "123456789012"
 DUMMY_AWS_ENV = {
+    "MOTO_ACCOUNT_ID": DEMO_ACCOUNT_ID,
     "AWS_ACCESS_KEY_ID": "demo",
     "AWS_SECRET_ACCESS_KEY": "demo",
     "AWS_SESSION_TOKEN": "demo",
@@ -120,16 +124,21 @@ def embedded_aws(own_process: bool = True) -> Iterator[str]:
     queue each request waits in, but the endpoint stays the demo's bottleneck: every job's store
     reads wait for each other (bench/engine_health_bench.py measures lag and skipped runs).
     ``own_process=False``: a thread of this process (what the demo used before)."""
-    try:
-        import moto.server  # noqa: F401
-    except ModuleNotFoundError as exc:  # the demo extra is optional; anything else is a real error
+    import importlib.util
+
+    # found, not imported: importing moto here (~0.5 s) would only delay the dashboard, and the
+    # stand-in's own process imports it anyway
+    missing = [name for name in ("moto", "flask", "werkzeug") if importlib.util.find_spec(name) is None]
+    if missing:  # the demo extra is optional; anything else is a real error
         raise DemoUnavailable(
-            f"the demo needs moto's server ({exc.name} is not installed): pip install 'wsmon[demo]'"
-        ) from None
+            f"the demo needs moto's server ({', '.join(missing)} not installed): "
+            "pip install 'wsmon[demo]'")
     from wsmon.demo.moto_server import serve_in_subprocess, serve_in_thread
 
     _quiet_werkzeug()
-    with (serve_in_subprocess() if own_process else serve_in_thread("127.0.0.1", 0)) as url:
+    # the stand-in starts on the other core while this process carries on; its first requests
+    # wait in the socket's backlog
+    with (serve_in_subprocess(wait=False) if own_process else serve_in_thread("127.0.0.1", 0)) as url:
         yield url
 
 
@@ -255,9 +264,7 @@ def create_world(endpoint: str, state_dir: Path, store_kind: str,
     """The demo's settings (naming the SNS topic ``populate`` creates). Nothing is created or
     seeded yet, so logging can be set up before anything logs, and a dashboard can open as soon
     as the store's tables exist."""
-    from moto.core import DEFAULT_ACCOUNT_ID
-
-    topic_arn = f"arn:aws:sns:{REGION}:{DEFAULT_ACCOUNT_ID}:{TOPIC}"
+    topic_arn = f"arn:aws:sns:{REGION}:{DEMO_ACCOUNT_ID}:{TOPIC}"
     settings = demo_settings(endpoint=endpoint, state_dir=state_dir, store_kind=store_kind,
                              topic_arn=topic_arn, ui_overrides=ui_overrides)
     return DemoWorld(endpoint=endpoint, state_dir=state_dir, store_kind=store_kind,
@@ -284,7 +291,8 @@ def init_store(world: DemoWorld, say: Callable[[str], None] = lambda _text: None
 
 
 def populate(world: DemoWorld, say: Callable[[str], None] = lambda _text: None,
-             halt: threading.Event | None = None) -> None:
+             halt: threading.Event | None = None,
+             first_rows_in: Callable[[], None] = lambda: None) -> None:
     """The seeded folders, one discovery pass and the crashed monitor's lease, then the chart
     history. The stale-lease folder and a first handful go up and are registered first, so a
     dashboard that is already open shows rows within seconds; the rest follow and are
@@ -313,6 +321,7 @@ def populate(world: DemoWorld, say: Callable[[str], None] = lambda _text: None,
             return
         say("first discovery pass (validates every folder, checks every FASTQ exists)")
         crash_a_monitor(settings, store)
+        first_rows_in()  # an open dashboard shows them now, not at its next refresh
         if halt.is_set():
             return
         count += upload(s3, BUCKET, rest)
@@ -439,9 +448,10 @@ def _run_dashboard(world: DemoWorld, start_dropper: Callable[[], None]) -> int:
 
     halt = threading.Event()
 
-    def prepare() -> None:
+    def prepare(show_store_now: Callable[[], None]) -> None:
         # the dashboard is on screen meanwhile: progress goes to the log, not over the screen
-        populate(world, say=lambda text: log.info("demo_seeding", step=text), halt=halt)
+        populate(world, say=lambda text: log.info("demo_seeding", step=text), halt=halt,
+                 first_rows_in=show_store_now)
         if halt.is_set():
             raise DemoUnavailable("the dashboard closed while the demo was being seeded")
         start_dropper()
