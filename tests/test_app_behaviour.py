@@ -107,6 +107,37 @@ async def test_refresh_applies_diff_and_keeps_cursor(tmp_path):
         assert app.stats.total() == 13
 
 
+async def test_a_changed_row_is_drawn_on_screen_and_when_scrolled_back_to(tmp_path):
+    """A refresh repaints only the on-screen lines whose cells changed; a row that changed while
+    scrolled out of view shows its new text when scrolled back to (no stale line from before)."""
+    store, clock = seed_store(str(tmp_path / "s.db"))
+    for i in range(40):
+        store.register_workset(f"ws-bulk-{i:02d}", "daylily-ws", f"worksets/ws-bulk-{i:02d}/",
+                               priority="low", actor="discovery")
+    app = make_app(tmp_path, store=store, clock=clock)
+    async with app.run_test(size=(160, 24)) as pilot:
+        await settle(pilot, app)
+        table = app.screen.table
+        order = table.ordered_keys()
+        top, bottom = order[0], order[-1]
+        table.move_cursor(row=len(order) - 1)  # draw the bottom rows once, then back to the top
+        await pilot.pause()
+        assert bottom in _screen_text(app)
+        table.move_cursor(row=0)
+        await pilot.pause()
+        assert bottom not in _screen_text(app)
+        clock.advance(1)
+        assert store.acquire_lock(top, "engine-top") and store.acquire_lock(bottom, "engine-end")
+        await refresh(pilot, app)
+        assert table.ordered_keys() == order  # a state change: cells only, the order stays
+        line = next(t for t in _screen_text(app).splitlines() if top in t)
+        assert "engine-top" in line and "locked" in line
+        table.move_cursor(row=len(order) - 1)
+        await pilot.pause()
+        line = next(t for t in _screen_text(app).splitlines() if bottom in t)
+        assert "engine-end" in line and "locked" in line
+
+
 async def test_pause_stops_refresh(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -57,6 +57,7 @@ class QueueScreen(WsmonScreen):
         self.selected: set[str] = set()
         self._sort_cache: dict[str, Any] = {}
         self.compact = False  # narrow terminal: shorter state and priority words
+        self._bar_shown: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
@@ -196,7 +197,9 @@ class QueueScreen(WsmonScreen):
             bar.append(f" │ {len(self.selected)} selected", style="bold")
             if hidden:
                 bar.append(f" ({hidden} hidden by the filter)")
-        self.query_one("#filter-bar", Static).update(bar)
+        if bar != self._bar_shown:
+            self._bar_shown = bar
+            self.query_one("#filter-bar", Static).update(bar, layout=False)  # one line, fixed
 
     # -- filtering and sorting ------------------------------------------------------------
     def action_filter(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from rich.padding import Padding
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
+from textual.geometry import Region
 from textual.widgets import DataTable
 from textual.widgets._data_table import CellKey, Row, RowKey
 
@@ -235,9 +236,11 @@ class DiffTable(DataTable):
                 self.refresh()
             elif updated:
                 # Only cells changed: forget just those rows' renders instead of bumping
-                # _update_count, which would re-render every visible cell of the table.
+                # _update_count, which would re-render every visible cell of the table, and
+                # repaint only the lines of those rows that are on screen (most of a refresh's
+                # changes are scrolled out of view and cost nothing until scrolled to).
                 self._forget_rendered(touched)
-                self.refresh()
+                self._repaint_rows(touched)
             if order is not None and (added or reorder):
                 self.order_rows(order, reverse)
             if cursor_key is not None and (added or removed or reorder):
@@ -252,6 +255,16 @@ class DiffTable(DataTable):
         for cache_key in [k for k in self._row_renderable_cache.keys() if k[1] in indices]:
             self._row_renderable_cache.discard(cache_key)
         self._line_cache.clear()
+
+    def _repaint_rows(self, row_keys: set[RowKey]) -> None:
+        # rows are one line each (apply_diff adds them so), below the header
+        top = self.header_height if self.show_header else 0
+        width = max(self.size.width, self.virtual_size.width)
+        locations = self._row_locations
+        for row_key in row_keys:
+            index = locations.get(row_key)
+            if index is not None:
+                self._refresh_region(Region(0, top + index, width, 1))
 
     def order_rows(self, order: Callable[[str], Any], reverse: bool = False) -> None:
         ordered = sorted(self._data, key=lambda rk: order(rk.value), reverse=reverse)

@@ -30,10 +30,15 @@ class StatusHeader(Static):
     def on_mount(self) -> None:
         app: WsmonApp = self.app  # type: ignore[assignment]
         app.status_signal.subscribe(self, self._on_status, immediate=True)
-        self.update(self.render_status())
+        self._shown: Text | None = None
+        self._on_status(None)
 
     def _on_status(self, _: object) -> None:
-        self.update(self.render_status())
+        status = self.render_status()
+        if status != self._shown:
+            self._shown = status
+            # the height is fixed (CSS), so new text never needs the screen laid out again
+            self.update(status, layout=False)
 
     def render_status(self) -> Text:
         app: WsmonApp = self.app  # type: ignore[assignment]
@@ -97,7 +102,8 @@ class StatusHeader(Static):
         return Text("\n").join([line, counts, store])
 
     def on_resize(self) -> None:
-        self.update(self.render_status())
+        self._shown = None
+        self._on_status(None)
 
 
 class StoreBanner(Static):
