@@ -34,8 +34,24 @@ def _job_of_caller() -> str | None:
     return None
 
 
-def _count_requests() -> dict:
-    """Wrap botocore's API call to count requests and time per (job, operation)."""
+def _caller_site() -> str:
+    """The engine function (outside the store and the AWS helpers) a request was made for."""
+    import sys
+
+    frame = sys._getframe(2)
+    while frame is not None:
+        path = frame.f_code.co_filename.replace("\\", "/")
+        if "/wsmon/" in path and "/wsmon/engine/store/" not in path and "/wsmon/core/" not in path:
+            module = path.rsplit("/wsmon/", 1)[1].removesuffix(".py").replace("/", ".")
+            return f"{module}:{frame.f_code.co_name}"
+        frame = frame.f_back
+    return "?"
+
+
+def _count_requests(by_site: bool = False) -> dict:
+    """Wrap botocore's API call to count requests and time per (job, operation), and with
+    ``by_site`` also per engine function that asked."""
+    import re
     import threading
 
     from botocore.client import BaseClient
@@ -48,7 +64,10 @@ def _count_requests() -> dict:
         try:
             return real(self, operation, params)
         finally:
-            key = (_job_of_caller() or threading.current_thread().name[:28], operation)
+            thread = re.sub(r"_\d+$", "", threading.current_thread().name)[:28]
+            key = (_job_of_caller() or thread, operation)
+            if by_site:
+                key += (_caller_site(),)
             n, spent = calls.get(key, (0, 0.0))
             calls[key] = (n + 1, spent + time.perf_counter() - began)
 
@@ -71,8 +90,10 @@ def main() -> None:
                              "every sweep, the stand-in in a thread")
     parser.add_argument("--requests", action="store_true",
                         help="also count AWS requests per job thread and operation (slower)")
+    parser.add_argument("--sites", action="store_true",
+                        help="with --requests, also name the engine function behind each request")
     args = parser.parse_args()
-    calls = _count_requests() if args.requests else None
+    calls = _count_requests(args.sites) if args.requests else None
     if args.before:
         from datetime import timedelta
 
@@ -94,8 +115,16 @@ def main() -> None:
         try:
             time.sleep(args.warmup)
             start = engine.job_health.summary()
+            calls_before = dict(calls) if calls is not None else {}
             time.sleep(args.seconds)
             figures = engine.job_health.summary()
+            if calls is not None:  # the window's requests, not the warm-up's
+                window_calls = {}
+                for key, (n, spent) in list(calls.items()):
+                    n0, spent0 = calls_before.get(key, (0, 0.0))
+                    if n > n0:
+                        window_calls[key] = (n - n0, spent - spent0)
+                calls = window_calls
             for name, f in figures.items():  # the window's counts, not the warm-up's
                 f["runs"] -= start[name]["runs"]
                 f["overruns"] -= start[name]["overruns"]
@@ -112,9 +141,15 @@ def main() -> None:
     total = sum(f["overruns"] for f in figures.values())
     print(f"total overruns: {total}")
     if calls is not None:
-        print("AWS requests by (thread, operation), most time first:")
-        for (thread, op), (n, spent) in sorted(calls.items(), key=lambda kv: -kv[1][1])[:25]:
-            print(f"  {thread:<28} {op:<24} {n:>6} {spent:>8.2f}s")
+        print(f"AWS requests in the window by (job or thread, operation), most time first "
+              f"({sum(n for n, _ in calls.values())} in all):")
+        for (thread, op, *site), (n, spent) in sorted(calls.items(), key=lambda kv: -kv[1][1])[:40]:
+            print(f"  {thread:<28} {op:<24} {n:>6} {spent:>8.2f}s  {''.join(site)}")
+        by_op: dict = {}
+        for (_, op, *_site), (n, _spent) in calls.items():
+            by_op[op] = by_op.get(op, 0) + n
+        print("by operation: " + ", ".join(f"{op} {n}" for op, n in
+                                          sorted(by_op.items(), key=lambda kv: -kv[1])))
     print(json.dumps({"store": args.store, "seconds": args.seconds, "jobs": figures}))
 
 

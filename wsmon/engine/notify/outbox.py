@@ -210,7 +210,7 @@ class Notifier:
                     creport.deferred += len(due) - index - 1
                     return
                 continue
-            self.store.mark_notification_delivered(entry.entry_id, self.clock.now())
+            self.store.mark_notification_delivered(entry.entry_id, self.clock.now(), as_read=entry)
             creport.delivered += 1
             self._blocked_until.pop(name, None)
             self._record_health(name, True)

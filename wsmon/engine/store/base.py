@@ -340,7 +340,11 @@ class Store(abc.ABC):
         """Pending entries with ``next_attempt_at <= now``, oldest first."""
 
     @abc.abstractmethod
-    def mark_notification_delivered(self, entry_id: str, at: datetime) -> None: ...
+    def mark_notification_delivered(self, entry_id: str, at: datetime, *,
+                                    as_read: OutboxEntry | None = None) -> None:
+        """Record the delivery. ``as_read`` is the entry as the deliverer read it
+        (``due_notifications``): a backend may write from it instead of reading the entry
+        again; a stale copy costs that read after all, never a lost change."""
 
     @abc.abstractmethod
     def mark_notification_failed(self, entry_id: str, error: str, next_attempt_at: datetime | None,

@@ -129,11 +129,15 @@ class Outbox(MetaTable):
         out.sort(key=rules.due_order)
         return out[:limit]
 
-    def _update_entry(self, entry_id: str, change: Callable[[OutboxEntry], OutboxEntry]) -> None:
+    def _update_entry(self, entry_id: str, change: Callable[[OutboxEntry], OutboxEntry],
+                      as_read: OutboxEntry | None = None) -> None:
+        """Read, change, write back on condition the entry is still as read. ``as_read`` (the
+        caller's copy) stands in for the first read: if it is stale the condition fails and
+        the next round reads the entry."""
         from botocore.exceptions import ClientError
 
-        for _ in range(MAX_WRITE_ATTEMPTS):
-            entry = self._get_entry(entry_id)
+        for attempt in range(MAX_WRITE_ATTEMPTS):
+            entry = as_read if attempt == 0 and as_read is not None else self._get_entry(entry_id)
             if entry is None:
                 # Folded into a newer entry while it was being delivered: nothing to record.
                 log.info("outbox_entry_gone", entry_id=entry_id)
@@ -152,8 +156,9 @@ class Outbox(MetaTable):
                     raise
         raise StoreUnavailable(f"notification {entry_id} kept changing under us; try again")
 
-    def mark_notification_delivered(self, entry_id: str, at: datetime) -> None:
-        self._update_entry(entry_id, lambda e: rules.delivered(e, at))
+    def mark_notification_delivered(self, entry_id: str, at: datetime, *,
+                                    as_read: OutboxEntry | None = None) -> None:
+        self._update_entry(entry_id, lambda e: rules.delivered(e, at), as_read)
 
     def mark_notification_failed(self, entry_id: str, error: str, next_attempt_at: datetime | None,
                                  ) -> None:

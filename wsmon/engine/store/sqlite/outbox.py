@@ -93,7 +93,9 @@ class Outbox(Database):
                  dumps(new.model_dump(mode="json")), entry_id),
             )
 
-    def mark_notification_delivered(self, entry_id: str, at: datetime) -> None:
+    def mark_notification_delivered(self, entry_id: str, at: datetime, *,
+                                    as_read: OutboxEntry | None = None) -> None:
+        # the read inside the write transaction is local and cheap: as_read is not needed
         self._change_entry(entry_id, lambda e: rules.delivered(e, at))
 
     def mark_notification_failed(self, entry_id: str, error: str,
