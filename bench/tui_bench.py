@@ -70,21 +70,48 @@ def change_one(store, key: str, state: str, change: str, rng: random.Random) -> 
     return "ready"
 
 
+def write_batches(store, states: dict[str, str], rng: random.Random, batch: int, change: str,
+                  count: int, every: float, clock: ManualClock | None = None) -> None:
+    """``count`` batches of ``batch`` changes ``every`` seconds apart (on ``clock`` when given,
+    else in real time; count < 0: until the process is ended)."""
+    keys = sorted(states)
+    while count != 0:
+        started = time.monotonic()
+        if clock is not None:
+            clock.advance(seconds=every)
+        for key in rng.sample(keys, batch):
+            states[key] = change_one(store, key, states[key], change, rng)
+        if clock is None:
+            time.sleep(max(0.0, every - (time.monotonic() - started)))
+        count -= 1
+
+
 def writer(db: Path, fraction: float, every: float, change: str) -> None:
     """The child process: change ``fraction`` of the worksets every ``every`` seconds, on the
     system clock, until the parent ends it. Says "writing" on stdout once it has begun."""
     store = open_store(f"sqlite:///{db}")
     worksets, _ = store.worksets_changed_since(None)
     states = {ws.workset_id: ws.state.value for ws in worksets}
-    keys = sorted(states)
-    rng = random.Random(11)
-    batch = max(1, int(len(keys) * fraction))
     print("writing", flush=True)
-    while True:
-        started = time.monotonic()
-        for key in rng.sample(keys, batch):
-            states[key] = change_one(store, key, states[key], change, rng)
-        time.sleep(max(0.0, every - (time.monotonic() - started)))
+    write_batches(store, states, random.Random(13), max(1, int(len(states) * fraction)), change,
+                  -1, every)
+
+
+def thread_cpu() -> tuple[float, float]:
+    """(UI thread, every other thread) CPU seconds of this process, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = other = 0.0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        cpu = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        if int(task.name) == os.getpid():
+            main += cpu
+        else:
+            other += cpu
+    return main, other
 
 
 async def run(n: int, refreshes: int, change: str = "state") -> None:
@@ -165,9 +192,15 @@ async def cpu_window(n: int, window: float, change: str, warmup: float = 6.0) ->
 
     tmp = Path(tempfile.mkdtemp(prefix="wsmon-bench-cpu-"))
     db = tmp / "bench.db"
-    # a queue that filled over the last six hours, so ages tick as they do for a real one
+    # a queue that filled over the last six hours, so ages tick as they do for a real one, and
+    # the writer's last minute back-dated: from the start, as many rows show an age in seconds
+    # (changed within the minute) as in the steady state
     clock = ManualClock(datetime.now(timezone.utc) - timedelta(hours=6))
-    seed(db, n, clock, spread=timedelta(hours=6)).close()
+    store = seed(db, n, clock, spread=timedelta(hours=6))
+    clock.set(datetime.now(timezone.utc) - timedelta(seconds=60))
+    states = {ws.workset_id: ws.state.value for ws in store.worksets_changed_since(None)[0]}
+    write_batches(store, states, random.Random(12), max(1, n // 100), change, 30, 2.0, clock)
+    store.close()
     settings = Settings(state_dir=tmp / "state", ui={"bell": False})
     child = subprocess.Popen([sys.executable, __file__, "--writer", str(db), "--change", change],
                              stdout=subprocess.PIPE, text=True)
@@ -183,20 +216,23 @@ async def cpu_window(n: int, window: float, change: str, warmup: float = 6.0) ->
                 await asyncio.sleep(0.05)
             await asyncio.sleep(warmup)  # past the first frames and the first diffs
             generation = app.refresh_generation
-            before, wall = os.times(), time.monotonic()
+            before, wall, threads_before = os.times(), time.monotonic(), thread_cpu()
             await asyncio.sleep(window)
-            after, elapsed = os.times(), time.monotonic() - wall
+            after, elapsed, threads_after = os.times(), time.monotonic() - wall, thread_cpu()
             refreshes = app.refresh_generation - generation
         store.close()
     finally:
         child.terminate()
         child.wait()
     cpu = (after.user - before.user) + (after.system - before.system)
+    ui, rest = (a - b for a, b in zip(threads_after, threads_before))
     print(f"attached dashboard, {n} worksets, 1% changed every 2 s by another process "
           f"({change} changes), refresh every {settings.ui.refresh_interval:g} s:")
     print(f"  CPU {cpu / elapsed * 100:.1f} % of one core over {elapsed:.0f} s "
           f"({refreshes} refreshes, {cpu / max(1, refreshes) * 1000:.0f} ms CPU per refresh); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"  of which the UI thread {ui / elapsed * 100:.1f} %, the refresh reader and other "
+          f"threads {rest / elapsed * 100:.1f} %")
 
 
 def main() -> None:

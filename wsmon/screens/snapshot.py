@@ -35,8 +35,9 @@ from wsmon.engine.progress.usage import facts as usage_facts
 from wsmon.widgets.difftable import ColumnSpec
 from wsmon.widgets.format import (
     STATE_ORDER,
-    age_changes_at,
     age_since,
+    compact_age,
+    compact_age_changes_at,
     progress_cell,
     state_label,
 )
@@ -122,6 +123,8 @@ class _Static:
     display_id: str
     created_at: datetime
     last_event_at: datetime
+    created_ts: float  # the same instants as POSIX seconds: ages are float arithmetic
+    last_event_ts: float
     last_event_text: str
     escaped: tuple[str, ...]  # display_id, customer, cluster, lease, last_event_text, waiting
     search: str
@@ -234,6 +237,7 @@ def _static(ws: Workset) -> _Static:
         state=ws.state, priority=ws.priority.value, priority_rank=ws.priority.rank,
         customer=customer, cluster=cluster, attempts=ws.attempts, lease=lease,
         display_id=display_id, created_at=ws.created_at, last_event_at=last_at,
+        created_ts=ws.created_at.timestamp(), last_event_ts=last_at.timestamp(),
         last_event_text=last_text,
         escaped=tuple(escape(v) for v in (display_id, customer, cluster, lease, last_text,
                                           waiting)),
@@ -242,13 +246,12 @@ def _static(ws: Workset) -> _Static:
     )
 
 
-def _ages(st: _Static, now: datetime) -> tuple[str, str]:
-    return age_since(st.created_at, now), age_since(st.last_event_at, now)
-
-
-def _ages_change_at(st: _Static, now: datetime) -> datetime:
-    """When either age cell of the row next shows another text."""
-    return min(age_changes_at(st.created_at, now), age_changes_at(st.last_event_at, now))
+def _ages(st: _Static, now_ts: float) -> tuple[tuple[str, str], float]:
+    """The row's two age cells at ``now_ts``, and when either next shows another text."""
+    created, last = now_ts - st.created_ts, now_ts - st.last_event_ts
+    changes_at = min(st.created_ts + compact_age_changes_at(created),
+                     st.last_event_ts + compact_age_changes_at(last))
+    return (compact_age(created), compact_age(last)), changes_at
 
 
 def _row(key: str, st: _Static, ages: tuple[str, str]) -> QueueRow:
@@ -270,7 +273,7 @@ def _row(key: str, st: _Static, ages: tuple[str, str]) -> QueueRow:
     markup = (e_id, label, st.priority, e_customer, e_cluster, age, str(st.attempts), e_lease,
               e_last_cell, done)
     sort_values = (key, STATE_ORDER[st.state], st.priority_rank, st.customer, st.cluster,
-                   -st.created_at.timestamp(), st.attempts, st.lease, -st.last_event_at.timestamp(),
+                   -st.created_ts, st.attempts, st.lease, -st.last_event_ts,
                    -1.0 if st.percent is None else st.percent)
     return QueueRow(key, st.state, st.priority, cells, sort_values, st.search, markup,
                     st.s3_missing, st.percent)
@@ -292,9 +295,9 @@ class SnapshotReader:
         # When each row's ages next change, as a heap of (instant, key); _age_due holds the
         # instant that counts per key (a heap entry that differs is outdated), so a read
         # recomputes only the ages whose text can have moved, not all 10,000.
-        self._age_heap: list[tuple[datetime, str]] = []
-        self._age_due: dict[str, datetime] = {}
-        self._last_now: datetime | None = None
+        self._age_heap: list[tuple[float, str]] = []
+        self._age_due: dict[str, float] = {}
+        self._last_now: float | None = None
         # (state, priority) -> worksets, kept from the mirror: the header's counts without a
         # queue_stats() read per refresh (on DynamoDB that is a Query per state)
         self._counts: Counter[tuple[str, str]] = Counter()
@@ -348,13 +351,16 @@ class SnapshotReader:
         # Only ages move between reads: a row is rebuilt when its record changed or one of its
         # ages reached the instant its text changes.
         dirty_keys = set(dirty)
-        for key in self._rows_to_rebuild(dirty, now, full):
+        now_ts = now.timestamp()
+        to_rebuild = self._rows_to_rebuild(dirty, now_ts, full)
+        heap, due_at = self._age_heap, self._age_due
+        for key in to_rebuild:
             st = statics.get(key)
             if st is None:
                 continue
-            new_ages = _ages(st, now)
-            self._age_due[key] = due = _ages_change_at(st, now)
-            heapq.heappush(self._age_heap, (due, key))
+            new_ages, due = _ages(st, now_ts)
+            due_at[key] = due
+            heapq.heappush(heap, (due, key))
             if key not in dirty_keys and ages.get(key) == new_ages:
                 continue
             ages[key] = new_ages
@@ -367,7 +373,7 @@ class SnapshotReader:
             rows.pop(key, None)
             ages.pop(key, None)
             self._age_due.pop(key, None)
-        self._last_now = now
+        self._last_now = now_ts
         self._watermark = watermark
         self._reads += 1
 
@@ -395,7 +401,7 @@ class SnapshotReader:
         self._counts[(st.state.value, st.priority)] += 1
         self._statics[key] = st
 
-    def _rows_to_rebuild(self, dirty: list[str], now: datetime, full: bool) -> list[str]:
+    def _rows_to_rebuild(self, dirty: list[str], now: float, full: bool) -> list[str]:
         """The changed records (in store order), then the rows whose ages' instant came."""
         due_at = self._age_due
         if full or self._last_now is None or now < self._last_now:
@@ -435,7 +441,7 @@ class SnapshotReader:
         changed: dict[str, QueueRow] = {}
         for ws in page.items:
             st = _static(ws)
-            ages = _ages(st, now)
+            ages, _ = _ages(st, now.timestamp())
             self._statics[ws.workset_id] = st
             self._ages[ws.workset_id] = ages
             row = _row(ws.workset_id, st, ages)

@@ -258,13 +258,15 @@ class DiffTable(DataTable):
 
     def _repaint_rows(self, row_keys: set[RowKey]) -> None:
         # rows are one line each (apply_diff adds them so), below the header
-        top = self.header_height if self.show_header else 0
+        header = self.header_height if self.show_header else 0
+        first = int(self.scroll_y)
+        last = first + self.size.height - header
         width = max(self.size.width, self.virtual_size.width)
         locations = self._row_locations
         for row_key in row_keys:
             index = locations.get(row_key)
-            if index is not None:
-                self._refresh_region(Region(0, top + index, width, 1))
+            if index is not None and first <= index < last:
+                self._refresh_region(Region(0, header + index, width, 1))
 
     def order_rows(self, order: Callable[[str], Any], reverse: bool = False) -> None:
         ordered = sorted(self._data, key=lambda rk: order(rk.value), reverse=reverse)

@@ -76,11 +76,6 @@ def age_since(then: datetime | None, now: datetime) -> str:
     return compact_age((now - then).total_seconds())
 
 
-def age_changes_at(then: datetime, now: datetime) -> datetime:
-    """When ``age_since(then, …)`` next shows another text than it does at ``now``."""
-    return then + timedelta(seconds=compact_age_changes_at((now - then).total_seconds()))
-
-
 def duration(seconds: float | None) -> str:
     """'1h02m', '3m05s', '12s'."""
     if seconds is None:
