@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -26,6 +27,15 @@ from wsmon.widgets.format import (
 from wsmon.widgets.styles import role_markup
 
 SELECTED_MARK = "●"
+
+
+@dataclass(frozen=True, slots=True)
+class _Looks:
+    mark: str  # a selected row's first cell
+    states: dict[WorksetState, str]
+    priorities: dict[str, str]
+    gone: str  # the gone-from-S3 marker
+    compact: bool
 COLUMN_LABELS = {spec.key: spec.label for spec in QUEUE_COLUMNS}
 
 
@@ -100,24 +110,30 @@ class QueueScreen(WsmonScreen):
     def _plain(self, row: QueueRow) -> tuple[Any, ...]:
         return (row.key in self.selected, *row.cells)
 
-    def _cells(self, row: QueueRow) -> list[str]:
+    def _looks(self) -> _Looks:
+        """The styled pieces for the current theme and width, once per batch of rows."""
+        app, compact = self.wsmon, self.compact
+        states = {state: role_markup(app, STATE_ROLES[state], state_label(state, compact),
+                                     bold=state in (WorksetState.FAILED, WorksetState.ERROR))
+                  for state in WorksetState}
+        priorities = {}
+        for priority in Priority:
+            word = PRIORITY_SHORT_WORDS.get(priority.value, priority.value) if compact \
+                else priority.value
+            priorities[priority.value] = (role_markup(app, "warning", word, bold=True)
+                                          if priority == Priority.URGENT else word)
+        return _Looks(role_markup(app, "accent", SELECTED_MARK, bold=True), states, priorities,
+                      role_markup(app, "warning", GONE_FROM_S3, bold=True), compact)
+
+    def _cells(self, row: QueueRow, looks: _Looks) -> list[str]:
         """Markup strings: the reader escaped every untrusted value; DataTable parses a str
         cell only when it is drawn, so 10,000 rows cost nothing until scrolled into view."""
-        app = self.wsmon
-        mark = role_markup(app, "accent", SELECTED_MARK, bold=True) if row.key in self.selected else ""
-        cells = [mark, *row.markup]
-        compact = self.compact
-        label = state_label(row.state, compact) if compact else cells[2]
-        cells[2] = role_markup(app, STATE_ROLES[row.state], label,
-                               bold=row.state in (WorksetState.FAILED, WorksetState.ERROR))
-        if compact:
-            cells[3] = PRIORITY_SHORT_WORDS.get(row.priority, row.priority)
-        if row.priority == Priority.URGENT.value:
-            cells[3] = role_markup(app, "warning", cells[3], bold=True)
+        cells = [looks.mark if row.key in self.selected else "", *row.markup]
+        cells[2] = looks.states[row.state]
+        cells[3] = looks.priorities.get(row.priority, cells[3])
         if row.s3_missing:
-            gone = role_markup(app, "warning", GONE_FROM_S3, bold=True)
-            cells[9] = f"{gone} · {cells[9]}" if cells[9] else gone
-        if compact:
+            cells[9] = f"{looks.gone} · {cells[9]}" if cells[9] else looks.gone
+        if looks.compact:
             cells[10] = progress_cell(row.percent, compact=True)
         return cells
 
@@ -138,7 +154,9 @@ class QueueScreen(WsmonScreen):
     def _apply(self, upserts: dict[str, QueueRow], removals: list[str], reorder: bool) -> None:
         table = self.table
         plain = {k: self._plain(r) for k, r in upserts.items()}
-        cells = {k: self._cells(r) for k, r in upserts.items() if table._plain.get(k) != plain[k]}
+        looks = self._looks()
+        cells = {k: self._cells(r, looks) for k, r in upserts.items()
+                 if table._plain.get(k) != plain[k]}
         plain = {k: plain[k] for k in cells}
         for key in removals:
             self._sort_cache.pop(key, None)
