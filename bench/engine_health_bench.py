@@ -53,25 +53,44 @@ def _count_requests(by_site: bool = False) -> dict:
     ``by_site`` also per engine function that asked."""
     import re
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     from botocore.client import BaseClient
 
     calls: dict = {}
     real = BaseClient._make_api_call
+    # the store fans some reads out to a plain ThreadPoolExecutor (one Query per state): such a
+    # request is counted under the job and function that submitted it
+    origin = threading.local()
+    real_submit = ThreadPoolExecutor.submit
+
+    def submit(self, fn, /, *args, **kwargs):
+        job, site = _job_of_caller(), _caller_site()
+
+        def run(*a, **k):
+            # only a fan-out from inside a job (apscheduler's own pool runs the jobs themselves)
+            if job is not None:
+                origin.job, origin.site = job, site
+            try:
+                return fn(*a, **k)
+            finally:
+                origin.job = origin.site = None
+        return real_submit(self, run, *args, **kwargs)
 
     def counted(self, operation, params):
         began = time.perf_counter()
         try:
             return real(self, operation, params)
         finally:
-            thread = re.sub(r"_\d+$", "", threading.current_thread().name)[:28]
-            key = (_job_of_caller() or thread, operation)
+            thread = re.sub(r"[-_]\d+$", "", threading.current_thread().name)[:28]
+            key = (_job_of_caller() or getattr(origin, "job", None) or thread, operation)
             if by_site:
-                key += (_caller_site(),)
+                key += (getattr(origin, "site", None) or _caller_site(),)
             n, spent = calls.get(key, (0, 0.0))
             calls[key] = (n + 1, spent + time.perf_counter() - began)
 
     BaseClient._make_api_call = counted
+    ThreadPoolExecutor.submit = submit
     return calls
 
 
