@@ -292,6 +292,37 @@ async def test_detail_shows_every_part(tmp_path):
             assert expected in shot, expected
 
 
+async def test_registered_is_one_instant_in_the_queue_the_detail_and_the_timeline(tmp_path):
+    """A folder marked ready in S3 90 minutes before wsmon saw it: the queue's registered
+    column, the detail's registered line and the timeline's registration row all show when wsmon
+    registered it; the timeline names the sentinel's earlier time as what it is."""
+    store, clock = seed_store(str(tmp_path / "s.db"))
+    in_s3_since = clock.now() - timedelta(minutes=90)
+    store.register_workset("ws-seen-late", "daylily-ws", "worksets/ws-seen-late/",
+                           priority="urgent", state_at=in_s3_since, actor="discovery",
+                           reason="registered from daylily.ready")
+    registered = store.get_workset("ws-seen-late").created_at
+    clock.advance(7)
+    app = make_app(tmp_path, store=store, clock=clock)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, app)
+        table = app.screen.table
+        header = _screen_text(app).splitlines()[4]
+        column = header.index("registered")
+        row = _screen_text(app).splitlines()[5 + table.ordered_keys().index("ws-seen-late")]
+        assert row[column:column + 10].split() == ["7s"], row
+        table.move_to_key("ws-seen-late")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: getattr(app.screen, "record", None) is not None, what="load")
+        lines = _screen_text(app).splitlines()
+        at = registered.strftime("%Y-%m-%d %H:%M:%S")
+        detail = next(line for line in lines if line.strip().startswith("registered"))
+        assert f"{at} UTC (7s ago)" in detail, detail
+        timeline = next(line for line in lines if "registered from daylily.ready" in line)
+        assert timeline.split()[:4] == [*at.split(), "7s", "ago"], timeline
+        assert f"ready in S3 since {in_s3_since.strftime('%Y-%m-%d %H:%M:%S')}" in timeline
+
+
 async def test_theme_choice_is_remembered(tmp_path):
     from wsmon.themes import remembered_theme
 
@@ -428,9 +459,9 @@ async def test_every_queue_column_is_visible(tmp_path, size):
         shown = sum(c.get_render_width(table) for c in table.columns.values())
         assert shown <= size[0] - 1  # nothing needs horizontal scrolling
         header = _screen_text(app).splitlines()[4]
-        labels = (["workset", "state", "prio", "cust", "clust", "age", "try", "lease",
+        labels = (["workset", "state", "prio", "cust", "clust", "reg", "try", "lease",
                    "event/why"] if size[0] == 80 else
-                  ["workset", "state", "prio", "customer", "cluster", "age", "try",
+                  ["workset", "state", "prio", "customer", "cluster", "registered", "try",
                    "lease holder", "last event / why waiting"])
         for label in labels:
             assert label in header, (label, header)

@@ -177,7 +177,10 @@ class DetailScreen(WsmonScreen):
         _kv(fields, "S3 location", self._s3_location(ws))
         _kv(fields, "customer", ws.customer_id)
         _kv(fields, "cluster", ws.cluster_name)
-        _kv(fields, "created", f"{clock_time(ws.created_at)} ({relative(ws.created_at, now)})")
+        # "registered" is when wsmon registered the workset, the same instant the queue's
+        # registered column and the timeline's registration row show
+        _kv(fields, "registered", f"{clock_time(ws.created_at)} "
+                                  f"({relative(ws.created_at, now)})")
         _kv(fields, "state since", f"{clock_time(ws.state_changed_at)} "
                                    f"({relative(ws.state_changed_at, now)})")
         _kv(fields, "updated", clock_time(ws.updated_at))
@@ -260,11 +263,19 @@ class DetailScreen(WsmonScreen):
         for col in ("when", "ago", "from", "to", "actor", "reason"):
             timeline.add_column(col)
         for ev in self.events or ws.recent_events:
+            at, reason = ev.at, truncate(strip_control(ev.reason), 120)
+            if ev.from_state is None and abs((ev.at - ws.created_at).total_seconds()) >= 1:
+                # The registration event carries the state's start from its S3 sentinel (a
+                # folder marked ready before wsmon saw it); the row says when wsmon registered
+                # it, as "registered" does everywhere, and names the sentinel's time.
+                at = ws.created_at
+                reason = (f"{reason} · {ev.to_state.value} in S3 since "
+                          f"{ev.at.strftime('%Y-%m-%d %H:%M:%S')}")
             timeline.add_row(
-                ev.at.strftime("%Y-%m-%d %H:%M:%S"), relative(ev.at, now),
+                at.strftime("%Y-%m-%d %H:%M:%S"), relative(at, now),
                 ev.from_state.value if ev.from_state else "-",
                 Text(ev.to_state.value, style=role_style(app, STATE_ROLES[ev.to_state])),
-                Text(strip_control(ev.actor)), Text(truncate(strip_control(ev.reason), 120)))
+                Text(strip_control(ev.actor)), Text(reason))
         parts.append(timeline)
 
         if self.log_tail:
