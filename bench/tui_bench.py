@@ -18,8 +18,9 @@ less. Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
+import gc
+import os
 import random
 import resource
 import statistics
@@ -95,6 +96,20 @@ def writer(db: Path, fraction: float, every: float, change: str) -> None:
     print("writing", flush=True)
     write_batches(store, states, random.Random(13), max(1, int(len(states) * fraction)), change,
                   -1, every)
+
+
+class CollectorTime:
+    """A gc callback: CPU seconds in collections (any thread), and how many were full ones."""
+
+    def __init__(self) -> None:
+        self.seconds, self.full, self._started = 0.0, 0, 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._started
+            self.full += info["generation"] == 2
 
 
 def thread_cpu() -> tuple[float, float]:
@@ -216,9 +231,17 @@ async def cpu_window(n: int, window: float, change: str, warmup: float = 6.0) ->
                 await asyncio.sleep(0.05)
             await asyncio.sleep(warmup)  # past the first frames and the first diffs
             generation = app.refresh_generation
+            collector = CollectorTime()
+            gc.callbacks.append(collector)
             before, wall, threads_before = os.times(), time.monotonic(), thread_cpu()
-            await asyncio.sleep(window)
+            applies, seen = [], app.refresh_generation
+            while time.monotonic() - wall < window:
+                await asyncio.sleep(0.05)
+                if app.refresh_generation != seen:
+                    seen = app.refresh_generation
+                    applies.append(app.last_apply_cpu_seconds)
             after, elapsed, threads_after = os.times(), time.monotonic() - wall, thread_cpu()
+            gc.callbacks.remove(collector)
             refreshes = app.refresh_generation - generation
         store.close()
     finally:
@@ -232,7 +255,11 @@ async def cpu_window(n: int, window: float, change: str, warmup: float = 6.0) ->
           f"({refreshes} refreshes, {cpu / max(1, refreshes) * 1000:.0f} ms CPU per refresh); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"  of which the UI thread {ui / elapsed * 100:.1f} %, the refresh reader and other "
-          f"threads {rest / elapsed * 100:.1f} %")
+          f"threads {rest / elapsed * 100:.1f} %; Python's garbage collector "
+          f"{collector.seconds / elapsed * 100:.1f} % ({collector.full} full collections)")
+    if applies:
+        print(f"  UI thread applying a refresh (SnapshotReady handler): median "
+              f"{statistics.median(applies) * 1000:.0f} ms CPU, the rest of its time drawing")
 
 
 def main() -> None:
