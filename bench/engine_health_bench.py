@@ -69,7 +69,7 @@ def _count_requests(by_site: bool = False) -> dict:
 
         def run(*a, **k):
             # only a fan-out from inside a job (apscheduler's own pool runs the jobs themselves)
-            if job is not None:
+            if job is not None and threading.current_thread().name.startswith("ThreadPoolExecutor"):
                 origin.job, origin.site = job, site
             try:
                 return fn(*a, **k)

@@ -28,6 +28,7 @@ class CountingStore:
         self._store = store
         self.change_reads: list[datetime | None] = []
         self.stats_reads = 0
+        self.stats_states: list[list[str] | None] = []
         self.during_read = during_read  # called after each change read, before it returns
         self._count_lock = threading.Lock()
 
@@ -39,10 +40,11 @@ class CountingStore:
             self.during_read()
         return answer
 
-    def queue_stats(self):
+    def queue_stats(self, states=None):
         with self._count_lock:
             self.stats_reads += 1
-        return self._store.queue_stats()
+            self.stats_states.append(None if states is None else [str(s.value) for s in states])
+        return self._store.queue_stats(states)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -165,10 +167,14 @@ def test_the_engines_jobs_share_one_read_per_tick(tmp_path, store, clock) -> Non
     counting = CountingStore(store)
     engine = Engine(settings, store=counting, clock=clock)  # type: ignore[arg-type]
     try:
-        engine.evaluate_alerts()  # error rate over its window, queue depth
         engine.flush_metrics()  # this minute's sample: queue depth, completions
+        engine.evaluate_alerts()  # error rate over its window, queue depth
         engine.notice_force_releases()  # the sweep's look for operators' releases
-        assert len(counting.change_reads) == 1 and counting.stats_reads == 1
+        assert len(counting.change_reads) == 1
+        assert counting.stats_states == [None]  # the count of every state answers the alerts too
+        clock.advance(3)
+        engine.evaluate_alerts()  # on its own, the alerts count the ready queue only
+        assert counting.stats_states == [None, ["ready"]]
     finally:
         engine.stop(0)
 

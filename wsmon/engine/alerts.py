@@ -122,7 +122,8 @@ class _Context:
 
     @cached_property
     def queue_stats(self):
-        return self.changes.queue_stats()
+        # the rules look at the ready queue only: the finished states (the big ones) stay unread
+        return self.changes.queue_stats(states=[WorksetState.READY])
 
     def worksets(self, state: WorksetState, priority: Priority | None = None) -> list[Workset]:
         key = (state, priority)

@@ -18,11 +18,12 @@ view covers (a first look, a watermark kept across a restart) goes to the store 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from wsmon.core.clock import Clock, SystemClock, utc
-from wsmon.core.models import QueueStats, Workset
+from wsmon.core.models import QueueStats, Workset, WorksetState
 
 if TYPE_CHECKING:
     from wsmon.config.settings import Settings
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 #: the longest a shared answer may be old when no job interval asks for less
 MAX_FRESHNESS_SECONDS = 1.0
+_STATE_ORDER = list(WorksetState)
 #: look-back kept beyond the consumers' own windows: the store's watermark lag, a late tick
 WINDOW_SLACK = timedelta(seconds=30)
 
@@ -39,7 +41,7 @@ class ChangeReads(Protocol):
 
     def changed_since(self, since: datetime | None) -> tuple[list[Workset], datetime]: ...
 
-    def queue_stats(self) -> QueueStats: ...
+    def queue_stats(self, states: Iterable[WorksetState] | None = None) -> QueueStats: ...
 
 
 class StoreReads:
@@ -51,8 +53,8 @@ class StoreReads:
     def changed_since(self, since: datetime | None) -> tuple[list[Workset], datetime]:
         return self.store.worksets_changed_since(since)
 
-    def queue_stats(self) -> QueueStats:
-        return self.store.queue_stats()
+    def queue_stats(self, states: Iterable[WorksetState] | None = None) -> QueueStats:
+        return self.store.queue_stats(states)
 
 
 def newer(candidate: Workset, held: Workset | None) -> bool:
@@ -79,7 +81,7 @@ class RecentChanges:
         self._watermark: datetime | None = None  # the store's, from the last read
         self._read_at: float | None = None
         self._stats_lock = threading.Lock()
-        self._stats: tuple[float, QueueStats] | None = None
+        self._stats: dict[frozenset[WorksetState] | None, tuple[float, QueueStats]] = {}
         self.store_reads = 0  # worksets_changed_since calls this view made (incl. fallbacks)
 
     @classmethod
@@ -123,14 +125,18 @@ class RecentChanges:
         self.store_reads += 1
         return self.store.worksets_changed_since(since)  # older than the view holds
 
-    def queue_stats(self) -> QueueStats:
-        """The store's queue counts, shared for ``freshness`` seconds."""
+    def queue_stats(self, states: Iterable[WorksetState] | None = None) -> QueueStats:
+        """The store's queue counts (of ``states``, all when None), shared for ``freshness``
+        seconds; a fresh count of every state also answers a question about some."""
+        key = None if states is None else frozenset(WorksetState.parse(s) for s in states)
         with self._stats_lock:
             now = self.clock.monotonic()
-            if self._stats is not None and now - self._stats[0] < self.freshness:
-                return self._stats[1]
-            stats = self.store.queue_stats()
-            self._stats = (now, stats)
+            for held in (None, key):
+                cached = self._stats.get(held)
+                if cached is not None and now - cached[0] < self.freshness:
+                    return cached[1]
+            stats = self.store.queue_stats(None if key is None else sorted(key, key=_STATE_ORDER.index))
+            self._stats[key] = (now, stats)
             return stats
 
     # -- refresh ----------------------------------------------------------------------------

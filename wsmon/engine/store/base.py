@@ -150,7 +150,9 @@ class Store(abc.ABC):
         The watermark trails "now" a little so a write committed late is never skipped."""
 
     @abc.abstractmethod
-    def queue_stats(self) -> QueueStats: ...
+    def queue_stats(self, states: Iterable[WorksetState] | None = None) -> QueueStats:
+        """Worksets per state and priority. With ``states``, only those are counted (the others
+        read as zero): a caller that needs the ready queue does not pay for the finished ones."""
 
     @abc.abstractmethod
     def update_state(self, workset_id: str, new_state: WorksetState | str, reason: str,

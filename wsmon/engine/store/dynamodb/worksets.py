@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -190,8 +191,8 @@ class Worksets(WorksetWrites):
         items = sorted(found.values(), key=lambda i: (i["updated_at"], i["workset_id"]))
         return [workset_from(i) for i in items], watermark
 
-    def queue_stats(self) -> QueueStats:
-        """One Query per state on ``created-at-index``, which projects only the keys and
+    def queue_stats(self, states: Iterable[WorksetState] | None = None) -> QueueStats:
+        """One Query per state (per state asked for) on ``created-at-index``, which projects only the keys and
         ``priority``: reading a 10,000-workset queue moves ~1 MB of index entries (not the full
         items a COUNT on an ALL-projected index would read and bill), and no Scan, no hot
         counter item that every claim would have to update."""
@@ -207,7 +208,9 @@ class Worksets(WorksetWrites):
             return found
 
         counts = {s.value: {p.value: 0 for p in Priority} for s in WorksetState}
-        for st, found in zip(WorksetState, self._db.parallel(one, list(WorksetState)), strict=True):
+        wanted = (list(WorksetState) if states is None
+                  else sorted({WorksetState.parse(s) for s in states}, key=list(WorksetState).index))
+        for st, found in zip(wanted, self._db.parallel(one, wanted), strict=True):
             for prio, n in found.items():
                 counts[st.value][prio] = counts[st.value].get(prio, 0) + n
         return QueueStats(counts=counts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from collections.abc import Iterable
 from typing import Any
 
 from wsmon.core.clock import isoformat, parse_iso
@@ -119,17 +120,19 @@ class Worksets(WorksetRows):
                 ).fetchall()
         return [self._row_to_workset(r) for r in rows], watermark
 
-    def queue_stats(self) -> QueueStats:
+    def queue_stats(self, states: Iterable[WorksetState] | None = None) -> QueueStats:
         counts: dict[str, dict[str, int]] = {
             s.value: {p.value: 0 for p in Priority} for s in WorksetState
         }
         by_rank = {p.rank: p.value for p in Priority}
+        wanted = None if states is None else sorted({WorksetState.parse(s).value for s in states})
+        where = "" if wanted is None else f"WHERE state IN ({', '.join('?' * len(wanted))}) "
         with self._translate():
             # Grouping by the rank (not the name) lets SQLite count straight off the
             # (state, priority_rank, ...) index without sorting.
             rows = self._conn().execute(
                 "SELECT state, priority_rank, COUNT(*) AS n FROM worksets "
-                "GROUP BY state, priority_rank"
+                f"{where}GROUP BY state, priority_rank", wanted or ()
             ).fetchall()
         for r in rows:
             counts.setdefault(r["state"], {})[by_rank[r["priority_rank"]]] = r["n"]
