@@ -56,8 +56,9 @@ QUEUE_COLUMNS: list[ColumnSpec] = [
     ColumnSpec("customer", "customer", 10, narrow=4, short="cust", grow=1, max=14),
     ColumnSpec("cluster", "cluster", 10, narrow=6, short="clust"),
     # since wsmon registered the workset (Workset.created_at), as the detail's "registered" line
-    # and the timeline's registration row say
-    ColumnSpec("age", "registered", 10, narrow=3, short="reg"),
+    # and the timeline's registration row say; "reg" for short, since the whole word would take
+    # six cells from the event column
+    ColumnSpec("age", "reg", 4, narrow=3),
     ColumnSpec("attempts", "try", 3),
     ColumnSpec("lease", "lease holder", 18, narrow=5, short="lease"),
     ColumnSpec("last_event", "last event / why waiting", 20, narrow=15, short="event/why",
