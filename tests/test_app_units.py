@@ -117,7 +117,8 @@ def test_engine_status_alive_stale_none(tmp_path):
 
 
 def test_formatting_reads_without_colour():
-    assert compact_age(59) == "59s" and compact_age(3600 * 5) == "5h" and compact_age(86400 * 3) == "3d"
+    assert compact_age(59) == "50s" and compact_age(3600 * 5) == "5h" and compact_age(86400 * 3) == "3d"
+    assert compact_age(9.9) == "0s" and compact_age(10) == "10s" and compact_age(60) == "1m"
     assert duration(3725) == "1h02m" and duration(65) == "1m05s"
     assert bar(1, 4, 8) == "██░░░░░░  25%"
 
