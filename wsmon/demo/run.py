@@ -152,6 +152,10 @@ def demo_settings(*, endpoint: str, state_dir: Path, store_kind: str, topic_arn:
                   ui_overrides: dict[str, Any] | None = None) -> Settings:
     """The demo's configuration: real settings, tuned so something happens every few seconds.
 
+    Every few, not every one: each job's reads go to a stand-in that serves one request at a
+    time, and the whole demo (engine, dashboard, stand-in) is meant to idle under half a core
+    (bench/demo_bench.py). The dashboard refreshes at the product's default, 2 s.
+
     Built directly (not from the operator's config file or WSMON_* environment), so a demo can
     never point at a production store or bucket.
     """
@@ -164,14 +168,14 @@ def demo_settings(*, endpoint: str, state_dir: Path, store_kind: str, topic_arn:
         "store": {"url": store_url_for(store_kind, endpoint, state_dir), "lease_seconds": 20.0,
                   "heartbeat_seconds": 4.0, "max_clock_skew_seconds": 2.0},
         "discovery": {"sources": [{"bucket": BUCKET, "prefix": PREFIX}],
-                      "poll_interval_seconds": 3.0, "reconcile_every": 5,
+                      "poll_interval_seconds": 5.0, "reconcile_every": 20,
                       "ready_lock_backoff_seconds": 1.0,
                       "estimate_vcpus": 32, "estimate_memory_gb": 128.0,
                       # the stand-in serves one request at a time: more threads only queue
                       "list_workers": 4, "head_workers": 4},
         "clusters": {"static": CLUSTERS, "slurm_usage": False, "pcluster_discovery": False,
                      "refresh_interval_seconds": 5.0},
-        "scheduler": {"interval_seconds": 1.5, "max_concurrent_worksets": 9,
+        "scheduler": {"interval_seconds": 2.0, "max_concurrent_worksets": 9,
                       "customer_quotas": {"acme-genomics": 3}},
         "runner": {"kind": "simulated", "workdir": str(state_dir / "work"),
                    # seed 4: the fixed-name folders (the real ones, the stale lease) succeed
@@ -183,16 +187,16 @@ def demo_settings(*, endpoint: str, state_dir: Path, store_kind: str, topic_arn:
                    "shutdown_grace_seconds": 2.0, "max_parallel_worksets": 9},
         "retry": {"base_seconds": 2.0, "cap_seconds": 12.0, "max_retries": 2},
         "metrics": {"sink": "cloudwatch", "flush_interval_seconds": 10.0},
-        "alerts": {"evaluate_interval_seconds": 3.0, "keep_firing_for_seconds": 15.0,
-                   "queue_depth": {"threshold": 12, "for_seconds": 6.0},
+        "alerts": {"evaluate_interval_seconds": 5.0, "keep_firing_for_seconds": 15.0,
+                   "queue_depth": {"threshold": 12, "for_seconds": 10.0},
                    "urgent_waiting": {"threshold": 1.0},
                    "error_rate": {"min_events": 12},
                    "stale_lease": {"for_seconds": 3.0},
                    "cluster_full": {"for_seconds": 10.0}},
-        "notify": {"deliver_interval_seconds": 3.0, "sns_topic_arn": topic_arn},
+        "notify": {"deliver_interval_seconds": 5.0, "sns_topic_arn": topic_arn},
         "logging": {"level": "info"},
         # toasts still announce alerts; a bell for each of the first minute's would only annoy
-        "ui": {"refresh_interval": 1.0, "bell": False, **(ui_overrides or {})},
+        "ui": {"refresh_interval": 2.0, "bell": False, **(ui_overrides or {})},
     }
     return Settings(**values)
 
