@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from wsmon.config.settings import Settings
 from wsmon.core.clock import ManualClock
 from wsmon.engine.store import open_store
 from wsmon.engine.store.base import Store
+
+from tests.waiting import wait_until
 
 WRITE_TOKEN = secrets.token_urlsafe(24)
 READ_TOKEN = secrets.token_urlsafe(24)
@@ -50,14 +51,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate: Any, what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass

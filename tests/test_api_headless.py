@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_support import free_port, wait_until
+from api_support import free_port
+from waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

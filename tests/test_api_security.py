@@ -18,7 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from tests.api_support import READ_TOKEN, WRITE_TOKEN, api_settings, serving, wait_until
+from tests.api_support import READ_TOKEN, WRITE_TOKEN, api_settings, serving
+from tests.waiting import wait_until
 from wsmon.api.auth import ApiConfigError
 from wsmon.api.server import ApiServer
 from wsmon.config.settings import Settings

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from wsmon.config import load_settings
 from wsmon.engine.service import Engine
 from wsmon.engine.store import open_store
 from wsmon.core.models import WorksetState
+from tests.waiting import wait_until
 
 PREFIX = "daylily_monitoring/active_worksets/"
 DATA_BUCKET = "lsmc-dayoa-omics-analysis-us-west-2"
@@ -308,14 +308,6 @@ def start_headless(world: dict, log_path: Path, monitor_id: str | None = None) -
                             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def states(db: Path) -> dict[str, WorksetState]:
@@ -355,13 +347,14 @@ def test_kill_9_mid_run_then_restart_loses_nothing_and_runs_nothing_twice(
     first = start_headless(world, log_path)
     try:
         # kill it while pipelines run in tmux
-        wait_for(lambda: sum(runs(world, n) for n in names) >= 2, 45, "pipelines to start")
+        wait_until(lambda: sum(runs(world, n) for n in names) >= 2, "pipelines to start", 45, every=0.2)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
         second = start_headless(world, log_path)
         try:
-            wait_for(lambda: set(states(world["db"]).values()) == {WorksetState.COMPLETE}
-                     and len(states(world["db"])) == len(names), 50, "every workset complete")
+            wait_until(lambda: set(states(world["db"]).values()) == {WorksetState.COMPLETE}
+                       and len(states(world["db"])) == len(names), "every workset complete", 50,
+                       every=0.2)
             second.send_signal(signal.SIGTERM)
             assert second.wait(30) == 0
         finally:
@@ -390,8 +383,9 @@ def test_two_engines_on_one_store_run_every_workset_once_and_one_polls(
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     procs = [start_headless(world, logs[0], "engine-a"), start_headless(world, logs[1], "engine-b")]
     try:
-        wait_for(lambda: set(states(world["db"]).values()) == {WorksetState.COMPLETE}
-                 and len(states(world["db"])) == len(names), 55, "every workset complete")
+        wait_until(lambda: set(states(world["db"]).values()) == {WorksetState.COMPLETE}
+                   and len(states(world["db"])) == len(names), "every workset complete", 55,
+                   every=0.2)
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         assert [p.wait(30) for p in procs] == [0, 0]

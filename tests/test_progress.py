@@ -6,7 +6,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from wsmon.engine.progress.sacct import (
     run_sacct,
 )
 from wsmon.engine.progress.snakelog import MAX_LINE_BYTES, SnakemakeLogParser
+from tests.waiting import wait_until
 
 HERE = Path(__file__).parent / "fixtures" / "progress"
 FAKE_BIN = HERE / "bin"
@@ -227,13 +227,6 @@ def test_command_source_reads_through_a_wrapper(tmp_path):
     assert LogFollower(CommandLogSource(list), str(tmp_path / "nope")).poll().status == "log not written yet"
 
 
-def wait_until(predicate, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_fake_snakemake_writes_progress_over_time(tmp_path):

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from wsmon.engine.progress.tracker import ProgressTracker
 from wsmon.engine.runner import Aborted, CommandRunner, Job
 from wsmon.engine.store import open_store
 from wsmon.screens.snapshot import SnapshotReader
+from tests.waiting import wait_until
 
 HERE = Path(__file__).parent / "fixtures" / "progress"
 FAKE_BIN = HERE / "bin"
@@ -45,18 +45,6 @@ def tmux_socket():
     name = f"wsmon-test-{uuid.uuid4().hex[:10]}"
     yield name
     subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, check=False)
-
-
-def wait_until(predicate, what: str, timeout: float = 60.0, between=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if between is not None:
-            between()
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_progress_stall_and_cost_end_to_end(tmp_path, clock, tmux_socket, monkeypatch):
@@ -115,9 +103,9 @@ def test_progress_stall_and_cost_end_to_end(tmp_path, clock, tmux_socket, monkey
     try:
         assert dashboard_cell() == "—"  # before the run: nothing known, nothing made up
         (gate / "go-0").touch()
-        wait_until(shows(" 0%"), "0% on the dashboard", between=observe)
+        wait_until(shows(" 0%"), "0% on the dashboard", 60, between=observe)
         (gate / "go-1").touch()
-        wait_until(shows("30%"), "30% on the dashboard", between=observe)
+        wait_until(shows("30%"), "30% on the dashboard", 60, between=observe)
         progress = store.get_workset(WID).progress
         assert (progress.steps_done, progress.steps_total) == (3, 10)
         assert progress.session and progress.log_path.endswith("run.log")
@@ -130,7 +118,7 @@ def test_progress_stall_and_cost_end_to_end(tmp_path, clock, tmux_socket, monkey
         assert alert.state is AlertState.FIRING and alert.subject == WID
 
         (gate / "go-2").touch()
-        wait_until(lambda: not thread.is_alive(), "the pipeline to finish", between=observe)
+        wait_until(lambda: not thread.is_alive(), "the pipeline to finish", 60, between=observe)
         assert outcome and outcome[0].succeeded, outcome
         store.update_state(WID, "complete", "done", "engine-1", lease=lease)
         observe()  # the attempt ended: final figures

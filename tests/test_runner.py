@@ -26,6 +26,7 @@ from wsmon.engine.runner import (
 )
 from wsmon.engine.store import open_store
 from wsmon.core.models import WorksetState
+from tests.waiting import wait_until
 
 HOSTILE = ['aligners=[sent,bwa2a,strobe]', 'two words', '$(touch pwned)', '; touch pwned2', '`id`',
            "it's", '--config', 'a=["x","y"]']
@@ -406,11 +407,6 @@ exit 1
     assert decision.will_retry and decision.error_code == "WS-NET-002"
 
 
-def wait_until(predicate, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 CRASHING_ENGINE = """

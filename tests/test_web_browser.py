@@ -17,7 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_support import free_port, wait_until
+from api_support import free_port
+from waiting import wait_until
 
 from wsmon.engine.store import open_store
 
