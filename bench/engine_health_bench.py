@@ -94,6 +94,25 @@ def _count_requests(by_site: bool = False) -> dict:
     return calls
 
 
+def _children_cpu_seconds() -> float | None:
+    """CPU seconds (user + system) used so far by this process's children (the AWS stand-in in
+    its own process); None where /proc is not there to read."""
+    me, tick, total = os.getpid(), os.sysconf("SC_CLK_TCK"), 0
+    try:
+        pids = [d for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == me:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120.0)
@@ -135,8 +154,10 @@ def main() -> None:
             time.sleep(args.warmup)
             start = engine.job_health.summary()
             calls_before = dict(calls) if calls is not None else {}
+            cpu_before = (time.process_time(), _children_cpu_seconds())
             time.sleep(args.seconds)
             figures = engine.job_health.summary()
+            cpu_after = (time.process_time(), _children_cpu_seconds())
             if calls is not None:  # the window's requests, not the warm-up's
                 window_calls = {}
                 for key, (n, spent) in list(calls.items()):
@@ -159,6 +180,14 @@ def main() -> None:
               f"{f['max_lag_seconds']:>8.3f} {f['lag_seconds']:>6.3f} {f['duration_seconds']:>8.3f}")
     total = sum(f["overruns"] for f in figures.values())
     print(f"total overruns: {total}")
+    engine_cpu = cpu_after[0] - cpu_before[0]
+    stand_in = (f"{cpu_after[1] - cpu_before[1]:.1f}s "
+                f"({100 * (cpu_after[1] - cpu_before[1]) / args.seconds:.0f}% of a core)"
+                if cpu_after[1] is not None and cpu_before[1] is not None else "unknown")
+    print(f"CPU in the window: engine process {engine_cpu:.1f}s "
+          f"({100 * engine_cpu / args.seconds:.0f}% of a core"
+          f"{', request counting included' if calls is not None else ''}), "
+          f"AWS stand-in process {stand_in}")
     if calls is not None:
         print(f"AWS requests in the window by (job or thread, operation), most time first "
               f"({sum(n for n, _ in calls.values())} in all):")
