@@ -138,6 +138,29 @@ async def test_a_changed_row_is_drawn_on_screen_and_when_scrolled_back_to(tmp_pa
         assert "engine-end" in line and "locked" in line
 
 
+async def test_rows_moved_by_a_refresh_are_drawn_with_their_own_cells(tmp_path):
+    """A refresh that re-sorts (the sort column changed) draws every line with the cells of the
+    row now at that place, none left from the row that was there before: here one row moves up
+    and the rows it passes, unchanged themselves, each move down a line."""
+    app = make_app(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, app)
+        table = app.screen.table
+        before = table.ordered_keys()
+        await pilot.pause()
+        app.clock.advance(1)
+        app.store.set_priority(before[-1], "urgent", "op@host")
+        await refresh(pilot, app)
+        after = table.ordered_keys()
+        assert after[0] == before[0] == table.cursor_key() and table.cursor_row == 0
+        moved = after.index(before[-1])
+        assert moved < len(before) - 1 and after[moved + 1:] == before[moved:-1]
+        lines = _screen_text(app).splitlines()[5:5 + len(after)]
+        for key, line in zip(after, lines):
+            row = app.rows[key]
+            assert row.cells[0][:10] in line and f" {row.priority} " in line, (key, line)
+
+
 async def test_pause_stops_refresh(tmp_path):
     app = make_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:

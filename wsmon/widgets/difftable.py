@@ -230,7 +230,7 @@ class DiffTable(DataTable):
                 self.cursor_coordinate = self.cursor_coordinate
                 if was_empty and self.show_cursor and self.cursor_type != "none":
                     self._highlight_cursor()
-            if added or (updated and (removed or reorder)):
+            if added:
                 self._update_count += 1
                 self.check_idle()
                 self.refresh()
@@ -238,9 +238,11 @@ class DiffTable(DataTable):
                 # Only cells changed: forget just those rows' renders instead of bumping
                 # _update_count, which would re-render every visible cell of the table, and
                 # repaint only the lines of those rows that are on screen (most of a refresh's
-                # changes are scrolled out of view and cost nothing until scrolled to).
+                # changes are scrolled out of view and cost nothing until scrolled to). Rows
+                # removed or reordered: _remove_rows / order_rows repaint the whole window.
                 self._forget_rendered(touched)
-                self._repaint_rows(touched)
+                if not (removed or (reorder and order is not None)):
+                    self._repaint_rows(touched)
             if order is not None and (added or reorder):
                 self.order_rows(order, reverse)
             if cursor_key is not None and (added or removed or reorder):
@@ -271,8 +273,17 @@ class DiffTable(DataTable):
     def order_rows(self, order: Callable[[str], Any], reverse: bool = False) -> None:
         ordered = sorted(self._data, key=lambda rk: order(rk.value), reverse=reverse)
         self._row_locations = TwoWayDict({rk: i for i, rk in enumerate(ordered)})
+        self._forget_positions()
+
+    def _forget_positions(self) -> None:
+        """Rows moved: forget what is cached by row index or screen line, and repaint. Each
+        cell's own render stays (DataTable keys it by row key, with cursor and hover), so a
+        re-sort redraws the window from cached cells instead of parsing every cell again,
+        which bumping _update_count would make it do."""
+        self._row_renderable_cache.clear()
+        self._row_render_cache.clear()
+        self._line_cache.clear()
         self._structure_changed()
-        self._update_count += 1
         self.refresh()
 
     def _remove_rows(self, keys: list[str]) -> None:
