@@ -137,17 +137,23 @@ class QueueScreen(WsmonScreen):
             cells[10] = progress_cell(row.percent, compact=True)
         return cells
 
+    @staticmethod
+    def _sort_key(key: str, row: QueueRow | None, index: int) -> tuple[Any, ...]:
+        if row is None:
+            return (1, "", 0, 0.0, key)
+        values = row.sort_values
+        # ties fall back to the store's own queue order (priority, then oldest first)
+        return (0, values[index], values[2], -values[5], key)
+
     def _order(self):
-        rows = self.wsmon.rows
+        """Sort keys by row key, kept per row as rows change (_sort_cache): a re-sort of 10,000
+        rows looks each one up instead of building it again."""
+        cached, rows = self._sort_cache, self.wsmon.rows
         index = SORTABLE.index(self.sort_column)
 
         def key_of(key: str) -> Any:
-            row = rows.get(key)
-            if row is None:
-                return (1, "", 0, 0.0, key)
-            values = row.sort_values
-            # ties fall back to the store's own queue order (priority, then oldest first)
-            return (0, values[index], values[2], -values[5], key)
+            found = cached.get(key)
+            return found if found is not None else self._sort_key(key, rows.get(key), index)
 
         return key_of
 
@@ -174,7 +180,7 @@ class QueueScreen(WsmonScreen):
         for key, row in snap.changed.items():
             if self._matches(row):
                 upserts[key] = row
-                value = row.sort_values[index]
+                value = self._sort_key(key, row, index)
                 if key in shown and self._sort_cache.get(key) != value:
                     reorder = True
                 self._sort_cache[key] = value
@@ -192,7 +198,7 @@ class QueueScreen(WsmonScreen):
         wanted = {k: r for k, r in rows.items() if self._matches(r)}
         removals = [k for k in table._plain if k not in wanted]
         index = SORTABLE.index(self.sort_column)
-        self._sort_cache = {k: r.sort_values[index] for k, r in wanted.items()}
+        self._sort_cache = {k: self._sort_key(k, r, index) for k, r in wanted.items()}
         if restyle:
             for key in list(table._plain):
                 table._plain[key] = (None,) * len(QUEUE_COLUMNS)

@@ -346,7 +346,28 @@ class DiffTable(DataTable):
             self._offsets_cache = cached
         return cached[1]
 
+    # Rows are one line each (apply_diff adds them so): a line's row is the row at that place,
+    # found without the list of every row's lines that DataTable rebuilds after each re-sort.
+    _tall_rows = False
+
+    @property
+    def _total_row_height(self) -> int:
+        return super()._total_row_height if self._tall_rows else len(self.rows)
+
+    def _get_offsets(self, y: int) -> tuple[RowKey, int]:
+        if self._tall_rows:
+            return super()._get_offsets(y)
+        if self.show_header:
+            if y < self.header_height:
+                return self._header_row_key, y
+            y -= self.header_height
+        if not 0 <= y < len(self.rows):
+            raise LookupError(f"Y coord {y!r} is past the last row")
+        return self._row_locations.get_key(y), 0
+
     def add_row(self, *args: Any, **kwargs: Any) -> RowKey:
+        if kwargs.get("height", 1) != 1:
+            self._tall_rows = True
         self._structure_changed()
         return super().add_row(*args, **kwargs)
 
