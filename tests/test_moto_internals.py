@@ -35,6 +35,59 @@ def _moto_requirements() -> list[Requirement]:
             if Requirement(spec).name == "moto"]
 
 
+def test_cheroot_is_pinned_below_an_untested_release_and_still_binds_through_bind() -> None:
+    """moto_server.py serves an inherited socket by overriding cheroot's ``bind``."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    requirements = [Requirement(spec) for group in ("demo", "dev") for spec in extras[group]
+                    if Requirement(spec).name == "cheroot"]
+    assert len(requirements) == 2, "both the demo and dev extras serve the stand-in with cheroot"
+    for requirement in requirements:
+        assert any(spec.operator in ("<", "<=", "~=", "==") for spec in requirement.specifier), requirement
+        assert Version(version("cheroot")) in requirement.specifier
+    from cheroot.server import HTTPServer
+
+    assert list(inspect.signature(HTTPServer.bind).parameters) == ["self", "family", "type", "proto"]
+    assert "self.bind(" in inspect.getsource(HTTPServer.prepare), "cheroot's prepare() no longer binds via bind()"
+
+
+def test_the_stand_in_keeps_connections_open_and_serves_an_inherited_socket() -> None:
+    """Keep-alive (a new connection per request cost ~1-2 ms of CPU each), on the socket the
+    demo makes before the stand-in's process starts, and an empty object (botocore sends it with
+    ``Expect: 100-continue``) is stored with its lowercase metadata, as S3 does."""
+    import http.client
+    import socket
+    from urllib.parse import urlsplit
+
+    from botocore.config import Config
+
+    from wsmon.demo.moto_server import serve_in_subprocess
+
+    with serve_in_subprocess() as endpoint:
+        where = urlsplit(endpoint)
+        conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+        try:
+            conn.request("GET", "/")
+            first = conn.getresponse()
+            first.read()
+            sock = conn.sock
+            assert isinstance(sock, socket.socket)
+            assert (first.getheader("Connection") or "").lower() != "close"
+            conn.request("GET", "/")
+            conn.getresponse().read()
+            assert conn.sock is sock, "the second request needed a new connection"
+        finally:
+            conn.close()
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing",
+                          config=Config(read_timeout=10, retries={"max_attempts": 1}))
+        s3.create_bucket(Bucket="empty-object-check")
+        s3.put_object(Bucket="empty-object-check", Key="folder/.hold", Body=b"",
+                      Metadata={"wsmon-writer": "test"})
+        head = s3.head_object(Bucket="empty-object-check", Key="folder/.hold")
+        assert head["ContentLength"] == 0 and head["Metadata"] == {"wsmon-writer": "test"}
+
+
 def test_moto_is_pinned_below_an_untested_release_and_the_installed_one_fits() -> None:
     requirements = _moto_requirements()
     assert len(requirements) == 2, "both the demo and dev extras need moto's server"

@@ -180,17 +180,48 @@ def use_plain_json_item_responses() -> None:
         DynamoHandler.serialized = serialized  # type: ignore[method-assign]
 
 
+class StandInServer:
+    """moto's WSGI app behind cheroot (CherryPy's HTTP/1.1 server), so botocore keeps its
+    connections open: werkzeug's development server closes each one after a response, and a
+    new TCP connection plus a new server thread per request cost ~1-2 ms of CPU a request on
+    the two ends together, in a demo that makes dozens a second. Header names are passed as
+    sent (S3 metadata keys stay lowercase), and an empty PUT with ``Expect: 100-continue``
+    (botocore's, for an empty object) is answered."""
+
+    def __init__(self, app: Any, host: str, port: int, fd: int | None) -> None:
+        from cheroot import wsgi
+
+        class Server(wsgi.Server):
+            def bind(self, family: int, type: int, proto: int = 0) -> socket.socket:
+                if fd is None:
+                    return super().bind(family, type, proto)
+                # the parent made and bound the listening socket; serve that one
+                self.socket = socket.socket(fileno=fd)
+                self.bind_addr = self.socket.getsockname()[:2]
+                return self.socket
+
+        # 4 threads: requests are served one at a time anyway (see make_server); the others
+        # read the next request off their connection meanwhile
+        self._server = Server((host, port), app, numthreads=4, server_name="wsmon-aws-stand-in")
+        self._server.prepare()
+        self.port: int = self._server.bind_addr[1]
+
+    def serve_forever(self) -> None:
+        self._server.serve()
+
+    def shutdown(self) -> None:
+        self._server.stop()
+
+    def server_close(self) -> None:
+        """Nothing is left open after ``shutdown`` (kept for werkzeug's calling convention)."""
+
+
 def make_server(host: str = "127.0.0.1", port: int = 0, *, one_at_a_time: bool = True,
-                fd: int | None = None, warm: tuple[str, ...] = ()) -> Any:
-    """A werkzeug server running moto's backends; ``serve_forever()`` it, ``.port`` tells where.
+                fd: int | None = None, warm: tuple[str, ...] = ()) -> StandInServer:
+    """A server running moto's backends; ``serve_forever()`` it, ``.port`` tells where.
     ``fd``: an inherited listening socket instead of binding ``port``; ``warm``: services whose
     backend apps are built now rather than by their first request."""
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from werkzeug.serving import make_server as werkzeug_server
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     use_per_item_transaction_rollback()
     use_plain_json_item_responses()
@@ -198,8 +229,7 @@ def make_server(host: str = "127.0.0.1", port: int = 0, *, one_at_a_time: bool =
     for service in warm:
         app.app_instances.setdefault(service, create_backend_app(service))
     if not one_at_a_time:
-        return werkzeug_server(host, port, app, threaded=True, request_handler=MotoRequestHandler,
-                               fd=fd)
+        return StandInServer(app, host, port, fd)
     lock = threading.Lock()
 
     def serialised(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -208,8 +238,7 @@ def make_server(host: str = "127.0.0.1", port: int = 0, *, one_at_a_time: bool =
         with lock:
             return list(app(environ, start_response))
 
-    return werkzeug_server(host, port, serialised, threaded=True,
-                           request_handler=MotoRequestHandler, fd=fd)
+    return StandInServer(serialised, host, port, fd)
 
 
 @contextlib.contextmanager
@@ -278,7 +307,7 @@ WARM_SERVICES = ("dynamodb", "s3", "sns", "sqs", "cloudwatch")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="moto DynamoDB, one request at a time")
+    parser = argparse.ArgumentParser(description="moto's AWS backends, one request at a time")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--fd", type=int, default=None,

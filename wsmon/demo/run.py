@@ -128,7 +128,7 @@ def embedded_aws(own_process: bool = True) -> Iterator[str]:
 
     # found, not imported: importing moto here (~0.5 s) would only delay the dashboard, and the
     # stand-in's own process imports it anyway
-    missing = [name for name in ("moto", "flask", "werkzeug") if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("moto", "flask", "cheroot") if importlib.util.find_spec(name) is None]
     if missing:  # the demo extra is optional; anything else is a real error
         raise DemoUnavailable(
             f"the demo needs moto's server ({', '.join(missing)} not installed): "
