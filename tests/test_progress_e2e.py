@@ -84,7 +84,16 @@ def test_progress_stall_and_cost_end_to_end(tmp_path, clock, tmux_socket, monkey
 
     thread = threading.Thread(target=drive)
     thread.start()
-    tracker = ProgressTracker(settings, store, runner, actor="engine-1", clock=clock)
+    published: list[tuple[str, float, dict]] = []
+
+    class CloudWatchFigures:
+        """What the engine's metrics publisher receives (the CloudWatch dashboard's figures)."""
+
+        def observe(self, name: str, value: float, unit: str = "Seconds", **dims) -> None:
+            published.append((name, value, dims))
+
+    tracker = ProgressTracker(settings, store, runner, actor="engine-1", clock=clock,
+                              metrics=CloudWatchFigures())
     reader = SnapshotReader(store, clock, stale_after=3600)
 
     def observe():
@@ -132,6 +141,10 @@ def test_progress_stall_and_cost_end_to_end(tmp_path, clock, tmux_socket, monkey
         assert final.actual.final and final.actual.jobs == 10
         assert final.actual.vcpu_hours == pytest.approx(40.0)
         assert final.actual.cost_usd == pytest.approx(1.6)
+        # the measured cost reaches CloudWatch once, beside the engine's estimate
+        costs = [(value, dims) for name, value, dims in published if name == "WorksetCost"]
+        assert len(costs) == 1 and costs[0][0] == pytest.approx(1.6)
+        assert costs[0][1] == {"Kind": "actual"}
     finally:
         job.stop("test over")
         thread.join(timeout=30)

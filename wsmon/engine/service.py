@@ -114,7 +114,7 @@ class Engine:
         self.job_health = JobHealth()
         self.job_health.on_overrun = lambda job, kind: self._incr("EngineJobOverruns", Job=job)
         self.progress = ProgressTracker(settings, store, self.runner, actor=self.monitor_id,
-                                        clock=self.clock)
+                                        clock=self.clock, metrics=self.metrics)
 
     # -- wiring ---------------------------------------------------------------------------
     def _wire_observability(self) -> tuple[Any, Any, Any]:

@@ -93,7 +93,7 @@ class _Followed:
 
 class ProgressTracker:
     def __init__(self, settings: Settings, store: Store, runner: Any, *, actor: str,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, metrics: Any = None) -> None:
         self.settings = settings
         self.cfg = settings.progress
         self.store = store
@@ -101,6 +101,7 @@ class ProgressTracker:
         self.actor = actor
         self.clock = clock or SystemClock()
         self.prices = price_book(settings)
+        self.metrics = metrics  # where the measured cost of a finished run is published
         self._runs: dict[str, _Followed] = {}
 
     @property
@@ -200,6 +201,11 @@ class ProgressTracker:
         self._read(run)
         self._measure(run, final=True)
         self._write(workset_id, run, None, final=True)
+        actual = self._actual(run, final=True)
+        if self.metrics is not None and (actual.jobs or actual.vcpu_hours):
+            # beside the estimate published at completion (Kind=estimated): the dashboard's
+            # cost-per-workset widget draws both
+            self.metrics.observe("WorksetCost", actual.cost_usd, "None", Kind="actual")
 
     # -- the record ----------------------------------------------------------------------------
     def _progress(self, run: _Followed, final: bool) -> RunProgress:
