@@ -166,7 +166,7 @@ def demo_settings(*, endpoint: str, state_dir: Path, store_kind: str, topic_arn:
         "state_dir": state_dir,
         "aws": {"region": REGION, "endpoint_url": endpoint, "max_attempts": 5},
         "store": {"url": store_url_for(store_kind, endpoint, state_dir), "lease_seconds": 20.0,
-                  "heartbeat_seconds": 4.0, "max_clock_skew_seconds": 2.0},
+                  "heartbeat_seconds": 6.0, "max_clock_skew_seconds": 2.0},
         "discovery": {"sources": [{"bucket": BUCKET, "prefix": PREFIX}],
                       "poll_interval_seconds": 5.0, "reconcile_every": 20,
                       "ready_lock_backoff_seconds": 1.0,
