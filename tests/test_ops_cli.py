@@ -155,6 +155,24 @@ def test_show_text_has_diagnosis_findings_and_lease(store_url: str) -> None:
     assert "STALE" in stale and "crashed-monitor" in stale
 
 
+def test_show_and_list_say_registered_for_the_instant_the_dashboard_calls_registered(
+        store_url: str) -> None:
+    """One meaning everywhere: when wsmon registered the workset (its created_at), as the
+    dashboard's queue column, detail line and timeline say it."""
+    from wsmon.cli.ops_cmd import _stamp
+
+    store = reopen(store_url)
+    try:
+        record = store.get_workset("ws-live")
+    finally:
+        store.close()
+    shown = [line for line in run(store_url, "show", "ws-live").output.splitlines()
+             if line.startswith("registered ")]
+    assert len(shown) == 1 and _stamp(record.created_at) in shown[0]
+    assert "created" not in run(store_url, "show", "ws-live").output
+    assert "REGISTERED" in run(store_url, "list").output.splitlines()[0].split()
+
+
 def test_show_json_is_the_store_record(store_url: str) -> None:
     result = run(store_url, "show", "--json", "ws-live")
     data = json.loads(result.output)

@@ -208,7 +208,7 @@ def list_cmd(obj: CliContext, states: tuple[str, ...], priority: str | None, cus
             return
         now = _now(store)
         _table(
-            ["ID", "STATE", "PRIORITY", "CUSTOMER", "CLUSTER", "AGE", "TRIES", "HOLDER"],
+            ["ID", "STATE", "PRIORITY", "CUSTOMER", "CLUSTER", "REGISTERED", "TRIES", "HOLDER"],
             [[w.workset_id, w.state.value, w.priority.value, w.customer_id or "-",
               w.cluster_name or "-", _span((now - w.created_at).total_seconds()), str(w.attempts),
               _holder(w, store, now)] for w in items],
@@ -217,7 +217,7 @@ def list_cmd(obj: CliContext, states: tuple[str, ...], priority: str | None, cus
 
 def _show_text(workset: Workset, store: Store, now: datetime) -> None:
     def row(label: str, value: object) -> None:
-        click.echo(f"{label:<10}{_safe(value)}")
+        click.echo(f"{label:<11}{_safe(value)}")
 
     row("workset", workset.workset_id)
     row("state", f"{workset.state.value} since {_stamp_rel(workset.state_changed_at, now)}")
@@ -235,7 +235,8 @@ def _show_text(workset: Workset, store: Store, now: datetime) -> None:
         row("lease", f"held by {workset.lock_owner}, fence {workset.fence}, "
                      f"since {_stamp_rel(workset.lock_acquired_at, now)}, "
                      f"expires {_relative(workset.lock_expires_at, now)}{stale}")
-    row("created", _stamp_rel(workset.created_at, now))
+    # "registered" as the dashboard says it: when wsmon registered the workset (created_at)
+    row("registered", _stamp_rel(workset.created_at, now))
     row("updated", _stamp_rel(workset.updated_at, now))
     if workset.schedule_reason:
         row("schedule", workset.schedule_reason)
