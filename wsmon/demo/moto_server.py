@@ -18,6 +18,10 @@ Three differences from stock moto matter to the DynamoDB store:
   are (DynamoDB's wire format: ``{"S": ...}`` maps), base64 for binary, members without a value
   left out, as the serializer does; ``tests/test_moto_internals.py`` checks both give the same.
 
+The server is cheroot rather than moto's werkzeug one, for HTTP/1.1 keep-alive (``StandInServer``),
+and ``serve_in_subprocess`` hands it a socket made in the parent, so the URL is known before the
+stand-in's process has imported moto.
+
 moto is a development dependency (the ``dev``/``demo`` extras); nothing in the engine imports this.
 """
 
