@@ -328,7 +328,9 @@ def populate(world: DemoWorld, say: Callable[[str], None] = lambda _text: None,
         first_rows_in()  # an open dashboard shows them now, not at its next refresh
         if halt.is_set():
             return
-        count += upload(s3, BUCKET, rest)
+        # two at a time: the stand-in serves one request at a time, and the dashboard's read of
+        # the first rows waits among these uploads
+        count += upload(s3, BUCKET, rest, workers=2)
         log.info("demo_seeded", worksets=len(world.seeded), objects=count, bucket=BUCKET)
         if halt.is_set():
             return
@@ -484,11 +486,12 @@ def run_demo(obj: CliContext, *, headless: bool, store_kind: str, timeout: float
     summary: dict[str, int] = {}
     settings: Settings | None = None
     dropper: Dropper | None = None
-    if not headless:
-        # the dashboard's imports run while the AWS stand-in's process starts on the other core
-        threading.Thread(target=_import_dashboard, name="wsmon-import", daemon=True).start()
     try:
         with dummy_aws_credentials(), embedded_aws() as endpoint:
+            if not headless:
+                # the dashboard's imports run while the AWS stand-in's process (started first, so
+                # nothing here delays it) boots on the other core
+                threading.Thread(target=_import_dashboard, name="wsmon-import", daemon=True).start()
             print(f"wsmon demo: AWS stand-in at {endpoint}, state in {state_dir}", file=out, flush=True)
             world = create_world(endpoint, state_dir, store_kind, ui_overrides=ui)
             settings = world.settings
