@@ -43,34 +43,35 @@ def state_label(state: WorksetState, compact: bool = False) -> str:
     return f"{STATE_SYMBOLS[state]} {word}"
 
 
+# compact_age's steps, one table for the text and for when it next changes:
+# (below this many seconds, rounded down to a multiple of, shown in units of, suffix)
+_AGE_STEPS = ((60, 10, 1, "s"), (3600, 60, 60, "m"), (86400 * 2, 3600, 3600, "h"),
+              (float("inf"), 86400, 86400, "d"))
+
+
+def _age_step(seconds: float) -> tuple[int, int, str]:
+    for below, step, unit, suffix in _AGE_STEPS:
+        if seconds < below:
+            return step, unit, suffix
+    raise AssertionError("the last step has no bound")
+
+
 def compact_age(seconds: float) -> str:
     """'40s', '12m', '3h', '5d', each rounded down: coarse on purpose, so a refresh rarely
     changes the cell. Under a minute in steps of 10 s ('0s' is under 10 s): with 1 % of 10,000
     worksets changing every 2 s, whole seconds changed ~3,000 queue cells per refresh and
     doubled the attached dashboard's CPU (bench/tui_bench.py)."""
     seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{int(seconds // 10) * 10}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m"
-    if seconds < 86400 * 2:
-        return f"{int(seconds // 3600)}h"
-    return f"{int(seconds // 86400)}d"
+    step, unit, suffix = _age_step(seconds)
+    return f"{int(seconds // step) * step // unit}{suffix}"
 
 
 def compact_age_changes_at(seconds: float) -> int:
     """The elapsed seconds at which ``compact_age`` next shows another text (the next whole
-    unit), so a reader recomputes an age only when its cell can change."""
+    step), so a reader recomputes an age only when its cell can change."""
     seconds = max(0.0, seconds)
-    if seconds < 60:
-        unit = 10
-    elif seconds < 3600:
-        unit = 60
-    elif seconds < 86400 * 2:
-        unit = 3600
-    else:
-        unit = 86400
-    return (int(seconds // unit) + 1) * unit
+    step, _, _ = _age_step(seconds)
+    return (int(seconds // step) + 1) * step
 
 
 def age_since(then: datetime | None, now: datetime) -> str:
