@@ -200,9 +200,8 @@ class ProgressTracker:
         run = self._runs[workset_id]
         self._read(run)
         self._measure(run, final=True)
-        self._write(workset_id, run, None, final=True)
-        actual = self._actual(run, final=True)
-        if self.metrics is not None and (actual.jobs or actual.vcpu_hours):
+        actual = self._write(workset_id, run, None, final=True)
+        if self.metrics is not None and actual is not None and (actual.jobs or actual.vcpu_hours):
             # beside the estimate published at completion (Kind=estimated): the dashboard's
             # cost-per-workset widget draws both
             self.metrics.observe("WorksetCost", actual.cost_usd, "None", Kind="actual")
@@ -254,9 +253,12 @@ class ProgressTracker:
         eta = run.rate.eta(self.clock.now(), p.done, p.total if p.known else None)
         return int(eta.timestamp() // ETA_WRITE_STEP.total_seconds()) if eta else None
 
-    def _write(self, workset_id: str, run: _Followed, lease: Lease | None, *, final: bool) -> None:
+    def _write(self, workset_id: str, run: _Followed, lease: Lease | None, *,
+               final: bool) -> ActualUsage | None:
+        """Write the run's figures when they changed; returns the usage figures it built (None
+        on a round with nothing new, which a final write never is)."""
         if not run.dirty and not final and run.written.get("eta") == self._eta_bucket(run, final):
-            return  # the usual round: nothing new in the log, no sacct, the same ETA minute
+            return None  # the usual round: nothing new in the log, no sacct, the same ETA minute
         progress = self._progress(run, final)
         actual = self._actual(run, final)
         tail = self._tail(run)
@@ -270,7 +272,7 @@ class ProgressTracker:
         }
         if key == run.written:
             run.dirty = False
-            return
+            return actual
         fields: dict[str, Any] = {"progress": progress, "actual": actual}
         if tail is not None and key["tail"] != run.written.get("tail") and self._tail_is_ours(workset_id, run, final):
             fields["log_tail"] = tail
@@ -282,3 +284,4 @@ class ProgressTracker:
             log.debug("progress_write_lease_lost", workset=workset_id)
         except StoreError as exc:
             log.warning("progress_write_failed", workset=workset_id, error=strip_control(str(exc))[:300])
+        return actual
