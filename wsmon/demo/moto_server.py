@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from typing import Any
 
 _patch_lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def use_per_item_transaction_rollback() -> None:
@@ -204,6 +205,11 @@ class StandInServer:
                 self.bind_addr = self.socket.getsockname()[:2]
                 return self.socket
 
+            def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+                # through logging, where the process's configuration sends it (a log file under
+                # the dashboard), never straight to the terminal as cheroot does
+                log.log(level, "%s", msg, exc_info=traceback)
+
         # 4 threads: requests are served one at a time anyway (see make_server); the others
         # read the next request off their connection meanwhile
         self._server = Server((host, port), app, numthreads=4, server_name="wsmon-aws-stand-in")
@@ -317,7 +323,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, default=None,
                         help="serve on this already listening socket (inherited from the parent)")
     args = parser.parse_args(argv)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = make_server(args.host, args.port, fd=args.fd, warm=WARM_SERVICES)
     # The parent reads this line to learn the port (0 = chosen by the OS).
     print(f"listening http://{args.host}:{server.port}", flush=True)

@@ -103,18 +103,6 @@ def dummy_aws_credentials() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _quiet_werkzeug() -> None:
-    """werkzeug logs every request (and moto's internal errors) to stderr, which would scribble
-    over the dashboard; the stand-in's own chatter is not the system's."""
-    import logging
-
-    quiet = logging.getLogger("werkzeug")
-    quiet.setLevel(logging.CRITICAL)
-    quiet.propagate = False
-    if not quiet.handlers:
-        quiet.addHandler(logging.NullHandler())
-
-
 @contextmanager
 def embedded_aws(own_process: bool = True) -> Iterator[str]:
     """A moto server on 127.0.0.1, a free port; yields its URL and always stops it.
@@ -135,7 +123,6 @@ def embedded_aws(own_process: bool = True) -> Iterator[str]:
             "pip install 'wsmon[demo]'")
     from wsmon.demo.moto_server import serve_in_subprocess, serve_in_thread
 
-    _quiet_werkzeug()
     # the stand-in starts on the other core while this process carries on; its first requests
     # wait in the socket's backlog
     with (serve_in_subprocess(wait=False) if own_process else serve_in_thread("127.0.0.1", 0)) as url:
